@@ -1,0 +1,96 @@
+"""Every error esmongo raises, so callers can catch one family and tell cases apart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class EsmongoError(Exception):
+    """Base of all esmongo errors."""
+
+
+class ConfigurationError(EsmongoError):
+    """The database or the environment cannot be used as configured."""
+
+
+class EmbeddedServerError(ConfigurationError):
+    """The embedded server could not be started, found or reused."""
+
+
+@dataclass(frozen=True)
+class StreamId:
+    """One aggregate's stream: its type and id."""
+
+    aggregate_type: str
+    aggregate_id: str
+
+    def __str__(self) -> str:
+        return f"{self.aggregate_type}/{self.aggregate_id}"
+
+
+class ConcurrencyError(EsmongoError):
+    """The stream was not at the version the caller expected: nothing was written."""
+
+    def __init__(self, stream: StreamId, expected: object, actual: int) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"concurrency conflict on {stream}: expected version {expected}, "
+            f"but the stream is at version {actual}"
+        )
+
+
+class DuplicateEventError(EsmongoError):
+    """Some of the event ids were recorded before, but not as this same append."""
+
+
+@dataclass(frozen=True)
+class SchemaViolation:
+    """One broken rule of an event's JSON Schema."""
+
+    path: str
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message} (rule '{self.rule}')"
+
+
+class EventValidationError(EsmongoError):
+    """An event's data does not match its registered schema: nothing was written."""
+
+    def __init__(
+        self,
+        event_type: str,
+        event_version: str,
+        violations: list[SchemaViolation],
+        *,
+        index: int | None = None,
+        stream: StreamId | None = None,
+    ) -> None:
+        self.event_type = event_type
+        self.event_version = event_version
+        self.violations = violations
+        self.index = index
+        self.stream = stream
+        where = f" #{index}" if index is not None else ""
+        on = f" on {stream}" if stream is not None else ""
+        details = "; ".join(str(v) for v in violations)
+        super().__init__(f"event{where} {event_type} v{event_version}{on} is invalid: {details}")
+
+
+class UnknownEventTypeError(EsmongoError):
+    """Strict mode met an event type (or version) with no registered schema or handler."""
+
+
+class SchemaError(EsmongoError):
+    """A schema or upcaster registration is itself wrong."""
+
+
+class AggregateNotFoundError(EsmongoError):
+    """No event was ever recorded for this aggregate."""
+
+    def __init__(self, stream: StreamId) -> None:
+        self.stream = stream
+        super().__init__(f"{stream} not found: no event was ever recorded for it")

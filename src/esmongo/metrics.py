@@ -1,0 +1,50 @@
+"""Prometheus metrics: the seed's table ("Métriques de performance").
+
+Names follow Prometheus conventions; docs/operations.md maps them to the seed's names,
+targets and alert thresholds.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
+
+APPEND_LATENCY = Histogram(
+    "esmongo_events_append_latency_seconds",
+    "Time to append one batch of events (events.append.latency; p99 target 50 ms).",
+    buckets=LATENCY_BUCKETS,
+)
+EVENTS_APPENDED = Counter("esmongo_events_appended_total", "Events appended.")
+REPLAY_DURATION = Histogram(
+    "esmongo_events_replay_duration_seconds",
+    "Time to load an aggregate: snapshot plus newer events (events.replay.duration).",
+    ["aggregate_type"],
+    buckets=LATENCY_BUCKETS,
+)
+SNAPSHOT_DURATION = Histogram(
+    "esmongo_snapshots_creation_duration_seconds",
+    "Time to write one snapshot (snapshots.creation.duration).",
+    ["aggregate_type"],
+    buckets=LATENCY_BUCKETS,
+)
+SNAPSHOT_LOADS = Counter(
+    "esmongo_snapshots_loads_total",
+    "Aggregate loads by whether a usable snapshot was found (snapshots.hit_rate = hit/all).",
+    ["aggregate_type", "result"],
+)
+PROJECTION_LAG_EVENTS = Gauge(
+    "esmongo_projections_lag_events",
+    "Head sequence minus the projection's checkpoint.",
+    ["projection"],
+)
+PROJECTION_LAG_SECONDS = Gauge(
+    "esmongo_projections_lag_seconds",
+    "Age of the newest event the projection has not yet applied (projections.lag).",
+    ["projection"],
+)
+PROJECTION_EVENTS = Counter(
+    "esmongo_projections_events_total",
+    "Events applied by projections (rate = projections.throughput).",
+    ["projection"],
+)

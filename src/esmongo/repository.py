@@ -1,0 +1,169 @@
+"""Load aggregates (latest snapshot + newer events) and save their new events.
+
+Saving appends with the version the aggregate was loaded at, so a concurrent change is a
+ConcurrencyError, never a lost update. Snapshots are written in the background after the
+append and never fail it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+from esmongo.aggregate import Aggregate
+from esmongo.errors import AggregateNotFoundError, StreamId
+from esmongo.events import NO_STREAM, RecordedEvent
+from esmongo.metrics import REPLAY_DURATION, SNAPSHOT_LOADS
+from esmongo.snapshots import SnapshotStore, crosses_interval
+from esmongo.store import AppendRequest, EventStore
+
+log = logging.getLogger(__name__)
+
+A = TypeVar("A", bound=Aggregate)
+Progress = Callable[[int, int], None]
+
+
+class Repository(Generic[A]):
+    """Aggregates of one class, in one event store.
+
+    `snapshot_every` N: a snapshot is written whenever a save moves the aggregate across a
+    multiple of N (0 or no snapshot store: never).
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        aggregate_class: type[A],
+        *,
+        snapshots: SnapshotStore | None = None,
+        snapshot_every: int = 50,
+    ) -> None:
+        self.store = store
+        self.aggregate_class = aggregate_class
+        self.aggregate_type = aggregate_class.aggregate_type
+        self.snapshots = snapshots
+        self.snapshot_every = snapshot_every if snapshots is not None else 0
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ---- load -------------------------------------------------------------------
+
+    async def load(self, aggregate_id: str) -> A:
+        """The aggregate at its current version; AggregateNotFoundError if it has no event."""
+        aggregate = await self._load(aggregate_id)
+        if not aggregate.exists:
+            raise AggregateNotFoundError(StreamId(self.aggregate_type, aggregate_id))
+        return aggregate
+
+    async def load_or_new(self, aggregate_id: str) -> A:
+        """The aggregate, or a new empty one (version 0) when it has no event yet."""
+        return await self._load(aggregate_id)
+
+    async def _load(self, aggregate_id: str) -> A:
+        started = time.perf_counter()
+        aggregate = await self._from_snapshot(aggregate_id)
+        async for event in self.store.read_stream(
+            self.aggregate_type, aggregate_id, from_version=aggregate.version + 1
+        ):
+            aggregate.apply(event)
+        REPLAY_DURATION.labels(self.aggregate_type).observe(time.perf_counter() - started)
+        return aggregate
+
+    async def _from_snapshot(self, aggregate_id: str) -> A:
+        if self.snapshots is None:
+            return self.aggregate_class(aggregate_id)
+        snapshot = await self.snapshots.get(self.aggregate_type, aggregate_id)
+        usable = (
+            snapshot is not None and snapshot.schema_version == self.aggregate_class.schema_version
+        )
+        SNAPSHOT_LOADS.labels(self.aggregate_type, "hit" if usable else "miss").inc()
+        if snapshot is None or not usable:
+            return self.aggregate_class(aggregate_id)
+        return self.aggregate_class.from_snapshot(aggregate_id, snapshot.version, snapshot.state)
+
+    # ---- save -------------------------------------------------------------------
+
+    async def save(
+        self, aggregate: A, *, metadata: Mapping[str, Any] | None = None
+    ) -> list[RecordedEvent]:
+        """Append the aggregate's new events, expecting the version it was loaded at."""
+        (recorded,) = await self.save_all([aggregate], metadata=metadata)
+        return recorded
+
+    async def save_all(
+        self, aggregates: Sequence[A], *, metadata: Mapping[str, Any] | None = None
+    ) -> list[list[RecordedEvent]]:
+        """Save several aggregates in one transaction: all of them, or none."""
+        requests = [self._request(a, metadata) for a in aggregates]
+        recorded = await self.store.append_streams(requests)
+        for aggregate, events in zip(aggregates, recorded, strict=True):
+            self._after_save(aggregate, events)
+        return recorded
+
+    def _request(self, aggregate: A, metadata: Mapping[str, Any] | None) -> AppendRequest:
+        events = aggregate.uncommitted_events
+        if metadata:
+            events = [dataclasses.replace(e, metadata={**metadata, **e.metadata}) for e in events]
+        expected = aggregate.loaded_version or NO_STREAM
+        return AppendRequest(self.aggregate_type, aggregate.id, events, expected)
+
+    def _after_save(self, aggregate: A, events: list[RecordedEvent]) -> None:
+        old_version = aggregate.loaded_version
+        aggregate.mark_committed()
+        if not events or not crosses_interval(old_version, aggregate.version, self.snapshot_every):
+            return
+        state = aggregate.snapshot_state()  # taken now: later commands must not leak in
+        task = asyncio.create_task(self._snapshot(aggregate.id, aggregate.version, state))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _snapshot(self, aggregate_id: str, version: int, state: dict[str, Any]) -> None:
+        assert self.snapshots is not None
+        try:
+            await self.snapshots.save(
+                self.aggregate_type,
+                aggregate_id,
+                version,
+                state,
+                self.aggregate_class.schema_version,
+            )
+        except Exception:
+            log.exception("snapshot of %s/%s failed", self.aggregate_type, aggregate_id)
+
+    async def drain(self) -> None:
+        """Wait for the snapshots being written in the background."""
+        while self._background:
+            await asyncio.gather(*list(self._background))
+
+    # ---- bulk snapshots ---------------------------------------------------------
+
+    async def snapshot_all(self, min_events: int, progress: Progress | None = None) -> int:
+        """Snapshot every aggregate of this type with at least `min_events` events.
+
+        Returns how many snapshots were written. `progress(done, total)` is called as it goes.
+        """
+        if self.snapshots is None:
+            raise ValueError("this repository has no snapshot store")
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"aggregateType": self.aggregate_type}},
+            {"$group": {"_id": "$aggregateId", "version": {"$max": "$aggregateVersion"}}},
+            {"$match": {"version": {"$gte": min_events}}},
+        ]
+        ids = [doc["_id"] async for doc in await self.store.events.aggregate(pipeline)]
+        written = 0
+        for done, aggregate_id in enumerate(ids, start=1):
+            aggregate = await self._load(aggregate_id)
+            if await self.snapshots.save(
+                self.aggregate_type,
+                aggregate_id,
+                aggregate.version,
+                aggregate.snapshot_state(),
+                self.aggregate_class.schema_version,
+            ):
+                written += 1
+            if progress is not None:
+                progress(done, len(ids))
+        return written

@@ -1,0 +1,190 @@
+"""The event type registry (JSON Schema per type and version) and upcasters. Pure: no I/O.
+
+Validators are compiled once per (type, version) and cached: validation sits on the
+append path. Upcasters turn an old stored version into the current one on read, chained
+(1.0 -> 2.0 -> 3.0); stored documents are never rewritten by them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from jsonschema import exceptions as jsonschema_exceptions
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
+
+from esmongo.errors import SchemaError, SchemaViolation, UnknownEventTypeError
+from esmongo.events import RecordedEvent
+
+
+@dataclass(frozen=True)
+class EventSchema:
+    """One entry of the seed's "Event Types Catalog"."""
+
+    event_type: str
+    version: str
+    schema: Mapping[str, Any]
+    description: str = ""
+    projections: tuple[str, ...] = ()
+    previous_version: str | None = None
+    deprecated_at: datetime | None = None
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "eventType": self.event_type,
+            "version": self.version,
+            "schema": dict(self.schema),
+            "description": self.description,
+            "projections": list(self.projections),
+            "previousVersion": self.previous_version,
+            "deprecatedAt": self.deprecated_at,
+        }
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> EventSchema:
+        return cls(
+            event_type=doc["eventType"],
+            version=doc["version"],
+            schema=doc["schema"],
+            description=doc.get("description", ""),
+            projections=tuple(doc.get("projections") or ()),
+            previous_version=doc.get("previousVersion"),
+            deprecated_at=doc.get("deprecatedAt"),
+        )
+
+
+def compile_validator(schema: Mapping[str, Any]) -> Validator:
+    """A validator for the schema's own draft (2020-12 when it names none)."""
+    cls = validator_for(schema)
+    try:
+        cls.check_schema(dict(schema))
+    except jsonschema_exceptions.SchemaError as exc:
+        raise SchemaError(f"invalid JSON Schema: {exc.message}") from exc
+    return cls(dict(schema))
+
+
+class SchemaRegistry:
+    """Known event schemas, their compiled validators, and the strictness rule.
+
+    In strict mode an event whose (type, version) has no schema is refused; otherwise it
+    is accepted unvalidated (the seed's opt-in validation).
+    """
+
+    def __init__(self, schemas: Iterable[EventSchema] = (), *, strict: bool = False) -> None:
+        self.strict = strict
+        self._schemas: dict[tuple[str, str], EventSchema] = {}
+        self._validators: dict[tuple[str, str], Validator] = {}
+        for schema in schemas:
+            self.add(schema)
+
+    def add(self, schema: EventSchema) -> None:
+        key = (schema.event_type, schema.version)
+        self._validators[key] = compile_validator(schema.schema)
+        self._schemas[key] = schema
+
+    def get(self, event_type: str, version: str) -> EventSchema | None:
+        return self._schemas.get((event_type, version))
+
+    def __iter__(self) -> Any:
+        return iter(sorted(self._schemas.values(), key=lambda s: (s.event_type, s.version)))
+
+    def __len__(self) -> int:
+        return len(self._schemas)
+
+    def violations(
+        self, event_type: str, version: str, data: Mapping[str, Any]
+    ) -> list[SchemaViolation]:
+        """What is wrong with `data`, empty when valid or unvalidated."""
+        validator = self._validators.get((event_type, version))
+        if validator is None:
+            if self.strict:
+                raise UnknownEventTypeError(
+                    f"no schema is registered for {event_type} v{version} and strict mode is on"
+                )
+            return []
+        errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+        return [
+            SchemaViolation(path=e.json_path, rule=str(e.validator), message=e.message)
+            for e in errors
+        ]
+
+
+Transform = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Upcaster:
+    event_type: str
+    from_version: str
+    to_version: str
+    transform: Transform
+
+
+@dataclass
+class Upcasters:
+    """Chains of per-type version steps, applied lazily on every read path."""
+
+    _steps: dict[tuple[str, str], Upcaster] = field(default_factory=dict)
+
+    def register(
+        self, event_type: str, from_version: str, to_version: str, transform: Transform
+    ) -> None:
+        key = (event_type, from_version)
+        if key in self._steps:
+            raise SchemaError(
+                f"an upcaster from {event_type} v{from_version} is already registered"
+            )
+        if from_version == to_version:
+            raise SchemaError(f"an upcaster of {event_type} must change the version")
+        self._steps[key] = Upcaster(event_type, from_version, to_version, transform)
+        if self.path(event_type, from_version) is None:
+            del self._steps[key]
+            raise SchemaError(f"upcasters of {event_type} would loop from v{from_version}")
+
+    def upcaster(
+        self, event_type: str, from_version: str, to_version: str
+    ) -> Callable[[Transform], Transform]:
+        """Decorator form of `register`."""
+
+        def decorate(fn: Transform) -> Transform:
+            self.register(event_type, from_version, to_version, fn)
+            return fn
+
+        return decorate
+
+    def path(self, event_type: str, version: str) -> list[Upcaster] | None:
+        """The steps from `version` to the newest reachable one; None when they loop."""
+        steps: list[Upcaster] = []
+        seen = {version}
+        while (step := self._steps.get((event_type, version))) is not None:
+            if step.to_version in seen:
+                return None
+            seen.add(step.to_version)
+            steps.append(step)
+            version = step.to_version
+        return steps
+
+    def latest(self, event_type: str, version: str) -> str:
+        steps = self.path(event_type, version) or []
+        return steps[-1].to_version if steps else version
+
+    def upcast(self, event: RecordedEvent) -> RecordedEvent:
+        steps = self.path(event.event_type, event.event_version)
+        if not steps:
+            return event
+        data: Mapping[str, Any] = event.data
+        for step in steps:
+            data = step.transform(data)
+        return dataclasses.replace(
+            event,
+            data=data,
+            event_version=steps[-1].to_version,
+            upcast_from=event.upcast_from or event.event_version,
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self._steps)

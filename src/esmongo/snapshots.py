@@ -1,0 +1,123 @@
+"""Snapshots: one cached state per aggregate, so loading does not replay every event.
+
+A snapshot is a cache, never the truth: it expires (TTL on `expiresAt`), is ignored when
+its `schemaVersion` is not the aggregate class's, and is only ever replaced by a newer one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from esmongo.events import utc_now
+from esmongo.metrics import SNAPSHOT_DURATION
+
+Document = dict[str, Any]
+DEFAULT_RETENTION = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    aggregate_type: str
+    aggregate_id: str
+    version: int
+    state: Mapping[str, Any]
+    schema_version: int
+    created_at: datetime
+    expires_at: datetime | None
+
+
+def crosses_interval(old_version: int, new_version: int, every: int) -> bool:
+    """True when going from old to new passes a multiple of `every` (a batch may jump one)."""
+    return every > 0 and new_version // every > old_version // every
+
+
+class SnapshotStore:
+    """The `snapshots` collection."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        *,
+        retention: timedelta | None = DEFAULT_RETENTION,
+        created_by: str = "snapshot_service",
+    ) -> None:
+        self.collection: AsyncCollection[Document] = db.get_collection("snapshots")
+        self.retention = retention
+        self.created_by = created_by
+
+    async def init(self) -> None:
+        await self.collection.create_indexes(
+            [
+                IndexModel(
+                    [("aggregateType", ASCENDING), ("aggregateId", ASCENDING)],
+                    unique=True,
+                    name="aggregate_unique",
+                ),
+                IndexModel([("expiresAt", ASCENDING)], expireAfterSeconds=0, name="ttl"),
+            ]
+        )
+
+    async def get(self, aggregate_type: str, aggregate_id: str) -> Snapshot | None:
+        doc = await self.collection.find_one(
+            {"aggregateType": aggregate_type, "aggregateId": aggregate_id}
+        )
+        if doc is None:
+            return None
+        return Snapshot(
+            aggregate_type=doc["aggregateType"],
+            aggregate_id=doc["aggregateId"],
+            version=doc["version"],
+            state=doc["state"],
+            schema_version=doc.get("schemaVersion", 0),
+            created_at=doc["createdAt"],
+            expires_at=doc.get("expiresAt"),
+        )
+
+    async def save(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        version: int,
+        state: Mapping[str, Any],
+        schema_version: int,
+    ) -> bool:
+        """Store the snapshot unless a newer one is there. True when written."""
+        started = time.perf_counter()
+        now = utc_now()
+        fields = {
+            "version": version,
+            "state": dict(state),
+            "schemaVersion": schema_version,
+            "eventCount": version,
+            "createdAt": now,
+            "createdBy": self.created_by,
+            "expiresAt": now + self.retention if self.retention else None,
+        }
+        try:
+            result = await self.collection.update_one(
+                {
+                    "aggregateType": aggregate_type,
+                    "aggregateId": aggregate_id,
+                    "version": {"$lt": version},
+                },
+                {"$set": fields},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False  # a snapshot at this version or newer is already there
+        SNAPSHOT_DURATION.labels(aggregate_type).observe(time.perf_counter() - started)
+        return result.upserted_id is not None or result.modified_count > 0
+
+    async def delete(self, aggregate_type: str, aggregate_id: str) -> None:
+        await self.collection.delete_one(
+            {"aggregateType": aggregate_type, "aggregateId": aggregate_id}
+        )

@@ -1,0 +1,54 @@
+"""One embedded server per test session, on a free port in a temp dir; a fresh database per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from esmongo.embedded import EmbeddedServer
+from esmongo.mongo import CODEC_OPTIONS, Document
+
+
+@pytest.fixture(scope="session")
+def server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """MONGODB_URI when set (a real replica set), else a private embedded server."""
+    if os.environ.get("ESMONGO_TEST_URI"):
+        yield os.environ["ESMONGO_TEST_URI"]
+        return
+    server = EmbeddedServer(tmp_path_factory.mktemp("server"))
+    server.start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def client(server_uri: str) -> AsyncIterator[AsyncMongoClient[Document]]:
+    client: AsyncMongoClient[Document] = AsyncMongoClient(server_uri)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def db(client: AsyncMongoClient[Document]) -> AsyncIterator[AsyncDatabase[Document]]:
+    """A database of its own for each test, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    database = client.get_database(name, codec_options=CODEC_OPTIONS)
+    try:
+        yield database
+    finally:
+        await client.drop_database(name)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "esmongo-home"
