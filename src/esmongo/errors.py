@@ -94,3 +94,14 @@ class AggregateNotFoundError(EsmongoError):
     def __init__(self, stream: StreamId) -> None:
         self.stream = stream
         super().__init__(f"{stream} not found: no event was ever recorded for it")
+
+
+class DomainError(EsmongoError):
+    """A business rule refused a command. `code` is stable, for programs and HTTP bodies."""
+
+    code: str = "domain_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        if code is not None:
+            self.code = code
+        super().__init__(message)

@@ -9,6 +9,7 @@ Projections depend on that invariant.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,7 @@ from esmongo.events import (
     RecordedEvent,
     utc_now,
 )
+from esmongo.metrics import APPEND_LATENCY, EVENTS_APPENDED
 from esmongo.schema import SchemaRegistry, Upcasters
 
 Document = dict[str, Any]
@@ -182,14 +184,18 @@ class EventStore:
         async def write(session: AsyncClientSession) -> list[list[RecordedEvent]]:
             return await self._write(session, requests)
 
+        started = time.perf_counter()
         try:
             async with self.db.client.start_session() as session:
-                return await session.with_transaction(
+                recorded = await session.with_transaction(
                     write,
                     read_concern=ReadConcern("snapshot"),
                     write_concern=DURABLE,
                     read_preference=ReadPreference.PRIMARY,
                 )
+            APPEND_LATENCY.observe(time.perf_counter() - started)
+            EVENTS_APPENDED.inc(len(ids))
+            return recorded
         except ConcurrencyError:
             recorded = await self._recorded_before(requests)
             if recorded is None:

@@ -1,0 +1,42 @@
+"""Everything the bank needs, wired once: store, schema catalog, snapshots, repository, handler."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from esmongo import EventStore, Repository, SchemaCatalog, SchemaRegistry, SnapshotStore
+from esmongo.bank.account import Account
+from esmongo.bank.commands import AccountCommandHandler, Command, CommandResult
+from esmongo.bank.schemas import ACCOUNT_SCHEMAS
+
+
+class Bank:
+    def __init__(
+        self, db: AsyncDatabase[dict[str, Any]], *, snapshot_every: int = 50, strict: bool = True
+    ) -> None:
+        self.db = db
+        self.registry = SchemaRegistry(strict=strict)
+        self.store = EventStore(db, registry=self.registry)
+        self.catalog = SchemaCatalog(db, self.registry)
+        self.snapshots = SnapshotStore(db)
+        self.accounts = Repository(
+            self.store, Account, snapshots=self.snapshots, snapshot_every=snapshot_every
+        )
+        self.handler = AccountCommandHandler(self.accounts)
+
+    async def init(self) -> Bank:
+        """Indexes, counter and the account event schemas. Idempotent."""
+        await self.store.init()
+        await self.snapshots.init()
+        await self.catalog.init()
+        await self.catalog.register_all(ACCOUNT_SCHEMAS)
+        await self.catalog.load()
+        return self
+
+    async def handle(
+        self, command: Command, metadata: Mapping[str, Any] | None = None
+    ) -> CommandResult:
+        return await self.handler.handle(command, metadata)

@@ -1,0 +1,184 @@
+"""The seed's commands and their handler: load, decide, save; retry on a version conflict.
+
+A conflict means someone else changed the account since it was loaded. The command is
+decided again on the fresh state (its rules are checked again), so retrying is safe.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from esmongo import (
+    AggregateNotFoundError,
+    ConcurrencyError,
+    DomainError,
+    EsmongoError,
+    RecordedEvent,
+    Repository,
+)
+from esmongo.bank.account import Account, AccountError
+
+
+@dataclass(frozen=True)
+class CreateAccount:
+    account_id: str
+    owner_id: str
+    owner_name: str
+    currency: str = "USD"
+
+
+@dataclass(frozen=True)
+class CreditAccount:
+    account_id: str
+    amount: Any
+    transaction_id: str = field(default_factory=lambda: f"txn_{uuid.uuid4().hex}")
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class DebitAccount:
+    account_id: str
+    amount: Any
+    transaction_id: str = field(default_factory=lambda: f"txn_{uuid.uuid4().hex}")
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ActivateAccount:
+    account_id: str
+
+
+@dataclass(frozen=True)
+class FreezeAccount:
+    account_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class UnfreezeAccount:
+    account_id: str
+
+
+@dataclass(frozen=True)
+class CloseAccount:
+    account_id: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class TransferFunds:
+    """Debit one account and credit another, both or neither."""
+
+    from_account: str
+    to_account: str
+    amount: Any
+    transfer_id: str = field(default_factory=lambda: f"trf_{uuid.uuid4().hex}")
+    reason: str | None = None
+
+
+AccountCommand = (
+    CreateAccount
+    | CreditAccount
+    | DebitAccount
+    | ActivateAccount
+    | FreezeAccount
+    | UnfreezeAccount
+    | CloseAccount
+)
+Command = AccountCommand | TransferFunds
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command did: the new events, or why it was refused."""
+
+    success: bool
+    aggregate_id: str
+    version: int = 0
+    events: tuple[RecordedEvent, ...] = ()
+    error: EsmongoError | None = None
+
+    @property
+    def event_ids(self) -> list[str]:
+        return [e.event_id for e in self.events]
+
+    @property
+    def last_sequence(self) -> int:
+        return max((e.sequence for e in self.events), default=0)
+
+
+class AccountCommandHandler:
+    def __init__(self, repository: Repository[Account], *, max_attempts: int = 5) -> None:
+        self.repository = repository
+        self.max_attempts = max_attempts
+
+    async def handle(
+        self, command: Command, metadata: Mapping[str, Any] | None = None
+    ) -> CommandResult:
+        """Run a command. Rule violations come back as `error`, not as exceptions."""
+        target = command.from_account if isinstance(command, TransferFunds) else command.account_id
+        last_error: EsmongoError | None = None
+        for _ in range(self.max_attempts):
+            try:
+                if isinstance(command, TransferFunds):
+                    return await self._transfer(command, metadata)
+                return await self._on_account(command, metadata)
+            except ConcurrencyError as exc:
+                last_error = exc
+            except (DomainError, AggregateNotFoundError) as exc:
+                return CommandResult(False, target, error=exc)
+        return CommandResult(False, target, error=last_error)
+
+    async def _on_account(
+        self, command: AccountCommand, metadata: Mapping[str, Any] | None
+    ) -> CommandResult:
+        if isinstance(command, CreateAccount):
+            account = await self.repository.load_or_new(command.account_id)
+            account.create(command.owner_id, command.owner_name, command.currency)
+        else:
+            account = await self.repository.load(command.account_id)
+            decide(account, command)
+        events = await self.repository.save(account, metadata=metadata)
+        return CommandResult(True, account.id, account.version, tuple(events))
+
+    async def _transfer(
+        self, command: TransferFunds, metadata: Mapping[str, Any] | None
+    ) -> CommandResult:
+        if command.from_account == command.to_account:
+            raise AccountError("cannot transfer to the same account", code="same_account")
+        source = await self.repository.load(command.from_account)
+        target = await self.repository.load(command.to_account)
+        if source.currency != target.currency:
+            raise AccountError(
+                f"cannot transfer {source.currency} to a {target.currency} account",
+                code="currency_mismatch",
+            )
+        link = {"transferId": command.transfer_id}
+        txn = command.transfer_id
+        source.debit(command.amount, txn, command.reason, counterpartyAccountId=target.id, **link)
+        target.credit(command.amount, txn, command.reason, counterpartyAccountId=source.id, **link)
+        saved = await self.repository.save_all([source, target], metadata=metadata)
+        events = tuple(e for stream in saved for e in stream)
+        return CommandResult(True, source.id, source.version, events)
+
+
+def decide(account: Account, command: AccountCommand) -> None:
+    """Apply one command to a loaded account."""
+    match command:
+        case CreditAccount():
+            account.credit(command.amount, command.transaction_id, command.reason)
+        case DebitAccount():
+            account.debit(command.amount, command.transaction_id, command.reason)
+        case ActivateAccount():
+            account.activate()
+        case FreezeAccount():
+            account.freeze(command.reason)
+        case UnfreezeAccount():
+            account.unfreeze()
+        case CloseAccount():
+            account.close(command.reason)
+        case _:
+            raise TypeError(f"unknown command {type(command).__name__}")
