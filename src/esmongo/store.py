@@ -197,14 +197,14 @@ class EventStore:
             EVENTS_APPENDED.inc(len(ids))
             return recorded
         except ConcurrencyError:
-            recorded = await self._recorded_before(requests)
-            if recorded is None:
+            earlier = await self._recorded_before(requests)
+            if earlier is None:
                 raise
-            return recorded
+            return earlier
         except (BulkWriteError, DuplicateKeyError) as exc:
-            recorded = await self._recorded_before(requests)
-            if recorded is not None:
-                return recorded
+            earlier = await self._recorded_before(requests)
+            if earlier is not None:
+                return earlier
             raise await self._conflict_from(exc, requests) from exc
 
     async def _write(
