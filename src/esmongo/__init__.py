@@ -28,6 +28,7 @@ from esmongo.events import (
     NewEvent,
     RecordedEvent,
     new_event_id,
+    stable_event_id,
     utc_now,
 )
 from esmongo.mongo import CODEC_OPTIONS, Connection, Settings
@@ -73,5 +74,6 @@ __all__ = [
     "Upcasters",
     "applies",
     "new_event_id",
+    "stable_event_id",
     "utc_now",
 ]

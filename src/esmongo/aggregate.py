@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from esmongo.errors import UnknownEventTypeError
-from esmongo.events import DEFAULT_EVENT_VERSION, NewEvent, RecordedEvent, utc_now
+from esmongo.events import DEFAULT_EVENT_VERSION, NewEvent, RecordedEvent, new_event_id, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +88,18 @@ class Aggregate:
         *,
         event_version: str = DEFAULT_EVENT_VERSION,
         metadata: Mapping[str, Any] | None = None,
+        event_id: str | None = None,
     ) -> NewEvent:
-        """Apply a new event now and keep it to be saved."""
+        """Apply a new event now and keep it to be saved.
+
+        Give `event_id` (see `stable_event_id`) when the event must be recorded at most once.
+        """
         event = NewEvent(
             event_type=event_type,
             data=data,
             event_version=event_version,
             metadata=metadata or {},
+            event_id=event_id or new_event_id(),
             timestamp=utc_now(),
         )
         self._dispatch(event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import secrets
 import time
 from collections.abc import Mapping
@@ -22,6 +23,13 @@ def utc_now() -> datetime:
 def new_event_id() -> str:
     """A unique id that sorts by creation time (good locality in the unique index)."""
     return f"evt_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+
+
+def stable_event_id(*parts: str) -> str:
+    """An id derived from what makes an event unique in the business (e.g. account and
+    transaction id): appending it twice hits the unique index, so it is recorded once."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return f"evt_{digest[:32]}"
 
 
 class ExpectedVersion(enum.Enum):

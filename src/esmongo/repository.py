@@ -89,7 +89,12 @@ class Repository(Generic[A]):
     async def save(
         self, aggregate: A, *, metadata: Mapping[str, Any] | None = None
     ) -> list[RecordedEvent]:
-        """Append the aggregate's new events, expecting the version it was loaded at."""
+        """Append the aggregate's new events, expecting the version it was loaded at.
+
+        When every event id was recorded before (a retried command with stable event
+        ids), the store returns that earlier recording and writes nothing; the aggregate
+        in memory then does not match the store: load it again before using it.
+        """
         (recorded,) = await self.save_all([aggregate], metadata=metadata)
         return recorded
 
@@ -113,7 +118,11 @@ class Repository(Generic[A]):
     def _after_save(self, aggregate: A, events: list[RecordedEvent]) -> None:
         old_version = aggregate.loaded_version
         aggregate.mark_committed()
-        if not events or not crosses_interval(old_version, aggregate.version, self.snapshot_every):
+        if not events or events[0].aggregate_version != old_version + 1:
+            # An earlier recording of the same event ids (idempotent retry): the aggregate
+            # in memory is not the stored one, so it must not become a snapshot.
+            return
+        if not crosses_interval(old_version, aggregate.version, self.snapshot_every):
             return
         state = aggregate.snapshot_state()  # taken now: later commands must not leak in
         task = asyncio.create_task(self._snapshot(aggregate.id, aggregate.version, state))

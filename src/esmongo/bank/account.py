@@ -8,7 +8,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
-from esmongo import Aggregate, DomainError, EventLike, applies
+from esmongo import Aggregate, DomainError, EventLike, applies, stable_event_id
 
 CURRENCIES = ("USD", "EUR", "GBP")
 CENT = Decimal("0.01")
@@ -75,6 +75,12 @@ def parse_amount(value: object) -> Decimal:
     return amount.quantize(CENT)
 
 
+def movement_event_id(account_id: str, transaction_id: str) -> str:
+    """One id per (account, transaction): the store's unique event id index then makes a
+    repeated transaction a no-op, across processes, without keeping every id in the state."""
+    return stable_event_id("account", account_id, "transaction", transaction_id)
+
+
 class Account(Aggregate):
     aggregate_type = "account"
     schema_version = 1
@@ -89,8 +95,6 @@ class Account(Aggregate):
         self.created_at: datetime | None = None
         self.last_modified: datetime | None = None
         self.frozen_reason: str | None = None
-        # transactionId -> "credit:12.50": a repeated transaction never moves money twice.
-        self.transactions: dict[str, str] = {}
 
     # ---- commands ---------------------------------------------------------------
 
@@ -118,15 +122,15 @@ class Account(Aggregate):
 
     def credit(
         self, amount: object, transaction_id: str, reason: str | None = None, **extra: Any
-    ) -> bool:
-        """Add money. False (and no event) when this transaction was already applied."""
-        return self._move("credit", amount, transaction_id, reason, extra)
+    ) -> None:
+        """Add money. The event id comes from the transaction id: see `movement_event_id`."""
+        self._move("credit", amount, transaction_id, reason, extra)
 
     def debit(
         self, amount: object, transaction_id: str, reason: str | None = None, **extra: Any
-    ) -> bool:
-        """Take money out. False (and no event) when this transaction was already applied."""
-        return self._move("debit", amount, transaction_id, reason, extra)
+    ) -> None:
+        """Take money out. The event id comes from the transaction id."""
+        self._move("debit", amount, transaction_id, reason, extra)
 
     def freeze(self, reason: str) -> None:
         self._require_exists()
@@ -163,19 +167,11 @@ class Account(Aggregate):
         transaction_id: str,
         reason: str | None,
         extra: Mapping[str, Any],
-    ) -> bool:
+    ) -> None:
         self._require_exists()
         value = parse_amount(amount)
         if not transaction_id:
             raise AccountError("a transaction id is required", code="invalid_transaction_id")
-        seen = self.transactions.get(transaction_id)
-        if seen is not None:
-            if seen != f"{kind}:{value}":
-                raise TransactionIdReused(
-                    f"transaction {transaction_id} was already used on account {self.id} "
-                    f"for another movement ({seen})"
-                )
-            return False
         if self.status != AccountStatus.ACTIVE:
             raise AccountNotActive(f"account {self.id} is {self.status}, not active")
         if kind == "debit" and self.balance < value:
@@ -191,8 +187,8 @@ class Account(Aggregate):
             "balanceAfter": after,
             **extra,
         }
-        self.raise_event(f"account.{kind}ed", data)
-        return True
+        event_id = movement_event_id(self.id, transaction_id)
+        self.raise_event(f"account.{kind}ed", data, event_id=event_id)
 
     def _require_exists(self) -> None:
         if not self.exists:
@@ -224,7 +220,6 @@ class Account(Aggregate):
     def _moved(self, kind: str, event: EventLike) -> None:
         amount = Decimal(event.data["amount"])
         self.balance = self.balance + amount if kind == "credit" else self.balance - amount
-        self.transactions[event.data["transactionId"]] = f"{kind}:{amount}"
         self.last_modified = event.timestamp
 
     @applies("account.frozen")
@@ -256,8 +251,6 @@ class Account(Aggregate):
             "createdAt": self.created_at,
             "lastModified": self.last_modified,
             "frozenReason": self.frozen_reason,
-            # A list, not a dict: transaction ids may hold "." or "$", which keys may not.
-            "transactions": [[k, v] for k, v in self.transactions.items()],
         }
 
     def restore_state(self, state: Mapping[str, Any]) -> None:
@@ -269,10 +262,7 @@ class Account(Aggregate):
         self.created_at = state["createdAt"]
         self.last_modified = state["lastModified"]
         self.frozen_reason = state.get("frozenReason")
-        self.transactions = {k: v for k, v in state.get("transactions") or []}
 
     def view(self) -> dict[str, Any]:
         """The state as a plain dict, for printing and temporal queries."""
-        state = self.snapshot_state()
-        del state["transactions"]
-        return state | {"version": self.version}
+        return self.snapshot_state() | {"version": self.version}

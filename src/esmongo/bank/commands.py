@@ -7,7 +7,7 @@ decided again on the fresh state (its rules are checked again), so retrying is s
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +16,11 @@ from esmongo import (
     ConcurrencyError,
     DomainError,
     EsmongoError,
+    NewEvent,
     RecordedEvent,
     Repository,
 )
-from esmongo.bank.account import Account, AccountError
+from esmongo.bank.account import Account, AccountError, TransactionIdReused
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class CommandResult:
     version: int = 0
     events: tuple[RecordedEvent, ...] = ()
     error: EsmongoError | None = None
+    already_applied: bool = False
+    """True when the transaction was recorded before: `events` are that first recording."""
 
     @property
     def event_ids(self) -> list[str]:
@@ -141,7 +144,10 @@ class AccountCommandHandler:
         else:
             account = await self.repository.load(command.account_id)
             decide(account, command)
+        raised, first_version = account.uncommitted_events, account.loaded_version + 1
         events = await self.repository.save(account, metadata=metadata)
+        if events and events[0].aggregate_version != first_version:
+            return _earlier(account.id, raised, events)
         return CommandResult(True, account.id, account.version, tuple(events))
 
     async def _transfer(
@@ -160,9 +166,32 @@ class AccountCommandHandler:
         txn = command.transfer_id
         source.debit(command.amount, txn, command.reason, counterpartyAccountId=target.id, **link)
         target.credit(command.amount, txn, command.reason, counterpartyAccountId=source.id, **link)
+        raised = source.uncommitted_events + target.uncommitted_events
+        expected = (source.loaded_version + 1, target.loaded_version + 1)
         saved = await self.repository.save_all([source, target], metadata=metadata)
-        events = tuple(e for stream in saved for e in stream)
-        return CommandResult(True, source.id, source.version, events)
+        events = [e for stream in saved for e in stream]
+        if (saved[0][0].aggregate_version, saved[1][0].aggregate_version) != expected:
+            return _earlier(source.id, raised, events)
+        return CommandResult(True, source.id, source.version, tuple(events))
+
+
+def _earlier(
+    aggregate_id: str, raised: Sequence[NewEvent], recorded: Sequence[RecordedEvent]
+) -> CommandResult:
+    """The store answered with an earlier recording of the same transaction ids.
+
+    The same transaction again is a success that moved nothing; the same transaction id
+    used for another movement is refused.
+    """
+    for new, old in zip(raised, recorded, strict=True):
+        if new.event_type != old.event_type or new.data["amount"] != old.data["amount"]:
+            error = TransactionIdReused(
+                f"transaction {old.data['transactionId']} was already recorded on "
+                f"{old.aggregate_id} as {old.event_type} of {old.data['amount']}"
+            )
+            return CommandResult(False, aggregate_id, error=error)
+    version = max(e.aggregate_version for e in recorded if e.aggregate_id == aggregate_id)
+    return CommandResult(True, aggregate_id, version, tuple(recorded), already_applied=True)
 
 
 def decide(account: Account, command: AccountCommand) -> None:

@@ -1,0 +1,133 @@
+"""The `esmongo` command line. Exit codes: 0 ok, 1 the work failed, 2 bad configuration."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from esmongo.bank import Bank
+from esmongo.bank.demo import run_demo
+from esmongo.errors import ConfigurationError
+from esmongo.mongo import Connection, Settings, redact
+
+app = typer.Typer(
+    help="esmongo: event sourcing on MongoDB.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+events_app = typer.Typer(help="Read the event store.", no_args_is_help=True)
+snapshots_app = typer.Typer(help="Manage aggregate snapshots.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+app.add_typer(snapshots_app, name="snapshots")
+
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+
+def run(work: Callable[[Bank], Awaitable[T]]) -> T:
+    """Open the database (starting the embedded server when needed), run, close."""
+
+    async def main() -> T:
+        settings = Settings.from_env()
+        async with Connection(settings) as conn:
+            where = "embedded server" if conn.server else "MONGODB_URI"
+            err.print(f"[dim]database {settings.database} on {redact(conn.uri)} ({where})[/]")
+            bank = await Bank(conn.db).init()
+            try:
+                return await work(bank)
+            finally:
+                await bank.accounts.drain()
+
+    try:
+        return asyncio.run(main())
+    except ConfigurationError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def demo() -> None:
+    """Open accounts, move money, freeze one; print balances and a history from the database."""
+    run(lambda bank: run_demo(bank, console))
+
+
+@app.command()
+def init() -> None:
+    """Create collections, indexes, the sequence counter and the account schemas (idempotent)."""
+
+    async def work(bank: Bank) -> None:
+        console.print(f"ready: {len(bank.registry)} event schemas registered")
+
+    run(work)
+
+
+@events_app.command("list")
+def events_list(
+    event_type: Annotated[str | None, typer.Option("--type", help="Only this event type.")] = None,
+    correlation: Annotated[
+        str | None, typer.Option("--correlation", help="Only this correlation id.")
+    ] = None,
+    after: Annotated[int, typer.Option(help="Only events after this sequence.")] = 0,
+    since: Annotated[datetime | None, typer.Option(help="With --type: from this UTC time.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many events.")] = 50,
+) -> None:
+    """List events in global order, by type and time, or by correlation id."""
+
+    async def work(bank: Bank) -> None:
+        store = bank.store
+        if correlation:
+            events = store.read_by_correlation(correlation, limit=limit)
+        elif event_type:
+            start = since.replace(tzinfo=since.tzinfo or UTC) if since else None
+            events = store.read_by_type(event_type, start, limit=limit)
+        else:
+            events = store.read_all(after, limit)
+        table = Table("seq", "stream", "v", "type", "timestamp")
+        async for e in events:
+            table.add_row(
+                str(e.sequence),
+                f"{e.aggregate_type}/{e.aggregate_id}",
+                str(e.aggregate_version),
+                e.event_type,
+                e.timestamp.isoformat(timespec="milliseconds"),
+            )
+        console.print(table)
+
+    run(work)
+
+
+@snapshots_app.command("create")
+def snapshots_create(
+    aggregate_type: Annotated[str, typer.Option("--type", help="Aggregate type.")] = "account",
+    min_events: Annotated[int, typer.Option(min=1, help="Only aggregates with this many.")] = 50,
+) -> None:
+    """Snapshot every aggregate of a type that has at least --min-events events."""
+
+    async def work(bank: Bank) -> int:
+        if aggregate_type != bank.accounts.aggregate_type:
+            err.print(f"[red]error:[/] unknown aggregate type {aggregate_type!r}")
+            raise typer.Exit(1)
+        columns = (TextColumn("snapshots"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err) as progress:
+            task = progress.add_task("snapshots", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            written = await bank.accounts.snapshot_all(min_events, advance)
+        console.print(f"{written} snapshot(s) written")
+        return written
+
+    run(work)
+
+
+if __name__ == "__main__":
+    app()
