@@ -24,8 +24,10 @@ app = typer.Typer(
 )
 events_app = typer.Typer(help="Read the event store.", no_args_is_help=True)
 snapshots_app = typer.Typer(help="Manage aggregate snapshots.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(snapshots_app, name="snapshots")
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err = Console(stderr=True)
@@ -57,6 +59,65 @@ def run(work: Callable[[Bank], Awaitable[T]]) -> T:
 def demo() -> None:
     """Open accounts, move money, freeze one; print balances and a history from the database."""
     run(lambda bank: run_demo(bank, console))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the accounts API, the projection daemon and the dashboard (Ctrl-C stops)."""
+    import uvicorn
+
+    from esmongo.api import ApiKeys, create_app
+    from esmongo.api.auth import ensure_dev_admin_key
+
+    async def main() -> None:
+        settings = Settings.from_env()
+        async with Connection(settings) as conn:
+            keys = ApiKeys(conn.db)
+            await keys.init()
+            app_ = create_app(db=conn.db)
+            url = f"http://{host}:{port}"
+            console.print(f"esmongo serving [bold]{url}[/] (API docs: {url}/docs)")
+            console.print(f"database {settings.database} on {redact(conn.uri)}")
+            if conn.server is not None:
+                key = await ensure_dev_admin_key(keys, settings.home / "dev-admin-key")
+                console.print(f"development admin key: [bold]{key}[/]")
+                console.print(f'  try: curl -H "Authorization: Bearer {key}" {url}/accounts')
+            config = uvicorn.Config(app_, host=host, port=port, log_level=log_level)
+            await uvicorn.Server(config).serve()
+
+    try:
+        asyncio.run(main())
+    except ConfigurationError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="admin, teller, auditor or customer.")],
+    user: Annotated[str, typer.Option(help="The user id the key acts as.")],
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+) -> None:
+    """Create an API key. It is printed once; only its hash is stored."""
+    from esmongo.api import ApiKeys, Role
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        err.print(f"[red]error:[/] role must be one of {', '.join(r.value for r in Role)}")
+        raise typer.Exit(1) from None
+
+    async def work(bank: Bank) -> None:
+        keys = ApiKeys(bank.db)
+        await keys.init()
+        key = await keys.create(chosen, user, name)
+        console.print(key)
+
+    run(work)
 
 
 @app.command()

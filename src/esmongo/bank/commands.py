@@ -6,6 +6,8 @@ decided again on the fresh state (its rules are checked again), so retrying is s
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +23,10 @@ from esmongo import (
     Repository,
 )
 from esmongo.bank.account import Account, AccountError, TransactionIdReused
+
+
+BACKOFF_BASE_S = 0.002
+BACKOFF_CAP_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,7 @@ class CommandResult:
 
 
 class AccountCommandHandler:
-    def __init__(self, repository: Repository[Account], *, max_attempts: int = 5) -> None:
+    def __init__(self, repository: Repository[Account], *, max_attempts: int = 10) -> None:
         self.repository = repository
         self.max_attempts = max_attempts
 
@@ -124,13 +130,17 @@ class AccountCommandHandler:
         """Run a command. Rule violations come back as `error`, not as exceptions."""
         target = command.from_account if isinstance(command, TransferFunds) else command.account_id
         last_error: EsmongoError | None = None
-        for _ in range(self.max_attempts):
+        for attempt in range(self.max_attempts):
             try:
                 if isinstance(command, TransferFunds):
                     return await self._transfer(command, metadata)
                 return await self._on_account(command, metadata)
             except ConcurrencyError as exc:
                 last_error = exc
+                # Jittered exponential backoff: writers racing for one stream spread out
+                # instead of colliding again on the next round trip.
+                pause = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
+                await asyncio.sleep(pause * random.uniform(0.5, 1.5))
             except (DomainError, AggregateNotFoundError) as exc:
                 return CommandResult(False, target, error=exc)
         return CommandResult(False, target, error=last_error)

@@ -1,0 +1,105 @@
+"""The FastAPI application: wiring, lifespan, health and metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from esmongo.api import commands, errors, queries
+from esmongo.api.auth import ApiKeys
+from esmongo.api.context import Services
+from esmongo.api.idempotency import IdempotencyKeys
+from esmongo.api.metadata import CORRELATION_HEADER, correlation_id
+from esmongo.bank import Bank
+from esmongo.mongo import Connection, Settings
+
+log = logging.getLogger(__name__)
+
+Starter = Callable[[Services], Awaitable[Callable[[], Awaitable[None]]]]
+"""Starts background work (the projection daemon) and returns how to stop it."""
+
+
+async def build_services(db: AsyncDatabase[dict[str, Any]]) -> Services:
+    bank = await Bank(db).init()
+    keys = ApiKeys(db)
+    await keys.init()
+    idempotency = IdempotencyKeys(db)
+    await idempotency.init()
+    return Services(bank=bank, keys=keys, idempotency=idempotency)
+
+
+def create_app(
+    *,
+    settings: Settings | None = None,
+    db: AsyncDatabase[dict[str, Any]] | None = None,
+    background: Starter | None = None,
+) -> FastAPI:
+    """The service on `db` (tests) or on the database `settings` name (opened at startup)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            database = db
+            if database is None:
+                conn = await stack.enter_async_context(Connection(settings))
+                database = conn.db
+            svc = await build_services(database)
+            app.state.services = svc
+            if background is not None:
+                stop = await background(svc)
+                stack.push_async_callback(stop)
+            stack.push_async_callback(svc.bank.accounts.drain)
+            yield
+
+    app = FastAPI(
+        title="esmongo bank",
+        version="0.1.0",
+        description="Accounts on an event store: commands append events, queries read "
+        "projections and the event log. Authenticate with `Authorization: Bearer <API key>`.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+
+    @app.middleware("http")
+    async def correlate(request: Request, call_next: Any) -> Response:
+        request.state.correlation_id = correlation_id(request)
+        response: Response = await call_next(request)
+        response.headers[CORRELATION_HEADER] = request.state.correlation_id
+        return response
+
+    app.include_router(commands.router)
+    app.include_router(queries.router)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"model": dict[str, Any]}})
+    async def readyz(request: Request) -> JSONResponse:
+        """The database answers and the projections run."""
+        svc: Services = request.app.state.services
+        checks: dict[str, Any] = {}
+        try:
+            await svc.bank.db.command("ping")
+            checks["database"] = "ok"
+        except Exception as exc:  # reported, not raised: this is a health check
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        if svc.projections is not None:
+            checks["projections"] = "running" if svc.projections.running else "stopped"
+        ready = checks["database"] == "ok" and checks.get("projections", "running") == "running"
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics (see docs/operations.md)."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

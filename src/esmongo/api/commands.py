@@ -1,0 +1,246 @@
+"""The command side: every POST appends events (or is refused with the reason).
+
+No `from __future__ import annotations` here: FastAPI must see the routes' annotations as
+objects, and some are built in closures (one route per transition).
+"""
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Request
+from fastapi.responses import JSONResponse
+
+from esmongo.api.auth import Principal, Role
+from esmongo.api.context import Services, ServicesDep, check_access, require
+from esmongo.api.errors import ApiError, to_api_error
+from esmongo.api.errors import body as error_body
+from esmongo.api.idempotency import (
+    KeyInFlight,
+    KeyReused,
+    StoredResponse,
+    request_fingerprint,
+    scoped_key,
+)
+from esmongo.api.metadata import event_metadata
+from esmongo.api.models import (
+    ERRORS,
+    CloseBody,
+    CommandOut,
+    CreateAccountBody,
+    FreezeBody,
+    MoneyBody,
+    TransferBody,
+    TransferOut,
+)
+from esmongo.bank import (
+    ActivateAccount,
+    CloseAccount,
+    Command,
+    CommandResult,
+    CreateAccount,
+    CreditAccount,
+    DebitAccount,
+    FreezeAccount,
+    TransferFunds,
+    UnfreezeAccount,
+)
+
+router = APIRouter(tags=["commands"], responses=ERRORS)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Same key and body: the first response is replayed and nothing is appended.",
+    ),
+]
+AccountId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+STAFF = (Role.ADMIN, Role.TELLER)
+ANYONE_WITH_ACCOUNTS = (Role.ADMIN, Role.TELLER, Role.CUSTOMER)
+
+SYSTEM = Principal("system", "system", Role.ADMIN, "")
+"""Used to check that a transfer's target exists, without the caller's ownership rule."""
+
+Respond = Callable[[str | None], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+async def idempotent(
+    request: Request,
+    svc: Services,
+    who: Principal,
+    key: str | None,
+    payload: Any,
+    respond: Respond,
+) -> JSONResponse:
+    """Run `respond` once per (caller, key, request); replay its response afterwards.
+
+    `respond` gets a stable token derived from the key (None without a key) to build
+    stable transaction ids, so even a lost idempotency record cannot move money twice.
+    """
+    if key is None:
+        status, body = await respond(None)
+        return _json(request, status, body)
+    scoped = scoped_key(who.user_id, key)
+    fingerprint = request_fingerprint(request.method, request.url.path, payload)
+    try:
+        earlier = await svc.idempotency.claim(scoped, fingerprint)
+    except KeyReused:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with another request; use a new key",
+        ) from None
+    except KeyInFlight:
+        raise ApiError(
+            409, "idempotency_key_in_flight", "a request with this Idempotency-Key is running"
+        ) from None
+    if earlier is not None:
+        response = _json(request, earlier.status, earlier.body)
+        response.headers["Idempotent-Replayed"] = "true"
+        return response
+    try:
+        status, body = await respond(scoped[:32])
+    except ApiError as exc:
+        status, body = exc.status, error_body(exc.code, exc.message, exc.details)
+    except BaseException:
+        await svc.idempotency.release(scoped)
+        raise
+    await svc.idempotency.complete(scoped, StoredResponse(status, body))
+    return _json(request, status, body)
+
+
+def _json(request: Request, status: int, body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
+
+
+async def _run(request: Request, svc: Services, who: Principal, command: Command) -> CommandResult:
+    result = await svc.bank.handle(command, event_metadata(request, who))
+    if not result.success:
+        assert result.error is not None
+        raise to_api_error(result.error)
+    if result.events:
+        last = result.last_sequence
+        svc.last_write[who.user_id] = max(svc.last_write.get(who.user_id, 0), last)
+    return result
+
+
+def _out(result: CommandResult) -> dict[str, Any]:
+    return CommandOut(
+        accountId=result.aggregate_id,
+        version=result.version,
+        eventIds=result.event_ids,
+        sequence=result.last_sequence,
+        alreadyApplied=result.already_applied,
+    ).model_dump(mode="json")
+
+
+@router.post("/accounts", status_code=201, response_model=CommandOut)
+async def create_account(
+    request: Request,
+    body: CreateAccountBody,
+    svc: ServicesDep,
+    who: Annotated[Principal, require(*ANYONE_WITH_ACCOUNTS)],
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Open an account (pending until activated). Customers open accounts for themselves."""
+    if who.role == Role.CUSTOMER and body.ownerId not in (None, who.user_id):
+        raise ApiError(403, "forbidden", "customers can only open accounts for themselves")
+    owner_id = body.ownerId or who.user_id
+    owner_name = body.ownerName or (who.user_name if owner_id == who.user_id else owner_id)
+
+    async def respond(token: str | None) -> tuple[int, dict[str, Any]]:
+        account_id = body.accountId or f"acc_{token or uuid.uuid4().hex}"[:36]
+        command = CreateAccount(account_id, owner_id, owner_name, body.currency)
+        return 201, _out(await _run(request, svc, who, command))
+
+    return await idempotent(request, svc, who, idempotency_key, body.model_dump(), respond)
+
+
+def _movement(kind: str, roles: tuple[Role, ...]) -> None:
+    make = CreditAccount if kind == "credit" else DebitAccount
+
+    async def endpoint(
+        request: Request,
+        account_id: AccountId,
+        body: MoneyBody,
+        svc: ServicesDep,
+        who: Annotated[Principal, require(*roles)],
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        await check_access(svc, who, account_id)
+
+        async def respond(token: str | None) -> tuple[int, dict[str, Any]]:
+            txn = body.transactionId or f"txn_{token or uuid.uuid4().hex}"
+            command = make(account_id, body.amount, txn, body.reason)
+            return 200, _out(await _run(request, svc, who, command))
+
+        return await idempotent(request, svc, who, idempotency_key, body.model_dump(), respond)
+
+    endpoint.__name__ = f"{kind}_account"
+    endpoint.__doc__ = f"{kind.capitalize()} an active account. The amount is a decimal string."
+    router.post(f"/accounts/{{account_id}}/{kind}", response_model=CommandOut)(endpoint)
+
+
+_movement("credit", STAFF)
+_movement("debit", ANYONE_WITH_ACCOUNTS)
+
+
+def _transition(name: str, make: Callable[[str, Any], Command], body_model: Any) -> None:
+    async def endpoint(
+        request: Request,
+        account_id: AccountId,
+        svc: ServicesDep,
+        who: Annotated[Principal, require(*STAFF)],
+        body: body_model = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        payload = body.model_dump() if body is not None else {}
+
+        async def respond(token: str | None) -> tuple[int, dict[str, Any]]:
+            return 200, _out(await _run(request, svc, who, make(account_id, body)))
+
+        return await idempotent(request, svc, who, idempotency_key, payload, respond)
+
+    endpoint.__name__ = f"{name}_account"
+    endpoint.__doc__ = f"{name.capitalize()} an account (staff only)."
+    router.post(f"/accounts/{{account_id}}/{name}", response_model=CommandOut)(endpoint)
+
+
+_transition("activate", lambda a, b: ActivateAccount(a), CloseBody | None)
+_transition("freeze", lambda a, b: FreezeAccount(a, b.reason if b else ""), FreezeBody)
+_transition("unfreeze", lambda a, b: UnfreezeAccount(a), CloseBody | None)
+_transition("close", lambda a, b: CloseAccount(a, b.reason if b else None), CloseBody | None)
+
+
+@router.post("/transfers", status_code=201, response_model=TransferOut)
+async def transfer(
+    request: Request,
+    body: TransferBody,
+    svc: ServicesDep,
+    who: Annotated[Principal, require(*ANYONE_WITH_ACCOUNTS)],
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Move money between two accounts: one atomic append over both streams."""
+    await check_access(svc, who, body.fromAccountId)
+    await check_access(svc, SYSTEM, body.toAccountId)
+
+    async def respond(token: str | None) -> tuple[int, dict[str, Any]]:
+        transfer_id = body.transferId or f"trf_{token or uuid.uuid4().hex}"
+        command = TransferFunds(
+            body.fromAccountId, body.toAccountId, body.amount, transfer_id, body.reason
+        )
+        result = await _run(request, svc, who, command)
+        out = TransferOut(
+            transferId=transfer_id,
+            fromAccountId=body.fromAccountId,
+            toAccountId=body.toAccountId,
+            amount=body.amount,
+            eventIds=result.event_ids,
+            sequence=result.last_sequence,
+            alreadyApplied=result.already_applied,
+        )
+        return 201, out.model_dump(mode="json")
+
+    return await idempotent(request, svc, who, idempotency_key, body.model_dump(), respond)

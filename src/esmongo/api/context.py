@@ -1,0 +1,95 @@
+"""What the routes share: the bank, keys, idempotency records, and the caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+
+from esmongo.api.auth import ApiKeys, Principal, Role
+from esmongo.api.errors import ApiError
+from esmongo.api.idempotency import IdempotencyKeys
+from esmongo.bank import Bank
+from esmongo.projections.checkpoints import Checkpoints
+
+
+@dataclass
+class Services:
+    bank: Bank
+    keys: ApiKeys
+    idempotency: IdempotencyKeys
+    projections: Any = None
+    """The projection daemon, when this process runs one."""
+    last_write: dict[str, int] = field(default_factory=dict)
+    """Last sequence each user wrote through this process (read-your-writes)."""
+    consistency_timeout_s: float = 5.0
+
+    async def wait_for_projection(self, name: str, sequence: int) -> None:
+        """Return once projection `name` has applied every event up to `sequence`."""
+        checkpoints = Checkpoints(self.bank.db)
+        try:
+            await checkpoints.wait_until(name, sequence, self.consistency_timeout_s)
+        except TimeoutError:
+            raise ApiError(
+                503,
+                "projection_lagging",
+                f"projection {name} did not reach sequence {sequence} within "
+                f"{self.consistency_timeout_s:.0f}s; retry later",
+            ) from None
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+async def principal(
+    request: Request,
+    svc: ServicesDep,
+    authorization: Annotated[
+        str | None, Header(description="Bearer <API key>", include_in_schema=False)
+    ] = None,
+) -> Principal:
+    if not authorization:
+        raise ApiError(401, "unauthenticated", "missing header Authorization: Bearer <API key>")
+    scheme, _, key = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "unauthenticated", "the Authorization header must be 'Bearer <key>'")
+    found = await svc.keys.verify(key.strip())
+    if found is None:
+        raise ApiError(401, "unauthenticated", "unknown or revoked API key")
+    return found
+
+
+PrincipalDep = Annotated[Principal, Depends(principal)]
+
+
+def require(*roles: Role) -> Any:
+    """A dependency that lets only these roles through (403 with the reason otherwise)."""
+
+    async def check(who: PrincipalDep) -> Principal:
+        if who.role not in roles:
+            allowed = ", ".join(str(r) for r in roles)
+            raise ApiError(
+                403, "forbidden", f"role {who.role} may not do this (allowed: {allowed})"
+            )
+        return who
+
+    return Depends(check)
+
+
+async def account_owner(svc: Services, account_id: str) -> str:
+    """The owner id from the account's first event; 404 when there is no such account."""
+    async for event in svc.bank.store.read_stream("account", account_id, 1, 1):
+        return str(event.data["ownerId"])
+    raise ApiError(404, "account_not_found", f"account {account_id} not found")
+
+
+async def check_access(svc: Services, who: Principal, account_id: str) -> None:
+    """Customers only reach their own accounts; unknown accounts are 404 for everyone."""
+    owner = await account_owner(svc, account_id)
+    if not who.sees_all_accounts() and owner != who.user_id:
+        raise ApiError(403, "forbidden", f"account {account_id} belongs to another customer")

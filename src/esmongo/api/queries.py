@@ -1,0 +1,145 @@
+"""The query side: read models for current state, the event store for history."""
+
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from esmongo.api.auth import Principal, Role
+from esmongo.api.context import ServicesDep, check_access, require
+from esmongo.api.errors import ApiError
+from esmongo.api.models import ERRORS, EventOut, EventsOut, HistoryOut, Page, plain
+
+router = APIRouter(tags=["queries"], responses=ERRORS)
+
+AccountId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+READERS = (Role.ADMIN, Role.TELLER, Role.AUDITOR, Role.CUSTOMER)
+STAFF_READERS = (Role.ADMIN, Role.TELLER, Role.AUDITOR)
+ACCOUNTS_PROJECTION = "accounts_read"
+
+
+def _decimal(value: str | None, name: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        parsed = Decimal(value)
+    except InvalidOperation:
+        raise ApiError(422, "invalid_request", f"{name} must be a decimal string") from None
+    if not parsed.is_finite():
+        raise ApiError(422, "invalid_request", f"{name} must be a finite decimal")
+    return parsed
+
+
+@router.get("/accounts/{account_id}", response_model=dict[str, Any])
+async def get_account(
+    account_id: AccountId,
+    svc: ServicesDep,
+    who: Annotated[Principal, require(*READERS)],
+    consistent: Annotated[
+        bool, Query(description="Wait until the read model has every write committed so far.")
+    ] = False,
+) -> dict[str, Any]:
+    """The account's read model (eventually consistent, or `consistent=true`)."""
+    await check_access(svc, who, account_id)
+    if consistent:
+        await svc.wait_for_projection(ACCOUNTS_PROJECTION, await svc.bank.store.head_sequence())
+    doc = await svc.bank.db["accounts_read"].find_one({"accountId": account_id})
+    if doc is None:
+        raise ApiError(
+            404,
+            "not_projected_yet",
+            f"account {account_id} exists but is not in the read model yet; "
+            "retry, or ask with consistent=true",
+        )
+    return plain(doc)  # type: ignore[no-any-return]
+
+
+@router.get("/accounts", response_model=Page)
+async def list_accounts(
+    svc: ServicesDep,
+    who: Annotated[Principal, require(*READERS)],
+    owner: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[str | None, Query(pattern="^(pending|active|frozen|closed)$")] = None,
+    min_balance: Annotated[str | None, Query(max_length=20)] = None,
+    max_balance: Annotated[str | None, Query(max_length=20)] = None,
+    after: Annotated[
+        str | None, Query(max_length=64, description="nextAfter of the last page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Page:
+    """Accounts from the read model, by owner, status and balance range, by account id."""
+    query: dict[str, Any] = {}
+    if not who.sees_all_accounts():
+        if owner not in (None, who.user_id):
+            raise ApiError(403, "forbidden", "customers only list their own accounts")
+        owner = who.user_id
+    if owner is not None:
+        query["owner.userId"] = owner
+    if status is not None:
+        query["status"] = status
+    low, high = _decimal(min_balance, "min_balance"), _decimal(max_balance, "max_balance")
+    balance: dict[str, Any] = {}
+    if low is not None:
+        balance["$gte"] = low
+    if high is not None:
+        balance["$lte"] = high
+    if balance:
+        query["balance"] = balance
+    if after is not None:
+        query["accountId"] = {"$gt": after}
+    cursor = svc.bank.db["accounts_read"].find(query, sort=[("accountId", 1)], limit=limit + 1)
+    docs = [plain(doc) async for doc in cursor]
+    more = len(docs) > limit
+    docs = docs[:limit]
+    return Page(items=docs, nextAfter=docs[-1]["accountId"] if more else None)
+
+
+@router.get("/accounts/{account_id}/history", response_model=HistoryOut)
+async def account_history(
+    account_id: AccountId,
+    svc: ServicesDep,
+    who: Annotated[Principal, require(*READERS)],
+    from_version: Annotated[int, Query(ge=1, le=2**62)] = 1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> HistoryOut:
+    """The account's events, in version order, from the event store."""
+    await check_access(svc, who, account_id)
+    last = from_version + limit  # one more than asked, to know whether a next page exists
+    events = [
+        EventOut.of(e)
+        async for e in svc.bank.store.read_stream("account", account_id, from_version, last)
+    ]
+    more = len(events) > limit
+    events = events[:limit]
+    next_from = events[-1].aggregateVersion + 1 if more else None
+    return HistoryOut(accountId=account_id, events=events, nextFromVersion=next_from)
+
+
+@router.get("/events", response_model=EventsOut)
+async def list_events(
+    svc: ServicesDep,
+    who: Annotated[Principal, require(*STAFF_READERS)],
+    type: Annotated[str | None, Query(max_length=100, description="Event type.")] = None,
+    since: Annotated[datetime | None, Query(alias="from", description="From (inclusive).")] = None,
+    until: Annotated[datetime | None, Query(alias="to", description="To (exclusive).")] = None,
+    correlation_id: Annotated[str | None, Query(max_length=128)] = None,
+    after_sequence: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventsOut:
+    """Events by type and time window, or by correlation id, paginated by sequence."""
+    since, until = (t.replace(tzinfo=UTC) if t and t.tzinfo is None else t for t in (since, until))
+    events = [
+        EventOut.of(e)
+        async for e in svc.bank.store.read_all(
+            after_sequence,
+            limit + 1,
+            event_types=[type] if type else None,
+            start=since,
+            end=until,
+            correlation_id=correlation_id,
+        )
+    ]
+    more = len(events) > limit
+    events = events[:limit]
+    return EventsOut(events=events, nextAfterSequence=events[-1].sequence if more else None)
