@@ -338,12 +338,29 @@ class EventStore:
         limit: int = 0,
         *,
         event_types: Sequence[str] | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        correlation_id: str | None = None,
         batch_size: int = 1000,
     ) -> AsyncIterator[RecordedEvent]:
-        """Events after a sequence number, in global order; `limit` 0 means no limit."""
+        """Events after a sequence number, in global order; `limit` 0 means no limit.
+
+        Optional filters: event types, a time window [start, end), a correlation id. Paging
+        by sequence (pass the last sequence seen) is stable while events are appended.
+        """
         query: Document = {"sequence": {"$gt": after_sequence}}
         if event_types is not None:
-            query["eventType"] = {"$in": list(event_types)}
+            types = list(event_types)
+            query["eventType"] = types[0] if len(types) == 1 else {"$in": types}
+        window: Document = {}
+        if start is not None:
+            window["$gte"] = start
+        if end is not None:
+            window["$lt"] = end
+        if window:
+            query["timestamp"] = window
+        if correlation_id is not None:
+            query["metadata.correlationId"] = correlation_id
         return self._events(query, [("sequence", ASCENDING)], limit, batch_size)
 
     def read_by_type(
