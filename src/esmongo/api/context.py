@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from esmongo.api.auth import ApiKeys, Principal, Role
 from esmongo.api.errors import ApiError
@@ -46,19 +47,16 @@ def services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(services)]
 
 
+bearer = HTTPBearer(auto_error=False, description="An API key: `esmongo keys create`.")
+
+
 async def principal(
-    request: Request,
     svc: ServicesDep,
-    authorization: Annotated[
-        str | None, Header(description="Bearer <API key>", include_in_schema=False)
-    ] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    if not authorization:
+    if credentials is None:
         raise ApiError(401, "unauthenticated", "missing header Authorization: Bearer <API key>")
-    scheme, _, key = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise ApiError(401, "unauthenticated", "the Authorization header must be 'Bearer <key>'")
-    found = await svc.keys.verify(key.strip())
+    found = await svc.keys.verify(credentials.credentials.strip())
     if found is None:
         raise ApiError(401, "unauthenticated", "unknown or revoked API key")
     return found
