@@ -1,0 +1,185 @@
+"""Logical backup and restore of an esmongo database, in mongodump's layout.
+
+`<dir>/<db>/<collection>.bson` (concatenated BSON documents) and
+`<collection>.metadata.json` (indexes), so `mongorestore` can read our backups and we can
+restore a `mongodump`. The events log is append-only: reading the head sequence first and
+then every event up to it gives an exact cut, whatever is appended meanwhile. The counter
+is written back as that head, so appends after a restore go on without a gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import bson
+from bson import json_util
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from pymongo import IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+
+from esmongo.errors import EsmongoError
+from esmongo.store import SEQUENCE_COUNTER
+
+Document = dict[str, Any]
+Progress = Callable[[str, int], None]
+
+EVENTS = "events"
+# Caches and derived data are rebuilt from events; only what cannot be derived is kept.
+COLLECTIONS = ("events", "event_schemas", "api_keys", "events_archive", "esmongo_meta")
+BATCH = 1000
+RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
+
+
+def _raw(db: AsyncDatabase[Document]) -> AsyncDatabase[RawBSONDocument]:
+    """The same database, documents kept as their exact BSON bytes."""
+    return cast(
+        "AsyncDatabase[RawBSONDocument]", db.client.get_database(db.name, codec_options=RAW)
+    )
+
+
+def _batches(path: Path) -> Iterator[list[RawBSONDocument]]:
+    """The documents of a .bson file, a batch at a time (the file may be large)."""
+    with open(path, "rb") as file:
+        batch: list[RawBSONDocument] = []
+        for doc in bson.decode_file_iter(file, RAW):
+            batch.append(doc)
+            if len(batch) == BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+class BackupError(EsmongoError):
+    """A backup or restore could not be made safely."""
+
+
+@dataclass
+class BackupReport:
+    head_sequence: int
+    counts: dict[str, int] = field(default_factory=dict)
+    events_checksum: str = ""
+
+
+def _checksum_update(digest: Any, doc: RawBSONDocument) -> None:
+    digest.update(f"{doc['sequence']}|{doc['eventId']}|{doc['aggregateId']}\n".encode())
+
+
+async def backup(
+    db: AsyncDatabase[Document], directory: Path, progress: Progress | None = None
+) -> BackupReport:
+    """Write every esmongo collection that is not derived from events into `directory`."""
+    target = directory / db.name
+    if target.exists() and any(target.iterdir()):
+        raise BackupError(f"{target} is not empty: choose a new directory")
+    target.mkdir(parents=True, exist_ok=True)
+    counter = await db["counters"].find_one({"_id": SEQUENCE_COUNTER})
+    head = int(counter["value"]) if counter else 0
+    report = BackupReport(head_sequence=head)
+    existing = set(await db.list_collection_names())
+    raw = _raw(db)
+    digest = hashlib.sha256()
+    for name in COLLECTIONS:
+        if name not in existing:
+            continue
+        query: Document = {"sequence": {"$lte": head}} if name == EVENTS else {}
+        sort = [("sequence", 1)] if name == EVENTS else None
+        count = 0
+        with open(target / f"{name}.bson", "wb") as out:  # noqa: ASYNC230 - sequential dump
+            async for doc in raw[name].find(query, sort=sort, batch_size=BATCH):
+                out.write(doc.raw)
+                if name == EVENTS:
+                    _checksum_update(digest, doc)
+                count += 1
+                if progress is not None and count % BATCH == 0:
+                    progress(name, count)
+        indexes = [ix async for ix in await db[name].list_indexes()]
+        metadata = {"indexes": indexes, "collectionName": name}
+        (target / f"{name}.metadata.json").write_text(json_util.dumps(metadata))
+        report.counts[name] = count
+        if progress is not None:
+            progress(name, count)
+    report.events_checksum = digest.hexdigest()
+    manifest = {"headSequence": head, "counts": report.counts, "checksum": report.events_checksum}
+    (target / "esmongo-backup.json").write_text(json.dumps(manifest, indent=2))
+    if report.counts.get(EVENTS, 0) != head:
+        raise BackupError(
+            f"the events collection holds {report.counts.get(EVENTS, 0)} events up to sequence "
+            f"{head}: the log has gaps or was changed outside esmongo; backup kept in {target}"
+        )
+    return report
+
+
+async def restore(
+    db: AsyncDatabase[Document], directory: Path, progress: Progress | None = None
+) -> BackupReport:
+    """Load a backup into `db`, which must not hold events yet. Verifies the checksum."""
+    source = _source(directory)
+    if await db[EVENTS].estimated_document_count() > 0:
+        raise BackupError(f"database {db.name} already has events: restore into an empty one")
+    manifest_file = source / "esmongo-backup.json"
+    manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else None
+    report = BackupReport(head_sequence=0)
+    raw = _raw(db)
+    digest = hashlib.sha256()
+    for name in COLLECTIONS:
+        data = source / f"{name}.bson"
+        if not data.exists():
+            continue
+        meta_file = source / f"{name}.metadata.json"
+        if meta_file.exists():
+            await _create_indexes(db, name, json_util.loads(meta_file.read_text()))
+        count = 0
+        batches = _batches(data)
+        while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+            if name == EVENTS:
+                for doc in batch:
+                    _checksum_update(digest, doc)
+                report.head_sequence = max(report.head_sequence, int(batch[-1]["sequence"]))
+            await raw[name].insert_many(batch, ordered=True)
+            count += len(batch)
+            if progress is not None:
+                progress(name, count)
+        report.counts[name] = count
+        if progress is not None:
+            progress(name, count)
+    report.events_checksum = digest.hexdigest()
+    if manifest is not None and manifest["checksum"] != report.events_checksum:
+        raise BackupError("the restored events do not match the backup's checksum")
+    if report.counts.get(EVENTS, 0) != report.head_sequence:
+        raise BackupError(
+            f"restored {report.counts.get(EVENTS, 0)} events but the last sequence is "
+            f"{report.head_sequence}: the backup is incomplete"
+        )
+    await db["counters"].update_one(
+        {"_id": SEQUENCE_COUNTER}, {"$set": {"value": report.head_sequence}}, upsert=True
+    )
+    return report
+
+
+def _source(directory: Path) -> Path:
+    """The folder holding the .bson files: `directory` itself or its one database folder."""
+    if any(directory.glob("*.bson")):
+        return directory
+    folders = [p for p in directory.iterdir() if p.is_dir()] if directory.exists() else []
+    if len(folders) == 1 and any(folders[0].glob("*.bson")):
+        return folders[0]
+    raise BackupError(f"no backup found in {directory}")
+
+
+async def _create_indexes(db: AsyncDatabase[Document], name: str, metadata: Document) -> None:
+    models = []
+    for spec in metadata.get("indexes", []):
+        if spec.get("name") == "_id_":
+            continue
+        options = {k: v for k, v in spec.items() if k not in ("key", "v", "ns")}
+        models.append(IndexModel(list(spec["key"].items()), **options))
+    if models:
+        await db[name].create_indexes(models)
