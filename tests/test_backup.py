@@ -94,3 +94,16 @@ async def test_tampered_backup_is_refused(db: Db, other_db: Db, tmp_path: Path) 
     events.write_bytes(bytes(data))
     with pytest.raises(BackupError, match="checksum"):
         await restore(other_db, tmp_path)
+
+
+async def test_restore_keeps_entries_already_registered(
+    db: Db, other_db: Db, tmp_path: Path
+) -> None:
+    bank = await Bank(db).init()
+    await fill(bank)
+    await backup(db, tmp_path)
+    await Bank(other_db).init()  # schemas registered, counter created, no events
+    report = await restore(other_db, tmp_path)
+    assert report.counts["events"] == await bank.store.head_sequence()
+    assert report.counts["event_schemas"] == 0  # all already there
+    assert await other_db["event_schemas"].count_documents({}) == len(bank.registry)

@@ -23,6 +23,7 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from esmongo.errors import EsmongoError
 from esmongo.store import SEQUENCE_COUNTER
@@ -34,6 +35,7 @@ EVENTS = "events"
 # Caches and derived data are rebuilt from events; only what cannot be derived is kept.
 COLLECTIONS = ("events", "event_schemas", "api_keys", "events_archive", "esmongo_meta")
 BATCH = 1000
+DUPLICATE_KEY = 11000
 RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 
 
@@ -143,8 +145,7 @@ async def restore(
                 for doc in batch:
                     _checksum_update(digest, doc)
                 report.head_sequence = max(report.head_sequence, int(batch[-1]["sequence"]))
-            await raw[name].insert_many(batch, ordered=True)
-            count += len(batch)
+            count += await _insert(raw, name, batch)
             if progress is not None:
                 progress(name, count)
         report.counts[name] = count
@@ -162,6 +163,23 @@ async def restore(
         {"_id": SEQUENCE_COUNTER}, {"$set": {"value": report.head_sequence}}, upsert=True
     )
     return report
+
+
+async def _insert(
+    raw: AsyncDatabase[RawBSONDocument], name: str, batch: list[RawBSONDocument]
+) -> int:
+    """Insert a batch; outside `events`, entries already there (same unique key) are kept."""
+    if name == EVENTS:
+        await raw[name].insert_many(batch, ordered=True)
+        return len(batch)
+    try:
+        await raw[name].insert_many(batch, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return len(batch) - len(errors)
+    return len(batch)
 
 
 def _source(directory: Path) -> Path:

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from esmongo.bank import Bank
 from esmongo.bank.demo import run_demo
 from esmongo.errors import ConfigurationError
+from esmongo.events import RecordedEvent
 from esmongo.mongo import Connection, Settings, redact
 
 app = typer.Typer(
@@ -34,15 +44,20 @@ err = Console(stderr=True)
 T = TypeVar("T")
 
 
-def run(work: Callable[[Bank], Awaitable[T]]) -> T:
-    """Open the database (starting the embedded server when needed), run, close."""
+def run(work: Callable[[Bank], Awaitable[T]], *, init: bool = True) -> T:
+    """Open the database (starting the embedded server when needed), run, close.
+
+    `init` creates indexes and registers the schemas first; a restore must not.
+    """
 
     async def main() -> T:
         settings = Settings.from_env()
         async with Connection(settings) as conn:
             where = "embedded server" if conn.server else "MONGODB_URI"
             err.print(f"[dim]database {settings.database} on {redact(conn.uri)} ({where})[/]")
-            bank = await Bank(conn.db).init()
+            bank = Bank(conn.db)
+            if init:
+                await bank.init()
             try:
                 return await work(bank)
             finally:
@@ -153,16 +168,122 @@ def events_list(
             events = store.read_all(after, limit)
         table = Table("seq", "stream", "v", "type", "timestamp")
         async for e in events:
-            table.add_row(
-                str(e.sequence),
-                f"{e.aggregate_type}/{e.aggregate_id}",
-                str(e.aggregate_version),
-                e.event_type,
-                e.timestamp.isoformat(timespec="milliseconds"),
-            )
+            _event_row(table, e)
         console.print(table)
 
     run(work)
+
+
+def _event_row(table: Table, e: RecordedEvent) -> None:
+    table.add_row(
+        str(e.sequence),
+        f"{e.aggregate_type}/{e.aggregate_id}",
+        str(e.aggregate_version),
+        e.event_type,
+        e.timestamp.isoformat(timespec="milliseconds"),
+    )
+
+
+@events_app.command("tail")
+def events_tail(
+    count: Annotated[int, typer.Option("-n", min=0, help="Show the last N events first.")] = 10,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+    ] = False,
+    event_type: Annotated[str | None, typer.Option("--type", help="Only this event type.")] = None,
+) -> None:
+    """The newest events; with --follow, new ones as they are committed (Ctrl-C stops)."""
+
+    async def work(bank: Bank) -> None:
+        store = bank.store
+        types = [event_type] if event_type else None
+        last = max(0, await store.head_sequence() - count)
+        while True:
+            async for e in store.read_all(last, event_types=types):
+                console.print(
+                    f"{e.sequence:>8}  {e.timestamp.isoformat(timespec='milliseconds')}  "
+                    f"{e.aggregate_type}/{e.aggregate_id} v{e.aggregate_version}  {e.event_type}"
+                )
+                last = e.sequence
+            if not follow:
+                return
+            # Woken by the change stream, read by sequence: nothing is missed in between.
+            async with await store.events.watch(
+                [{"$match": {"operationType": "insert"}}], max_await_time_ms=1000
+            ) as stream:
+                if await store.head_sequence() <= last:
+                    await stream.try_next()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run(work)
+
+
+@app.command("backup")
+def backup_cmd(
+    directory: Annotated[Path, typer.Argument(help="A new or empty directory.")],
+) -> None:
+    """Back up events, schemas and keys (mongodump layout; read models are rebuilt)."""
+    from esmongo.backup import BackupError, backup
+
+    async def work(bank: Bank) -> None:
+        with _progress() as advance:
+            report = await backup(bank.db, directory, advance)
+        console.print(
+            f"backed up {report.counts.get('events', 0)} events up to sequence "
+            f"{report.head_sequence} into {directory} (checksum {report.events_checksum[:16]})"
+        )
+
+    try:
+        run(work)
+    except BackupError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command("restore")
+def restore_cmd(
+    directory: Annotated[Path, typer.Argument(help="A backup made by `esmongo backup`.")],
+) -> None:
+    """Restore a backup into the configured database, which must hold no events yet."""
+    from esmongo.backup import BackupError, restore
+
+    async def work(bank: Bank) -> None:
+        with _progress() as advance:
+            report = await restore(bank.db, directory, advance)
+        await bank.init()
+        console.print(
+            f"restored {report.counts.get('events', 0)} events up to sequence "
+            f"{report.head_sequence}; checksum verified. Rebuild the projections next."
+        )
+
+    try:
+        run(work, init=False)
+    except BackupError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+
+
+Advance = Callable[..., None]
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[Advance]:
+    """A progress bar per named task: `advance(name, done, total=None)`."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def advance(name: str, done: int, total: int | None = None) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done, total=total)
+
+        yield advance
 
 
 @snapshots_app.command("create")
@@ -176,14 +297,10 @@ def snapshots_create(
         if aggregate_type != bank.accounts.aggregate_type:
             err.print(f"[red]error:[/] unknown aggregate type {aggregate_type!r}")
             raise typer.Exit(1)
-        columns = (TextColumn("snapshots"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=err) as progress:
-            task = progress.add_task("snapshots", total=None)
-
-            def advance(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
-
-            written = await bank.accounts.snapshot_all(min_events, advance)
+        with _progress() as advance:
+            written = await bank.accounts.snapshot_all(
+                min_events, lambda done, total: advance("snapshots", done, total)
+            )
         console.print(f"{written} snapshot(s) written")
         return written
 
