@@ -21,22 +21,37 @@ from esmongo.mongo import CODEC_OPTIONS, Document
 console = Console()
 
 
+@contextlib.contextmanager
+def benchmark_server() -> Iterator[str]:
+    """MONGODB_URI when set, else a fresh embedded server in a temp dir. Yields the URI."""
+    uri = os.environ.get("MONGODB_URI")
+    if uri:
+        yield uri
+        return
+    with (
+        tempfile.TemporaryDirectory(prefix="esmongo-bench-") as home,
+        EmbeddedServer(home) as server,
+    ):
+        yield server.uri
+
+
+@contextlib.asynccontextmanager
+async def database(uri: str, name: str) -> AsyncIterator[AsyncDatabase[Document]]:
+    """A fresh database on that server, dropped afterwards."""
+    client: AsyncMongoClient[Document] = AsyncMongoClient(uri)
+    try:
+        await client.drop_database(name)
+        yield client.get_database(name, codec_options=CODEC_OPTIONS)
+        await client.drop_database(name)
+    finally:
+        await client.close()
+
+
 @contextlib.asynccontextmanager
 async def benchmark_db(name: str) -> AsyncIterator[AsyncDatabase[Document]]:
-    """MONGODB_URI when set, else a fresh embedded server in a temp dir; a fresh database."""
-    with contextlib.ExitStack() as stack:
-        uri = os.environ.get("MONGODB_URI")
-        if not uri:
-            home = stack.enter_context(tempfile.TemporaryDirectory(prefix="esmongo-bench-"))
-            server = stack.enter_context(EmbeddedServer(home))
-            uri = server.uri
-        client: AsyncMongoClient[Document] = AsyncMongoClient(uri)
-        try:
-            await client.drop_database(name)
-            yield client.get_database(name, codec_options=CODEC_OPTIONS)
-            await client.drop_database(name)
-        finally:
-            await client.close()
+    with benchmark_server() as uri:
+        async with database(uri, name) as db:
+            yield db
 
 
 def percentile(samples: Sequence[float], p: float) -> float:
