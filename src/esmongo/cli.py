@@ -22,7 +22,6 @@ from rich.progress import (
 from rich.table import Table
 
 from esmongo.bank import Bank
-from esmongo.bank.demo import run_demo
 from esmongo.errors import ConfigurationError
 from esmongo.events import RecordedEvent
 from esmongo.mongo import Connection, Settings, redact
@@ -71,9 +70,19 @@ def run(work: Callable[[Bank], Awaitable[T]], *, init: bool = True) -> T:
 
 
 @app.command()
-def demo() -> None:
-    """Open accounts, move money, freeze one; print balances and a history from the database."""
-    run(lambda bank: run_demo(bank, console))
+def demo(
+    operations: Annotated[int, typer.Option(min=1, help="Random requests to send.")] = 200,
+) -> None:
+    """Drive realistic traffic through the HTTP API; print balances, a history and the lag."""
+    from esmongo.demo import run_demo
+
+    try:
+        outcomes = asyncio.run(run_demo(console, operations))
+    except ConfigurationError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    if outcomes["read_model_mismatch"]:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -86,6 +95,7 @@ def serve(
     import uvicorn
 
     from esmongo.api import ApiKeys, create_app
+    from esmongo.api.app import run_projection_daemon
     from esmongo.api.auth import ensure_dev_admin_key
 
     async def main() -> None:
@@ -93,7 +103,7 @@ def serve(
         async with Connection(settings) as conn:
             keys = ApiKeys(conn.db)
             await keys.init()
-            app_ = create_app(db=conn.db)
+            app_ = create_app(db=conn.db, background=run_projection_daemon)
             url = f"http://{host}:{port}"
             console.print(f"esmongo serving [bold]{url}[/] (API docs: {url}/docs)")
             console.print(f"database {settings.database} on {redact(conn.uri)}")

@@ -12,13 +12,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo.api import commands, errors, queries
+from esmongo.api import commands, errors, operations, queries
 from esmongo.api.auth import ApiKeys
 from esmongo.api.context import Services
 from esmongo.api.idempotency import IdempotencyKeys
 from esmongo.api.metadata import CORRELATION_HEADER, correlation_id
-from esmongo.bank import Bank
+from esmongo.bank import Bank, bank_projections
 from esmongo.mongo import Connection, Settings
+from esmongo.projections import ProjectionDaemon
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,17 @@ async def build_services(db: AsyncDatabase[dict[str, Any]]) -> Services:
     await keys.init()
     idempotency = IdempotencyKeys(db)
     await idempotency.init()
-    return Services(bank=bank, keys=keys, idempotency=idempotency)
+    return Services(
+        bank=bank, keys=keys, idempotency=idempotency, projection_defs=bank_projections()
+    )
+
+
+async def run_projection_daemon(svc: Services) -> Callable[[], Awaitable[None]]:
+    """The bank's projections in this process, in the background (`esmongo serve`)."""
+    daemon = ProjectionDaemon(svc.bank.store, svc.projection_defs)
+    daemon.start()
+    svc.projections = daemon
+    return daemon.stop
 
 
 def create_app(
@@ -76,6 +87,7 @@ def create_app(
 
     app.include_router(commands.router)
     app.include_router(queries.router)
+    app.include_router(operations.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

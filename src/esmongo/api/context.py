@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from esmongo.api.auth import ApiKeys, Principal, Role
 from esmongo.api.errors import ApiError
 from esmongo.api.idempotency import IdempotencyKeys
 from esmongo.bank import Bank
+from esmongo.projections import Projection, ProjectionDaemon
 from esmongo.projections.checkpoints import Checkpoints
 
 
@@ -20,8 +22,11 @@ class Services:
     bank: Bank
     keys: ApiKeys
     idempotency: IdempotencyKeys
-    projections: Any = None
+    projections: ProjectionDaemon | None = None
     """The projection daemon, when this process runs one."""
+    projection_defs: list[Projection] = field(default_factory=list)
+    """The projections this service knows (status, rebuilds, dead-letter retries)."""
+    rebuilds: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     last_write: dict[str, int] = field(default_factory=dict)
     """Last sequence each user wrote through this process (read-your-writes)."""
     consistency_timeout_s: float = 5.0

@@ -1,0 +1,152 @@
+"""Operations over HTTP: projection status and rebuilds, dead letters."""
+
+import asyncio
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from esmongo.api.auth import Principal, Role
+from esmongo.api.context import Services, ServicesDep, require
+from esmongo.api.errors import ApiError
+from esmongo.api.models import ERRORS, plain
+from esmongo.projections import (
+    DeadLetter,
+    DeadLetterError,
+    DeadLetters,
+    Projection,
+    ProjectionError,
+    projection_status,
+    rebuild,
+)
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["operations"], responses=ERRORS)
+
+OPERATORS = (Role.ADMIN,)
+OBSERVERS = (Role.ADMIN, Role.AUDITOR)
+DeadLetterId = Annotated[
+    str,
+    Path(pattern=r"^[A-Za-z0-9_.-]{1,64}:[0-9]{1,18}$", description="projection:sequence"),
+]
+
+
+def _projection(svc: Services, name: str) -> Projection:
+    for projection in svc.projection_defs:
+        if projection.name == name:
+            return projection
+    known = ", ".join(p.name for p in svc.projection_defs) or "none"
+    raise ApiError(404, "projection_not_found", f"no projection {name!r} (known: {known})")
+
+
+def _split(dead_letter_id: str) -> tuple[str, int]:
+    name, _, sequence = dead_letter_id.rpartition(":")
+    return name, int(sequence)
+
+
+@router.get("/projections", response_model=list[dict[str, Any]])
+async def projections(
+    svc: ServicesDep, who: Annotated[Principal, require(*OBSERVERS)]
+) -> list[dict[str, Any]]:
+    """Each projection: checkpoint, lag in events and seconds, lease holder, dead letters."""
+    names = [p.name for p in svc.projection_defs]
+    statuses = await projection_status(svc.bank.db, names, update_metrics=True)
+    result = []
+    for status in statuses:
+        item = plain(status.to_dict())
+        task = svc.rebuilds.get(status.name)
+        item["rebuilding"] = task is not None and not task.done()
+        result.append(item)
+    return result
+
+
+@router.post("/projections/{name}/rebuild", status_code=202, response_model=dict[str, Any])
+async def rebuild_projection(
+    name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")],
+    svc: ServicesDep,
+    who: Annotated[Principal, require(*OPERATORS)],
+) -> dict[str, Any]:
+    """Start a blue/green rebuild: the old read model serves reads until the swap."""
+    projection = _projection(svc, name)
+    running = svc.rebuilds.get(name)
+    if running is not None and not running.done():
+        raise ApiError(409, "rebuild_running", f"a rebuild of {name} is already running")
+
+    async def work() -> None:
+        try:
+            result = await rebuild(svc.bank.store, projection)
+            log.info("rebuild of %s swapped in: %s", name, result)
+        except ProjectionError:
+            log.exception("rebuild of %s failed", name)
+
+    svc.rebuilds[name] = asyncio.create_task(work(), name=f"rebuild:{name}")
+    return {"projection": name, "rebuild": "started"}
+
+
+@router.get("/dead-letters", response_model=list[dict[str, Any]])
+async def dead_letters(
+    svc: ServicesDep,
+    who: Annotated[Principal, require(*OBSERVERS)],
+    projection: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    skip: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[dict[str, Any]]:
+    """Events a projection could not apply, oldest first, with the error and traceback."""
+    letters = await DeadLetters(svc.bank.db).find(projection, limit=limit, skip=skip)
+    return [_letter(letter) for letter in letters]
+
+
+def _letter(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "id": f"{letter.projection}:{letter.sequence}",
+        "projection": letter.projection,
+        "sequence": letter.sequence,
+        "eventId": letter.event_id,
+        "eventType": letter.event_type,
+        "aggregateType": letter.aggregate_type,
+        "aggregateId": letter.aggregate_id,
+        "error": letter.error,
+        "errorType": letter.error_type,
+        "traceback": letter.traceback,
+        "attempts": letter.attempts,
+        "firstFailureAt": letter.first_failure_at.isoformat(),
+        "lastFailureAt": letter.last_failure_at.isoformat(),
+        "policy": letter.policy,
+    }
+
+
+@router.post("/dead-letters/{dead_letter_id}/retry", response_model=dict[str, Any])
+async def retry_dead_letter(
+    dead_letter_id: DeadLetterId,
+    svc: ServicesDep,
+    who: Annotated[Principal, require(*OPERATORS)],
+) -> dict[str, Any]:
+    """Apply the event through the projection again (after a fix); removed on success."""
+    name, sequence = _split(dead_letter_id)
+    projection = _projection(svc, name)
+    dead = DeadLetters(svc.bank.db)
+    if await dead.get(name, sequence) is None:
+        raise ApiError(404, "dead_letter_not_found", f"no dead letter {dead_letter_id}")
+    try:
+        await dead.retry(svc.bank.store, projection, sequence)
+    except DeadLetterError as exc:
+        raise ApiError(409, "retry_failed", str(exc)) from exc
+    return {"id": dead_letter_id, "retried": True}
+
+
+@router.delete("/dead-letters/{dead_letter_id}", response_model=dict[str, Any])
+async def discard_dead_letter(
+    dead_letter_id: DeadLetterId,
+    svc: ServicesDep,
+    who: Annotated[Principal, require(*OPERATORS)],
+) -> dict[str, Any]:
+    """Drop a dead letter without applying its event."""
+    name, sequence = _split(dead_letter_id)
+    dead = DeadLetters(svc.bank.db)
+    if await dead.get(name, sequence) is None:
+        raise ApiError(404, "dead_letter_not_found", f"no dead letter {dead_letter_id}")
+    try:
+        await dead.discard(name, sequence)
+    except DeadLetterError as exc:
+        raise ApiError(409, "discard_failed", str(exc)) from exc
+    return {"id": dead_letter_id, "discarded": True}
