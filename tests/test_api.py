@@ -304,3 +304,42 @@ async def test_events_by_type_time_and_correlation(api: Api) -> None:
     assert r.json()["events"] == []
     r = await api.get("/events", params={"from": "not-a-date"})
     assert r.status_code == 422
+
+
+async def test_time_travel_endpoints(api: Api) -> None:
+    await api.open_account("a1", funds="100.00")
+    await api.open_account("a2", funds="5.00")
+    history = (await api.get("/accounts/a1/history")).json()["events"]
+    after_credit = history[2]["timestamp"]
+    await api.post("/accounts/a1/debit", json={"amount": "40.00"})
+    await api.post("/accounts/a1/freeze", json={"reason": "check"})
+
+    r = await api.get("/accounts/a1/state", params={"version": 3})
+    assert r.status_code == 200
+    assert (r.json()["balance"], r.json()["status"], r.json()["version"]) == ("100.00", "active", 3)
+    r = await api.get("/accounts/a1/state", params={"at": after_credit})
+    assert r.json()["balance"] == "100.00"
+    r = await api.get("/accounts/a1/state", params={"at": "2000-01-01T00:00:00Z"})
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "not_yet_created")
+    assert (await api.get("/accounts/a1/state")).status_code == 422
+
+    r = await api.get("/accounts/a1/balance-history", params={"from": "2000-01-01T00:00:00Z"})
+    body = r.json()
+    assert body["openingBalance"] == "0.00" and body["closingBalance"] == "60.00"
+    assert [(p["kind"], p["balance"]) for p in body["points"]] == [
+        ("credit", "100.00"),
+        ("debit", "60.00"),
+    ]
+
+    r = await api.get("/reports/accounts", params={"at": after_credit})
+    report = r.json()
+    balances = {a["accountId"]: a["balance"] for a in report["accounts"]}
+    assert balances["a1"] == "100.00"
+    r = await api.get(
+        "/reports/accounts", params={"at": "2999-01-01T00:00:00Z", "status": "frozen"}
+    )
+    assert [a["accountId"] for a in r.json()["accounts"]] == ["a1"]
+    assert r.json()["totals"] == {"EUR": "60.00"}
+    assert (
+        await api.get("/reports/accounts", "cust1", params={"at": after_credit})
+    ).status_code == 403

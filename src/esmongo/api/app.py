@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo.api import commands, errors, operations, queries
+from esmongo.api import commands, errors, operations, queries, temporal
 from esmongo.api.auth import ApiKeys
 from esmongo.api.context import Services
 from esmongo.api.idempotency import IdempotencyKeys
@@ -87,6 +87,7 @@ def create_app(
 
     app.include_router(commands.router)
     app.include_router(queries.router)
+    app.include_router(temporal.router)
     app.include_router(operations.router)
 
     @app.get("/healthz", tags=["operations"])
