@@ -14,6 +14,7 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from esmongo.errors import SchemaError
 from esmongo.events import utc_now
@@ -45,18 +46,23 @@ class SchemaCatalog:
         compile_validator(schema.schema)  # refuse a broken schema before storing it
         key = {"eventType": schema.event_type, "version": schema.version}
         existing = await self.collection.find_one(key)
-        if existing is not None:
-            if existing["schema"] != dict(schema.schema):
-                raise SchemaError(
-                    f"{schema.event_type} v{schema.version} is already registered with another "
-                    "JSON Schema; register a new version and an upcaster instead"
-                )
-            self.registry.add(EventSchema.from_document(existing))
-            return False
-        doc = schema.to_document() | {"createdAt": utc_now()}
-        await self.collection.update_one(key, {"$setOnInsert": doc}, upsert=True)
-        self.registry.add(schema)
-        return True
+        if existing is None:
+            try:
+                # The unique (eventType, version) index decides between concurrent
+                # registrations: only one process may believe its schema is the stored one.
+                await self.collection.insert_one(schema.to_document() | {"createdAt": utc_now()})
+            except DuplicateKeyError:
+                existing = await self.collection.find_one(key)
+            else:
+                self.registry.add(schema)
+                return True
+        if existing is None or existing["schema"] != dict(schema.schema):
+            raise SchemaError(
+                f"{schema.event_type} v{schema.version} is already registered with another "
+                "JSON Schema; register a new version and an upcaster instead"
+            )
+        self.registry.add(EventSchema.from_document(existing))
+        return False
 
     async def register_all(self, schemas: Iterable[EventSchema]) -> int:
         """Register several; returns how many were new."""

@@ -6,15 +6,21 @@ from dataclasses import dataclass
 
 
 class EsmongoError(Exception):
-    """Base of all esmongo errors."""
+    """Base of all esmongo errors. `code` is stable, for programs and HTTP bodies."""
+
+    code: str = "esmongo_error"
 
 
 class ConfigurationError(EsmongoError):
     """The database or the environment cannot be used as configured."""
 
+    code = "configuration_error"
+
 
 class EmbeddedServerError(ConfigurationError):
     """The embedded server could not be started, found or reused."""
+
+    code = "embedded_server_error"
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,8 @@ class StreamId:
 class ConcurrencyError(EsmongoError):
     """The stream was not at the version the caller expected: nothing was written."""
 
+    code = "concurrency_conflict"
+
     def __init__(self, stream: StreamId, expected: object, actual: int) -> None:
         self.stream = stream
         self.expected = expected
@@ -43,6 +51,8 @@ class ConcurrencyError(EsmongoError):
 
 class DuplicateEventError(EsmongoError):
     """Some of the event ids were recorded before, but not as this same append."""
+
+    code = "duplicate_event"
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ class SchemaViolation:
 
 class EventValidationError(EsmongoError):
     """An event's data does not match its registered schema: nothing was written."""
+
+    code = "invalid_event"
 
     def __init__(
         self,
@@ -83,13 +95,19 @@ class EventValidationError(EsmongoError):
 class UnknownEventTypeError(EsmongoError):
     """Strict mode met an event type (or version) with no registered schema or handler."""
 
+    code = "unknown_event_type"
+
 
 class SchemaError(EsmongoError):
     """A schema or upcaster registration is itself wrong."""
 
+    code = "schema_error"
+
 
 class AggregateNotFoundError(EsmongoError):
     """No event was ever recorded for this aggregate."""
+
+    code = "aggregate_not_found"
 
     def __init__(self, stream: StreamId) -> None:
         self.stream = stream
@@ -97,9 +115,9 @@ class AggregateNotFoundError(EsmongoError):
 
 
 class DomainError(EsmongoError):
-    """A business rule refused a command. `code` is stable, for programs and HTTP bodies."""
+    """A business rule refused a command."""
 
-    code: str = "domain_error"
+    code = "domain_error"
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         if code is not None:

@@ -20,6 +20,14 @@ def utc_now() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+def as_utc_millis(value: datetime) -> datetime:
+    """The same instant in UTC, truncated to the millisecond BSON keeps. Naive is refused."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"timestamps must be timezone-aware (UTC), not naive: {value!r}")
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
 def new_event_id() -> str:
     """A unique id that sorts by creation time (good locality in the unique index)."""
     return f"evt_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
@@ -68,6 +76,11 @@ class NewEvent:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     event_id: str = field(default_factory=new_event_id)
     timestamp: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # Recorded as BSON stores it, so what append returns equals what a read returns.
+        if self.timestamp is not None:
+            object.__setattr__(self, "timestamp", as_utc_millis(self.timestamp))
 
 
 @dataclass(frozen=True)

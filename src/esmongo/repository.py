@@ -8,6 +8,7 @@ append and never fail it.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import logging
 import time
@@ -79,10 +80,34 @@ class Repository(Generic[A]):
         usable = (
             snapshot is not None and snapshot.schema_version == self.aggregate_class.schema_version
         )
-        SNAPSHOT_LOADS.labels(self.aggregate_type, "hit" if usable else "miss").inc()
-        if snapshot is None or not usable:
-            return self.aggregate_class(aggregate_id)
-        return self.aggregate_class.from_snapshot(aggregate_id, snapshot.version, snapshot.state)
+        if snapshot is not None and usable:
+            try:
+                aggregate = self.aggregate_class.from_snapshot(
+                    aggregate_id, snapshot.version, snapshot.state
+                )
+            except Exception:
+                # A snapshot is a cache, never the truth: one that cannot be restored costs
+                # a full replay, not the load.
+                log.exception(
+                    "snapshot of %s/%s at version %d cannot be restored: replaying all events",
+                    self.aggregate_type,
+                    aggregate_id,
+                    snapshot.version,
+                )
+            else:
+                SNAPSHOT_LOADS.labels(self.aggregate_type, "hit").inc()
+                return aggregate
+        SNAPSHOT_LOADS.labels(self.aggregate_type, "miss").inc()
+        return self.aggregate_class(aggregate_id)
+
+    async def recorded_event(self, event_id: str) -> RecordedEvent | None:
+        """The event of this aggregate type recorded with this id (upcast), or None."""
+        doc = await self.store.events.find_one(
+            {"eventId": event_id, "aggregateType": self.aggregate_type}
+        )
+        if doc is None:
+            return None
+        return self.store.upcasters.upcast(RecordedEvent.from_document(doc))
 
     # ---- save -------------------------------------------------------------------
 
@@ -124,7 +149,12 @@ class Repository(Generic[A]):
             return
         if not crosses_interval(old_version, aggregate.version, self.snapshot_every):
             return
-        state = aggregate.snapshot_state()  # taken now: later commands must not leak in
+        try:
+            # Taken now, and copied: later commands on this object must not leak into it.
+            state = copy.deepcopy(aggregate.snapshot_state())
+        except Exception:  # the events are saved: a snapshot never fails the save
+            log.exception("snapshot of %s/%s failed", self.aggregate_type, aggregate.id)
+            return
         task = asyncio.create_task(self._snapshot(aggregate.id, aggregate.version, state))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -82,8 +82,18 @@ class SchemaRegistry:
             self.add(schema)
 
     def add(self, schema: EventSchema) -> None:
+        """Know one schema. The same JSON Schema again is a no-op (its description,
+        projections or deprecation may change); another one for a known (type, version)
+        is refused: events validated against the first would no longer match."""
         key = (schema.event_type, schema.version)
-        self._validators[key] = compile_validator(schema.schema)
+        known = self._schemas.get(key)
+        if known is None:
+            self._validators[key] = compile_validator(schema.schema)
+        elif dict(known.schema) != dict(schema.schema):
+            raise SchemaError(
+                f"{schema.event_type} v{schema.version} is already registered with another "
+                "JSON Schema; register a new version and an upcaster instead"
+            )
         self._schemas[key] = schema
 
     def get(self, event_type: str, version: str) -> EventSchema | None:

@@ -1,7 +1,8 @@
 """Snapshots: one cached state per aggregate, so loading does not replay every event.
 
 A snapshot is a cache, never the truth: it expires (TTL on `expiresAt`), is ignored when
-its `schemaVersion` is not the aggregate class's, and is only ever replaced by a newer one.
+its `schemaVersion` is not the aggregate class's, and is only ever replaced by a newer one
+or by one of another schema version.
 """
 
 from __future__ import annotations
@@ -102,18 +103,20 @@ class SnapshotStore:
             "createdBy": self.created_by,
             "expiresAt": now + self.retention if self.retention else None,
         }
+        key = {"aggregateType": aggregate_type, "aggregateId": aggregate_id}
         try:
             result = await self.collection.update_one(
-                {
-                    "aggregateType": aggregate_type,
-                    "aggregateId": aggregate_id,
-                    "version": {"$lt": version},
-                },
-                {"$set": fields},
-                upsert=True,
+                key | {"version": {"$lt": version}}, {"$set": fields}, upsert=True
             )
         except DuplicateKeyError:
-            return False  # a snapshot at this version or newer is already there
+            # A snapshot at this version or newer is there. It stays, unless it has another
+            # schema version: loads ignore it, so it would block snapshots until the
+            # aggregate outgrew it (snapshot_all right after a schema bump would do nothing).
+            result = await self.collection.update_one(
+                key | {"schemaVersion": {"$ne": schema_version}}, {"$set": fields}
+            )
+            if result.modified_count == 0:
+                return False
         SNAPSHOT_DURATION.labels(aggregate_type).observe(time.perf_counter() - started)
         return result.upserted_id is not None or result.modified_count > 0
 

@@ -68,10 +68,11 @@ def parse_amount(value: object) -> Decimal:
         raise InvalidAmount(f"amount {value!r} is not a finite number")
     if amount <= 0:
         raise InvalidAmount(f"amount must be positive, got {amount}")
-    if amount != amount.quantize(CENT):
-        raise InvalidAmount(f"amount {amount} has more than two decimal places")
+    # Size first: quantizing a huge amount overflows the decimal context (InvalidOperation).
     if amount.adjusted() >= 15:
         raise InvalidAmount(f"amount {amount} is too large")
+    if amount != amount.quantize(CENT):
+        raise InvalidAmount(f"amount {amount} has more than two decimal places")
     return amount.quantize(CENT)
 
 

@@ -17,13 +17,20 @@ from esmongo import (
     AggregateNotFoundError,
     ConcurrencyError,
     DomainError,
+    DuplicateEventError,
     EsmongoError,
+    EventValidationError,
     NewEvent,
     RecordedEvent,
     Repository,
 )
-from esmongo.bank.account import Account, AccountError, TransactionIdReused
-
+from esmongo.bank.account import (
+    Account,
+    AccountError,
+    TransactionIdReused,
+    movement_event_id,
+    parse_amount,
+)
 
 BACKOFF_BASE_S = 0.002
 BACKOFF_CAP_S = 0.1
@@ -141,9 +148,51 @@ class AccountCommandHandler:
                 # instead of colliding again on the next round trip.
                 pause = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
                 await asyncio.sleep(pause * random.uniform(0.5, 1.5))
-            except (DomainError, AggregateNotFoundError) as exc:
-                return CommandResult(False, target, error=exc)
+            except (DomainError, AggregateNotFoundError, EventValidationError) as exc:
+                earlier = None
+                if isinstance(exc, AccountError):
+                    earlier = await self._applied_before(command)
+                return earlier or CommandResult(False, target, error=exc)
+            except DuplicateEventError:
+                # A transfer id recorded before as a movement of one of the two accounts only.
+                txn = command.transfer_id if isinstance(command, TransferFunds) else ""
+                error = TransactionIdReused(
+                    f"transaction {txn} was already used on one of the accounts of this transfer"
+                )
+                return CommandResult(False, target, error=error)
         return CommandResult(False, target, error=last_error)
+
+    async def _applied_before(self, command: Command) -> CommandResult | None:
+        """A movement refused by the account's state now (frozen since, balance spent since...)
+        may be the retry of one that was applied: then it is answered as the first time."""
+        if isinstance(command, CreditAccount | DebitAccount):
+            kind = "credit" if isinstance(command, CreditAccount) else "debit"
+            moves = [(command.account_id, command.transaction_id, kind)]
+            target = command.account_id
+        elif isinstance(command, TransferFunds):
+            moves = [
+                (command.from_account, command.transfer_id, "debit"),
+                (command.to_account, command.transfer_id, "credit"),
+            ]
+            target = command.from_account
+        else:
+            return None
+        try:
+            amount = parse_amount(command.amount)
+        except AccountError:
+            return None
+        recorded: list[RecordedEvent] = []
+        for account_id, transaction_id, _ in moves:
+            if not transaction_id:
+                return None
+            event = await self.repository.recorded_event(
+                movement_event_id(account_id, transaction_id)
+            )
+            if event is None:
+                return None
+            recorded.append(event)
+        would_raise = [NewEvent(f"account.{kind}ed", {"amount": amount}) for _, _, kind in moves]
+        return _earlier(target, would_raise, recorded)
 
     async def _on_account(
         self, command: AccountCommand, metadata: Mapping[str, Any] | None
