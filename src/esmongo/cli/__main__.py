@@ -1,0 +1,3 @@
+from esmongo.cli import app
+
+app()

@@ -1,0 +1,178 @@
+"""Commands that run, watch and repair projections."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from esmongo.bank import Bank, bank_projections
+from esmongo.cli.common import console, err, fail, group, progress_bars, run
+from esmongo.projections import (
+    DeadLetters,
+    Projection,
+    ProjectionDaemon,
+    projection_status,
+    rebuild,
+    replay,
+)
+
+projections_app = group("projections", "Run, watch and rebuild the read models.")
+dead_letters_app = group("dead-letters", "Events a projection could not apply.")
+
+
+def _pick(names: list[str] | None) -> list[Projection]:
+    known = {p.name: p for p in bank_projections()}
+    unknown = sorted(set(names or ()) - set(known))
+    if unknown:
+        raise fail(f"unknown projection(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    return [known[n] for n in names] if names else list(known.values())
+
+
+def _split(dead_letter_id: str) -> tuple[str, int]:
+    name, _, sequence = dead_letter_id.rpartition(":")
+    if not name or not sequence.isdigit():
+        raise fail(f"a dead letter id is projection:sequence, not {dead_letter_id!r}")
+    return name, int(sequence)
+
+
+@projections_app.command("status")
+def status() -> None:
+    """Checkpoint, lag, lease holder and dead letters of each projection."""
+
+    async def work(bank: Bank) -> None:
+        names = [p.name for p in bank_projections()]
+        table = Table("projection", "state", "checkpoint", "head", "lag", "lag s", "owner", "dead")
+        for s in await projection_status(bank.db, names):
+            table.add_row(
+                s.name,
+                s.state,
+                str(s.position),
+                str(s.head),
+                str(s.lag_events),
+                f"{s.lag_seconds:.1f}",
+                s.owner or "-",
+                str(s.dead_letters),
+            )
+        console.print(table)
+
+    run(work)
+
+
+@projections_app.command("run")
+def run_projections(
+    names: Annotated[list[str] | None, typer.Argument(help="Default: every projection.")] = None,
+) -> None:
+    """Keep the read models up to date until stopped (Ctrl-C or SIGTERM)."""
+    chosen = _pick(names)
+
+    async def work(bank: Bank) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        daemon = ProjectionDaemon(bank.store, chosen)
+        err.print(f"running {', '.join(p.name for p in chosen)} as {daemon.owner}; Ctrl-C stops")
+        await daemon.run(stop)
+        err.print("stopped: batches finished, leases released")
+
+    run(work)
+
+
+@projections_app.command("rebuild")
+def rebuild_cmd(name: Annotated[str, typer.Argument(help="The projection.")]) -> None:
+    """Blue/green: build beside the live read model from sequence 0, then swap atomically."""
+    (projection,) = _pick([name])
+
+    async def work(bank: Bank) -> None:
+        with progress_bars() as advance:
+            result = await rebuild(
+                bank.store, projection, progress=lambda done, head: advance(name, done, head)
+            )
+        console.print(
+            f"{name}: generation {result.generation} swapped in after {result.events} events "
+            f"({result.duration_s:.1f}s); collections {result.collections}"
+        )
+
+    run(work)
+
+
+@projections_app.command("replay")
+def replay_cmd(
+    name: Annotated[str, typer.Argument(help="The projection.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Empty the read model in place and replay every event (development only)."""
+    (projection,) = _pick([name])
+    if not yes:
+        typer.confirm(f"empty {name} and replay it in place? readers see it refill", abort=True)
+
+    async def work(bank: Bank) -> None:
+        with progress_bars() as advance:
+            position = await replay(
+                bank.store, projection, progress=lambda done, head: advance(name, done, head)
+            )
+        console.print(f"{name}: replayed up to sequence {position}")
+
+    run(work)
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(
+    projection: Annotated[str | None, typer.Option(help="Only this projection.")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    traceback: Annotated[bool, typer.Option("--traceback", help="Show tracebacks.")] = False,
+) -> None:
+    """Dead letters, oldest first."""
+
+    async def work(bank: Bank) -> None:
+        letters = await DeadLetters(bank.db).find(projection, limit=limit)
+        table = Table("id", "event", "stream", "attempts", "last failure", "error")
+        for d in letters:
+            table.add_row(
+                f"{d.projection}:{d.sequence}",
+                d.event_type,
+                f"{d.aggregate_type}/{d.aggregate_id}",
+                str(d.attempts),
+                d.last_failure_at.isoformat(timespec="seconds"),
+                d.error,
+            )
+        console.print(table)
+        if traceback:
+            for d in letters:
+                console.rule(f"{d.projection}:{d.sequence}")
+                console.print(d.traceback, markup=False, highlight=False)
+
+    run(work)
+
+
+@dead_letters_app.command("retry")
+def dead_letters_retry(
+    dead_letter_id: Annotated[str, typer.Argument(help="projection:sequence")],
+) -> None:
+    """Apply the event through its projection again (after a fix); removed on success."""
+    name, sequence = _split(dead_letter_id)
+    (projection,) = _pick([name])
+
+    async def work(bank: Bank) -> None:
+        await DeadLetters(bank.db).retry(bank.store, projection, sequence)
+        console.print(f"{dead_letter_id}: applied and removed")
+
+    run(work)
+
+
+@dead_letters_app.command("discard")
+def dead_letters_discard(
+    dead_letter_id: Annotated[str, typer.Argument(help="projection:sequence")],
+) -> None:
+    """Drop a dead letter without applying its event."""
+    name, sequence = _split(dead_letter_id)
+
+    async def work(bank: Bank) -> None:
+        await DeadLetters(bank.db).discard(name, sequence)
+        console.print(f"{dead_letter_id}: discarded")
+
+    run(work)
