@@ -300,3 +300,28 @@ def test_find_server_command_and_probes() -> None:
     assert not pid_alive(dead_pid())
     assert pid_alive(os.getpid())
     assert not answers_hello(free_port(), timeout_s=0.3)
+
+
+def test_server_dies_with_its_owner(tmp_path: Path) -> None:
+    """An owner killed outright (kill -9, a CI timeout) leaves no server running."""
+    script = (
+        "import sys, time\n"
+        "from esmongo.embedded import EmbeddedServer\n"
+        "info = EmbeddedServer(sys.argv[1]).start()\n"
+        "print(info.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "home")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert owner.stdout is not None
+        server_pid = int(owner.stdout.readline())
+        assert pid_alive(server_pid)
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 30
+    while pid_alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(server_pid)

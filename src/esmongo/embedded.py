@@ -10,6 +10,7 @@ replaced: two servers must never share one data directory.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import json
 import os
@@ -31,6 +32,7 @@ from esmongo.errors import EmbeddedServerError
 
 SERVER_COMMAND = "secantusd-py"
 STARTUP_TIMEOUT_S = 60.0
+PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT_S = 20.0
 
 
@@ -71,6 +73,13 @@ def answers_hello(port: int, timeout_s: float = 2.0) -> bool:
         return True
     except PyMongoError:
         return False
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def pid_alive(pid: int) -> bool:
@@ -212,7 +221,8 @@ class EmbeddedServer:
         log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child process
         try:
             # A new session: a Ctrl-C in the terminal reaches esmongo, which stops the
-            # server in order, instead of killing both at once.
+            # server in order, instead of killing both at once. And the server dies with
+            # its owner: one killed outright (kill -9, a timeout) leaves no orphan behind.
             self._process = subprocess.Popen(
                 args,
                 stdout=log,
@@ -220,6 +230,7 @@ class EmbeddedServer:
                 stdin=subprocess.DEVNULL,
                 cwd=self.home,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
