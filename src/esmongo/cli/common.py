@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -44,7 +45,8 @@ def group(name: str, help: str) -> typer.Typer:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}")
+    """Print the reason (verbatim: no markup, no emoji codes) and make the exit."""
+    err.print(f"[red]error:[/] {escape(message)}", emoji=False)
     return typer.Exit(code)
 
 
