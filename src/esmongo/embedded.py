@@ -76,10 +76,14 @@ def answers_hello(port: int, timeout_s: float = 2.0) -> bool:
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent dies (Linux; elsewhere a no-op)."""
+    """In the child, before exec: SIGKILL when the parent dies (Linux; elsewhere a no-op).
+
+    SIGKILL, not SIGTERM: a wedged server can ignore SIGTERM, and commits are already
+    on disk (--sync-on-commit), so nothing acknowledged is lost.
+    """
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def pid_alive(pid: int) -> bool:
