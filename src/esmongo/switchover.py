@@ -1,0 +1,300 @@
+"""Which events collection is live, and moving from one to another without losing events.
+
+The active collection's name is kept in `esmongo_meta` (`{_id: "events_collection", name,
+previous: [...]}`); applications build their store with
+`EventStore(db, collection=await active_events_collection(db))`. A collection that is no
+longer live is sealed: a validator that no document passes, so a process still writing to
+it fails loudly instead of recording events nobody reads. Sealing is an ordinary
+`collMod` validator (MongoDB 3.6+), lifted again by a rollback.
+
+The checks of a copy (`verify_copy`) live here too: they decide whether a switch may happen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from esmongo.errors import EsmongoError
+from esmongo.events import utc_now
+
+Document = dict[str, Any]
+Progress = Callable[[int, int], None]
+Planned = Callable[[str, str], tuple[list[str], str] | None]
+"""For a stored (type, version): the migration ids it goes through and its new version,
+or None when no migration applies to it."""
+
+DEFAULT_EVENTS = "events"
+META = "esmongo_meta"
+RUNS = "esmongo_migrations"
+FAILURES = "esmongo_migration_failures"
+ACTIVE = "events_collection"
+SEALED = {"$expr": {"$literal": False}}
+"""A validator no document passes: inserts and updates into a sealed collection fail."""
+MAX_LISTED = 1000
+IDENTITY = ("sequence", "eventId", "aggregateType", "aggregateId", "aggregateVersion")
+"""What must be identical in a copy, transformed or not: the checksum covers these."""
+
+
+class MigrationError(EsmongoError):
+    """A migration cannot run, verify, switch or roll back as asked."""
+
+
+async def active_events_collection(db: AsyncDatabase[Document]) -> str:
+    """The events collection the application must use (`EventStore(db, collection=...)`):
+    "events" until a migration switches."""
+    doc = await db[META].find_one({"_id": ACTIVE})
+    return str(doc["name"]) if doc else DEFAULT_EVENTS
+
+
+async def seal(db: AsyncDatabase[Document], name: str) -> None:
+    """Make a collection refuse inserts and updates (a validator nothing passes)."""
+    await db.command(
+        "collMod", name, validator=SEALED, validationLevel="strict", validationAction="error"
+    )
+
+
+async def unseal(db: AsyncDatabase[Document], name: str) -> None:
+    await db.command("collMod", name, validator={}, validationLevel="off")
+
+
+async def max_sequence(collection: AsyncCollection[Document]) -> int:
+    """The highest sequence in a collection of events (0 when empty), from the index."""
+    doc = await collection.find_one({}, projection={"sequence": 1}, sort=[("sequence", DESCENDING)])
+    return int(doc["sequence"]) if doc else 0
+
+
+async def record_switch(
+    db: AsyncDatabase[Document], source: str, target: str, migration_ids: Sequence[str]
+) -> None:
+    now = utc_now()
+    await db[META].update_one(
+        {"_id": ACTIVE},
+        {
+            "$set": {"name": target, "switchedAt": now, "migrationIds": list(migration_ids)},
+            "$push": {"previous": source},
+        },
+        upsert=True,
+    )
+    await db[RUNS].update_one({"_id": target}, {"$set": {"status": "switched", "switchedAt": now}})
+
+
+async def rollback_switch(db: AsyncDatabase[Document]) -> str:
+    """Make the previous events collection active again; returns its name.
+
+    Only while lossless: refused when the active collection holds events the previous
+    one lacks (appended since the switch); migrate back instead. The active one is sealed.
+    Restart the processes that use the store afterwards, as after a switch.
+    """
+    meta = await db[META].find_one({"_id": ACTIVE})
+    if meta is None or not meta.get("previous"):
+        raise MigrationError("no switch to roll back: the events collection was never switched")
+    current, previous = str(meta["name"]), str(meta["previous"][-1])
+    current_head = await max_sequence(db[current])
+    previous_head = await max_sequence(db[previous])
+    if current_head != previous_head:
+        raise MigrationError(
+            f"{current} holds events up to #{current_head} but {previous} only up to "
+            f"#{previous_head}: rolling back would lose the events appended since the "
+            "switch. Migrate them back into a new collection instead."
+        )
+    await seal(db, current)
+    await unseal(db, previous)
+    await db[META].update_one(
+        {"_id": ACTIVE},
+        {
+            "$set": {"name": previous, "switchedAt": utc_now(), "rolledBackFrom": current},
+            "$pop": {"previous": 1},
+        },
+    )
+    await db[RUNS].update_one(
+        {"_id": current}, {"$set": {"status": "rolled_back", "rolledBackAt": utc_now()}}
+    )
+    return previous
+
+
+# ---- verification of a copy ------------------------------------------------------
+
+
+@dataclass
+class VerifyReport:
+    source: str
+    target: str
+    verified_from: int = 1
+    """The first sequence compared (above 1 for a tail check after a full one)."""
+    source_count: int = 0
+    target_count: int = 0
+    transformed: int = 0
+    source_checksum: str = ""
+    target_checksum: str = ""
+    problems: list[str] = field(default_factory=list)
+    """The first MAX_LISTED problems; `problem_count` counts them all."""
+    problem_count: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.problem_count == 0
+            and self.source_count == self.target_count
+            and self.source_checksum == self.target_checksum
+        )
+
+    def problem(self, text: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_LISTED:
+            self.problems.append(text)
+
+
+async def verify_copy(
+    db: AsyncDatabase[Document],
+    source: str,
+    target: str,
+    planned: Planned,
+    *,
+    batch_size: int = 1000,
+    progress: Progress | None = None,
+    after_sequence: int = 0,
+) -> VerifyReport:
+    """Compare source and target in one merge pass by sequence.
+
+    Checks: the same events (count and sequences), a target sequence with no gap, each
+    stream's versions contiguous in the target, equal checksums over IDENTITY, untouched
+    events identical field for field, transformed ones keeping ids, metadata and time and
+    carrying the migration record that `planned` expects. A copy run that recorded
+    failures fails too. Lists what differs; `ok` only when nothing does.
+
+    `after_sequence` N > 0 checks only the tail after N, and that both prefixes still hold
+    as many events as the full verification up to N saw (`verifiedThrough`,
+    `verifiedCount` of the run): for a switch, so that the pause in writes lasts as long
+    as the tail, not the whole store.
+    """
+    started = time.perf_counter()
+    report = VerifyReport(source, target, verified_from=after_sequence + 1)
+    run = await db[RUNS].find_one({"_id": target})
+    if run is None:
+        report.problem(f"{target} was not written by a migration")
+    elif run.get("failureCount"):
+        report.problem(f"the copy into {target} had {run['failureCount']} failure(s)")
+    tail: Document = {"sequence": {"$gt": after_sequence}}
+    # Whole-collection counts (cheap, unlike filtered ones); the prefix is what the tail is not.
+    held = [await db[name].count_documents({}) for name in (source, target)]
+    total = held[0] - (int(run.get("verifiedCount", 0)) if run and after_sequence else 0)
+    source_hash, target_hash = hashlib.sha256(), hashlib.sha256()
+    versions: dict[tuple[str, str], int] = {}
+    previous = after_sequence
+    async with (
+        contextlib.aclosing(_ordered(db[source], tail, batch_size)) as src,
+        contextlib.aclosing(_ordered(db[target], tail, batch_size)) as dst,
+    ):
+        s, t = await anext(src, None), await anext(dst, None)
+        while s is not None or t is not None:
+            if t is None or (s is not None and s["sequence"] < t["sequence"]):
+                assert s is not None
+                report.source_count += 1
+                _digest(source_hash, s)
+                report.problem(f"#{s['sequence']} is missing from {target}")
+                s = await anext(src, None)
+                continue
+            report.target_count += 1
+            _digest(target_hash, t)
+            sequence = t["sequence"]
+            if previous and sequence != previous + 1:
+                report.problem(f"{target}: sequence jumps from #{previous} to #{sequence}")
+            previous = sequence
+            stream = (t["aggregateType"], t["aggregateId"])
+            # A stream first met in a tail continues from its verified prefix.
+            before = versions.get(stream, t["aggregateVersion"] - 1 if after_sequence else 0)
+            if t["aggregateVersion"] != before + 1:
+                report.problem(
+                    f"{target}: {stream[0]}/{stream[1]} goes from version {before} "
+                    f"to {t['aggregateVersion']} at #{sequence}"
+                )
+            versions[stream] = t["aggregateVersion"]
+            if s is None or sequence < s["sequence"]:
+                report.problem(f"#{sequence} in {target} is not in {source}")
+                t = await anext(dst, None)
+                continue
+            report.source_count += 1
+            _digest(source_hash, s)
+            report.transformed += _compare(s, t, planned, report)
+            if progress is not None and report.source_count % batch_size == 0:
+                progress(report.source_count, total)
+            s, t = await anext(src, None), await anext(dst, None)
+    if progress is not None:
+        progress(report.source_count, total)
+    report.source_checksum = source_hash.hexdigest()
+    report.target_checksum = target_hash.hexdigest()
+    report.elapsed_s = time.perf_counter() - started
+    if after_sequence:
+        verified = int((run or {}).get("verifiedCount", -1))
+        prefix = (held[0] - report.source_count, held[1] - report.target_count)
+        if prefix != (verified, verified):
+            report.problem(
+                f"up to #{after_sequence}: {source} holds {prefix[0]} events, {target} "
+                f"{prefix[1]}, the full verification saw {verified}"
+            )
+    if report.source_count != report.target_count:
+        report.problem(
+            f"{source} holds {report.source_count} events, {target} {report.target_count}"
+            + (f" after #{after_sequence}" if after_sequence else "")
+        )
+    if run is not None and report.ok:
+        await db[RUNS].update_one(
+            {"_id": target},
+            {
+                "$set": {
+                    "status": "verified",
+                    "verifiedAt": utc_now(),
+                    "verifiedThrough": previous,
+                    "verifiedCount": held[1],
+                }
+            },
+        )
+    return report
+
+
+def _compare(s: Document, t: Document, planned: Planned, report: VerifyReport) -> bool:
+    """Check one pair of documents with the same sequence; True when transformed."""
+    ref = f"#{s['sequence']}"
+    for name in (*IDENTITY, "_id", "eventType", "metadata", "timestamp"):
+        if s.get(name) != t.get(name):
+            report.problem(f"{ref}: {name} differs ({s.get(name)!r} -> {t.get(name)!r})")
+            return False
+    plan = planned(s["eventType"], s["eventVersion"])
+    if plan is None:
+        if s != t:
+            report.problem(f"{ref}: changed although no migration applies to it")
+        return False
+    ids, to_version = plan
+    record = t.get("migration") or {}
+    if (
+        record.get("fromVersion") != s["eventVersion"]
+        or list(record.get("ids") or []) != ids
+        or t["eventVersion"] != to_version
+    ):
+        report.problem(f"{ref}: not migrated as planned (migration record {record!r})")
+        return False
+    return True
+
+
+def _digest(hasher: Any, doc: Mapping[str, Any]) -> None:
+    hasher.update(repr(tuple(doc.get(name) for name in IDENTITY)).encode())
+    hasher.update(b"\n")
+
+
+async def _ordered(
+    collection: AsyncCollection[Document], query: Document, batch_size: int
+) -> AsyncGenerator[Document, None]:
+    cursor = collection.find(query, sort=[("sequence", ASCENDING)], batch_size=batch_size)
+    async with cursor:
+        async for doc in cursor:
+            yield doc

@@ -1,0 +1,120 @@
+"""Stored versions that upcasting cannot bring to the latest, and syncing the catalog
+declared in code to `event_schemas` with drift reported."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from esmongo import (
+    EventSchema,
+    EventStore,
+    NewEvent,
+    SchemaCatalog,
+    SchemaRegistry,
+    UnreachableVersion,
+    Upcasters,
+    unreachable_versions,
+)
+from esmongo.mongo import Document
+from esmongo.schema_check import StoredVersion, check_versions, stored_schemas, sync
+
+ANYTHING: dict[str, Any] = {"type": "object"}
+
+
+def schema(event_type: str, version: str, **extra: Any) -> EventSchema:
+    return EventSchema(event_type, version, extra.pop("schema", ANYTHING), **extra)
+
+
+async def test_reports_stored_versions_without_a_path_to_the_latest(
+    db: AsyncDatabase[Document],
+) -> None:
+    registry = SchemaRegistry(
+        [schema("thing.made", v) for v in ("1.0", "2.0", "9.0", "10.0")] + [schema("x.y", "1.0")]
+    )
+    upcasters = Upcasters()
+    upcasters.register("thing.made", "1.0", "2.0", lambda d: d)
+    store = EventStore(db, registry=registry, upcasters=upcasters)
+    await store.init()
+    for version, count in [("1.0", 3), ("2.0", 2), ("9.0", 1), ("10.0", 4)]:
+        events = [NewEvent("thing.made", {}, event_version=version) for _ in range(count)]
+        await store.append("thing", f"t{version}", events)
+    await store.append("x", "1", [NewEvent("x.y", {})])
+    await store.append("loose", "1", [NewEvent("loose.one", {}, event_version="1.0")])
+    await store.append("loose", "2", [NewEvent("loose.one", {}, event_version="2.0")])
+
+    found = await unreachable_versions(store)
+    assert found == [  # "10.0" is the latest, not "9.0"; 1.0 stops at 2.0
+        UnreachableVersion("loose.one", "1.0", 1, "1.0", "2.0"),
+        UnreachableVersion("thing.made", "1.0", 3, "2.0", "10.0"),
+        UnreachableVersion("thing.made", "2.0", 2, "2.0", "10.0"),
+        UnreachableVersion("thing.made", "9.0", 1, "9.0", "10.0"),
+    ]
+    assert "3 thing.made v1.0 event(s) upcast to v2.0, not to the latest v10.0" in str(found[1])
+
+    upcasters.register("thing.made", "2.0", "9.0", lambda d: d)
+    upcasters.register("thing.made", "9.0", "10.0", lambda d: d)
+    upcasters.register("loose.one", "1.0", "2.0", lambda d: d)
+    assert await unreachable_versions(store) == []
+
+
+def test_a_type_with_no_stored_event_or_no_schema_is_judged_by_what_exists() -> None:
+    registry = SchemaRegistry([schema("a.b", "2.0")])
+    stored = [StoredVersion("a.b", "2.0", 5), StoredVersion("c.d", "3.0", 1)]
+    assert check_versions(stored, registry, Upcasters()) == []
+    stored.append(StoredVersion("a.b", "3.0", 1))  # newer than anything registered
+    assert check_versions(stored, registry, Upcasters()) == [
+        UnreachableVersion("a.b", "3.0", 1, "3.0", "2.0")
+    ]
+
+
+async def test_sync_adds_then_is_in_sync_then_reports_drift(db: AsyncDatabase[Document]) -> None:
+    catalog = SchemaCatalog(db, SchemaRegistry())
+    await catalog.init()
+    declared = [
+        schema("a.made", "1.0", description="made", projections=("p1",)),
+        schema(
+            "a.made",
+            "2.0",
+            schema={"type": "object", "required": ["n"]},
+            previous_version="1.0",
+        ),
+        schema("a.gone", "1.0"),
+    ]
+    dry = await sync(catalog, declared, dry_run=True)
+    assert [(s.event_type, s.version) for s in dry.added] == [
+        ("a.gone", "1.0"),
+        ("a.made", "1.0"),
+        ("a.made", "2.0"),
+    ]
+    assert await stored_schemas(catalog) == []  # a dry run writes nothing
+
+    first = await sync(catalog, declared)
+    assert len(first.added) == 3 and not first.drift
+    assert catalog.registry.get("a.made", "2.0") is not None
+    again = await sync(catalog, declared)
+    assert again.in_sync and len(again.unchanged) == 3
+
+    when = datetime(2024, 1, 1, tzinfo=UTC)
+    await catalog.deprecate("a.made", "1.0", at=when)
+    changed = [
+        schema("a.made", "1.0", description="made (v1)", projections=("p1", "p2")),
+        schema("a.made", "2.0", schema={"type": "object"}, previous_version="1.0"),
+        schema("a.new", "1.0"),
+    ]
+    report = await sync(catalog, changed)
+    assert [s.event_type for s in report.added] == ["a.new"]
+    assert [(s.event_type, s.version) for s in report.updated] == [("a.made", "1.0")]
+    assert [(d.event_type, d.version, d.kind) for d in report.drift] == [
+        ("a.gone", "1.0", "missing_in_code"),
+        ("a.made", "2.0", "schema_differs"),
+    ]
+    stored = {(s.event_type, s.version): s for s in await stored_schemas(catalog)}
+    assert stored["a.made", "1.0"].description == "made (v1)"
+    assert stored["a.made", "1.0"].projections == ("p1", "p2")
+    assert stored["a.made", "1.0"].deprecated_at == when  # a deprecation made in the DB stays
+    assert stored["a.made", "2.0"].schema == {"type": "object", "required": ["n"]}  # untouched
+    assert ("a.gone", "1.0") in stored  # drift is reported, never deleted
+    assert [s.version for s in await stored_schemas(catalog, "a.made")] == ["1.0", "2.0"]
