@@ -31,7 +31,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.events import utc_now
-from esmongo.schema import SchemaRegistry
+from esmongo.schema import SchemaRegistry, version_chain
 from esmongo.store import DURABLE, EVENT_INDEXES, SEQUENCE_COUNTER
 from esmongo.switchover import (
     FAILURES,
@@ -223,15 +223,7 @@ class Migrator:
 
     def chain(self, event_type: str, version: str) -> list[Migration] | None:
         """The steps an event stored at `version` goes through; None when they loop."""
-        steps: list[Migration] = []
-        seen = {version}
-        while (step := self._steps.get((event_type, version))) is not None:
-            if step.to_version in seen:
-                return None
-            seen.add(step.to_version)
-            steps.append(step)
-            version = step.to_version
-        return steps
+        return version_chain(self._steps, event_type, version)
 
     async def source_name(self) -> str:
         if self._source is None:

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema.protocols import Validator
@@ -126,6 +126,32 @@ class SchemaRegistry:
 Transform = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 
+class VersionStep(Protocol):
+    @property
+    def to_version(self) -> str: ...
+
+
+S = TypeVar("S", bound=VersionStep)
+
+
+def version_chain(
+    steps: Mapping[tuple[str, str], S], event_type: str, version: str
+) -> list[S] | None:
+    """Follow (type, from version) -> step until none starts where the last one ended.
+
+    Used by upcasters (on read) and migrations (on copy). None when the steps loop.
+    """
+    chain: list[S] = []
+    seen = {version}
+    while (step := steps.get((event_type, version))) is not None:
+        if step.to_version in seen:
+            return None
+        seen.add(step.to_version)
+        chain.append(step)
+        version = step.to_version
+    return chain
+
+
 @dataclass(frozen=True)
 class Upcaster:
     event_type: str
@@ -168,15 +194,7 @@ class Upcasters:
 
     def path(self, event_type: str, version: str) -> list[Upcaster] | None:
         """The steps from `version` to the newest reachable one; None when they loop."""
-        steps: list[Upcaster] = []
-        seen = {version}
-        while (step := self._steps.get((event_type, version))) is not None:
-            if step.to_version in seen:
-                return None
-            seen.add(step.to_version)
-            steps.append(step)
-            version = step.to_version
-        return steps
+        return version_chain(self._steps, event_type, version)
 
     def latest(self, event_type: str, version: str) -> str:
         steps = self.path(event_type, version) or []
