@@ -31,11 +31,33 @@ from esmongo.events import (
     stable_event_id,
     utc_now,
 )
+from esmongo.migration import Migration, Migrator
 from esmongo.mongo import CODEC_OPTIONS, Connection, Settings
+from esmongo.projections import (
+    DeadLetter,
+    DeadLetters,
+    Delete,
+    FailurePolicy,
+    Insert,
+    Projection,
+    ProjectionDaemon,
+    ProjectionRunner,
+    ProjectionStatus,
+    Update,
+    handles,
+    projection_status,
+    rebuild,
+    replay,
+    reset,
+    run_projections,
+)
 from esmongo.repository import Repository
 from esmongo.schema import EventSchema, SchemaRegistry, Upcasters
+from esmongo.schema_check import SyncReport, UnreachableVersion, unreachable_versions
 from esmongo.snapshots import Snapshot, SnapshotStore
 from esmongo.store import AppendRequest, EventStore
+from esmongo.switchover import MigrationError, active_events_collection, rollback_switch
+from esmongo.temporal import TemporalQueries, require_aware
 
 __version__ = "0.1.0"
 
@@ -50,6 +72,9 @@ __all__ = [
     "ConcurrencyError",
     "ConfigurationError",
     "Connection",
+    "DeadLetter",
+    "DeadLetters",
+    "Delete",
     "DomainError",
     "DuplicateEventError",
     "EmbeddedServerError",
@@ -59,7 +84,16 @@ __all__ = [
     "EventStore",
     "EventValidationError",
     "ExpectedVersion",
+    "FailurePolicy",
+    "Insert",
+    "Migration",
+    "MigrationError",
+    "Migrator",
     "NewEvent",
+    "Projection",
+    "ProjectionDaemon",
+    "ProjectionRunner",
+    "ProjectionStatus",
     "RecordedEvent",
     "Repository",
     "SchemaCatalog",
@@ -70,10 +104,24 @@ __all__ = [
     "Snapshot",
     "SnapshotStore",
     "StreamId",
+    "SyncReport",
+    "TemporalQueries",
     "UnknownEventTypeError",
+    "UnreachableVersion",
     "Upcasters",
+    "Update",
+    "active_events_collection",
     "applies",
+    "handles",
     "new_event_id",
+    "projection_status",
+    "rebuild",
+    "replay",
+    "require_aware",
+    "reset",
+    "rollback_switch",
+    "run_projections",
     "stable_event_id",
+    "unreachable_versions",
     "utc_now",
 ]

@@ -48,3 +48,25 @@ PROJECTION_EVENTS = Counter(
     "Events applied by projections (rate = projections.throughput).",
     ["projection"],
 )
+PROJECTION_BATCH_DURATION = Histogram(
+    "esmongo_projections_batch_duration_seconds",
+    "Time to read, apply and commit one projection batch.",
+    ["projection"],
+    buckets=LATENCY_BUCKETS,
+)
+PROJECTION_EVENT_LATENCY = Histogram(
+    "esmongo_projections_event_latency_seconds",
+    "From an event's append to its read-model commit, for runners that are live.",
+    ["projection"],
+    buckets=LATENCY_BUCKETS,
+)
+PROJECTION_DEAD_LETTERS = Gauge(
+    "esmongo_projections_dead_letters",
+    "Dead letters waiting for a retry or a discard.",
+    ["projection"],
+)
+PROJECTION_LEASE_HELD = Gauge(
+    "esmongo_projections_lease_held",
+    "1 when this process holds the projection's lease (is its active runner), else 0.",
+    ["projection"],
+)

@@ -28,6 +28,13 @@ from esmongo.bank.commands import (
     TransferFunds,
     UnfreezeAccount,
 )
+from esmongo.bank.history import BalanceHistory, BalancePoint, balance_history
+from esmongo.bank.read_models import (
+    AccountsReadModel,
+    AnalyticsHourlyReadModel,
+    TransactionsReadModel,
+    bank_projections,
+)
 from esmongo.bank.schemas import ACCOUNT_SCHEMAS
 
 __all__ = [
@@ -39,7 +46,11 @@ __all__ = [
     "AccountError",
     "AccountNotActive",
     "AccountStatus",
+    "AccountsReadModel",
     "ActivateAccount",
+    "AnalyticsHourlyReadModel",
+    "BalanceHistory",
+    "BalancePoint",
     "Bank",
     "CloseAccount",
     "Command",
@@ -53,7 +64,10 @@ __all__ = [
     "InvalidCurrency",
     "InvalidTransition",
     "TransactionIdReused",
+    "TransactionsReadModel",
     "TransferFunds",
     "UnfreezeAccount",
+    "balance_history",
+    "bank_projections",
     "parse_amount",
 ]

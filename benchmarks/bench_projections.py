@@ -1,0 +1,206 @@
+"""Projection throughput and latency, against raw PyMongo on the same server in the same run.
+
+    python benchmarks/bench_projections.py [--events 20000] [--live-seconds 15]
+
+1. Catch-up: the three bank read models (accounts_read, transactions_read,
+   analytics_hourly) built from sequence 0 over N events, in one process as the daemon
+   runs them, vs raw `insert_many` (batches of 1,000) of the same N event documents into
+   an empty collection. Target: catch-up events/s >= 0.5x raw docs/s.
+2. Live lag: the daemon running, appends at a steady 200 events/s; for each event, the
+   time from its append (the timestamp the store gives it) to the commit of the batch
+   that put it in each read model. Target: p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import benchmark_server, console, database, percentile, print_table
+from esmongo import AppendRequest, EventStore, NewEvent, RecordedEvent
+from esmongo.bank import bank_projections
+from esmongo.mongo import Document
+from esmongo.projections import BatchReport, ProjectionDaemon, ProjectionRunner
+from esmongo.projections.source import SharedSource
+
+CENT = Decimal("0.01")
+
+
+class Load:
+    """Valid account events: accounts created then credited and debited at random."""
+
+    def __init__(self, store: EventStore, accounts: int, seed: int = 1) -> None:
+        self.store = store
+        self.rng = random.Random(seed)
+        self.ids = [f"acc_{i:05d}" for i in range(accounts)]
+        self.balances: dict[str, Decimal] = {}
+        self.currency = {a: self.rng.choice(("USD", "EUR", "GBP")) for a in self.ids}
+        self.txn = 0
+
+    def _request(self, account: str) -> AppendRequest:
+        if account not in self.balances:
+            self.balances[account] = Decimal("0.00")
+            data = {
+                "ownerId": f"u{account}",
+                "ownerName": account,
+                "currency": self.currency[account],
+            }
+            events = [NewEvent("account.created", data), NewEvent("account.activated", {})]
+            return AppendRequest("account", account, events)
+        amount = (Decimal(self.rng.randint(100, 50_000)) / 100).quantize(CENT)
+        credit = self.balances[account] < amount or self.rng.random() < 0.6
+        self.balances[account] += amount if credit else -amount
+        self.txn += 1
+        data = {
+            "amount": amount,
+            "currency": self.currency[account],
+            "transactionId": f"t{self.txn}",
+            "reason": None,
+            "balanceAfter": self.balances[account],
+        }
+        kind = "account.credited" if credit else "account.debited"
+        return AppendRequest("account", account, [NewEvent(kind, data)])
+
+    async def append(self, streams: int) -> list[RecordedEvent]:
+        chosen = self.rng.sample(self.ids, min(streams, len(self.ids)))
+        written = await self.store.append_streams([self._request(a) for a in chosen])
+        return [event for stream in written for event in stream]
+
+
+async def raw_insert_rate(db: AsyncDatabase[Document], docs: list[Document]) -> float:
+    raw = db["raw_insert_many"]
+    await raw.drop()
+    started = time.perf_counter()
+    for i in range(0, len(docs), 1000):
+        await raw.insert_many(docs[i : i + 1000], ordered=True)
+    elapsed = time.perf_counter() - started
+    await raw.drop()
+    return len(docs) / elapsed
+
+
+async def catch_up(store: EventStore, batch_size: int) -> tuple[float, int]:
+    source = SharedSource(store, fetch_size=batch_size)
+    runners = [
+        ProjectionRunner(
+            store, p, batch_size=batch_size, catch_up_batch_size=batch_size, source=source
+        )
+        for p in bank_projections()
+    ]
+    for runner in runners:
+        await runner.init()
+    started = time.perf_counter()
+    await asyncio.gather(*(runner.catch_up() for runner in runners))
+    return time.perf_counter() - started, source.fetches
+
+
+async def live_lag(
+    store: EventStore, load: Load, seconds: float, rate: float
+) -> dict[str, list[float]]:
+    """Lag of each event into each read model, from the return of its append."""
+    lags: dict[str, list[float]] = {}
+    committed: dict[tuple[str, int], float] = {}
+    measuring = False
+
+    def on_batch(report: BatchReport) -> None:
+        if measuring:
+            for event in report.events:
+                committed[(report.projection, event.sequence)] = report.committed_at
+
+    daemon = ProjectionDaemon(
+        store, bank_projections(), batch_size=500, on_batch=on_batch, lease_ttl_s=10
+    )
+    daemon.start()
+    await daemon.wait_until(await store.head_sequence(), timeout_s=600)
+    measuring = True
+    started = time.monotonic()
+    appended = 0
+    tick = 0.02  # 4 events every 20 ms = 200 events/s
+    acked: dict[int, float] = {}
+    while time.monotonic() - started < seconds:
+        written = await load.append(round(rate * tick))
+        now = time.time()
+        acked.update((e.sequence, now) for e in written)
+        appended += len(written)
+        due = started + appended / rate
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+    elapsed = time.monotonic() - started
+    await daemon.wait_until(await store.head_sequence(), timeout_s=60)
+    await daemon.stop()
+    console.print(
+        f"live: appended {appended} events in {elapsed:.1f}s ({appended / elapsed:.0f}/s)"
+    )
+    for (projection, sequence), at in committed.items():
+        if sequence in acked:
+            # A read model can commit before the writer has read its append's reply: 0 then.
+            lags.setdefault(projection, []).append(max(0.0, at - acked[sequence]))
+    return lags
+
+
+async def main(events: int, live_seconds: float, batch_size: int) -> None:
+    with benchmark_server() as uri:
+        async with database(uri, "bench_projections") as db:
+            store = EventStore(db)
+            await store.init()
+            load = Load(store, accounts=500)
+            console.print(f"appending {events} events...")
+            while (await store.head_sequence()) < events:
+                await load.append(100)
+            total = await store.head_sequence()
+            docs = [doc async for doc in store.events.find({}).sort("sequence", 1)]
+            for doc in docs:
+                doc["_id"] = f"raw{doc['_id']}"
+            raw_rate = await raw_insert_rate(db, docs)
+            elapsed, fetches = await catch_up(store, batch_size)
+            rate = total / elapsed
+            print_table(
+                f"Catch-up of 3 bank projections over {total} events (batch {batch_size})",
+                ["measure", "value"],
+                [
+                    ["raw insert_many (1,000/batch)", f"{raw_rate:,.0f} docs/s"],
+                    ["catch-up, all three read models", f"{rate:,.0f} events/s ({elapsed:.1f}s)"],
+                    ["ratio (target >= 0.5x)", f"{rate / raw_rate:.2f}x"],
+                    ["event reads (shared by the three)", f"{fetches}"],
+                ],
+            )
+            lags = await live_lag(store, load, live_seconds, rate=200)
+            rows: list[list[str]] = []
+            every: list[float] = []
+            for name, samples in sorted(lags.items()):
+                every.extend(samples)
+                rows.append(row(name, samples))
+            rows.append(row("all read models", every))
+            print_table(
+                "Live lag, append -> read model, at 200 events/s (target p99 <= 50 ms)",
+                ["read model", "events", "p50 ms", "p99 ms", "max ms"],
+                rows,
+            )
+
+
+def row(name: str, samples: list[float]) -> list[str]:
+    ms: Any = [s * 1000 for s in samples]
+    return [
+        name,
+        str(len(ms)),
+        f"{percentile(ms, 50):.1f}",
+        f"{percentile(ms, 99):.1f}",
+        f"{max(ms, default=0):.1f}",
+    ]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--live-seconds", type=float, default=15.0)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    args = parser.parse_args()
+    asyncio.run(main(args.events, args.live_seconds, args.batch_size))

@@ -1,0 +1,127 @@
+"""Where runners read events from: straight from the store, or through a shared window.
+
+Each projection reads the events after its own checkpoint. When several projections of
+one process catch up together they ask for the same ranges, and on a single server the
+reads cost as much as the writes. `SharedSource` reads each range once (filtered on the
+union of their event types) and serves every runner from it.
+
+Both return, with the events, the sequence up to which the answer is complete: all
+handled events up to it are in the answer. That is what the runner moves its checkpoint
+to. It relies on the store's invariant: a read that sees sequence N saw every event below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from esmongo.events import RecordedEvent
+from esmongo.store import EventStore
+
+
+@dataclass(frozen=True)
+class Window:
+    """Events after some position, complete up to `complete`; `head` as read before them."""
+
+    events: list[RecordedEvent]
+    complete: int
+    head: int
+
+
+class EventSource(Protocol):
+    async def read(self, after: int, limit: int, event_types: Sequence[str]) -> Window:
+        """At most `limit` events of these types after `after`, and how far that is complete."""
+        ...
+
+
+async def _read(
+    store: EventStore, after: int, limit: int, event_types: Sequence[str], head: int
+) -> tuple[list[RecordedEvent], int]:
+    events = [
+        event
+        async for event in store.read_all(
+            after, limit=limit, event_types=list(event_types), batch_size=limit
+        )
+    ]
+    if len(events) == limit:
+        return events, events[-1].sequence
+    # A short read saw every event committed up to `head`, which was read before it.
+    return events, max(head, events[-1].sequence if events else after)
+
+
+class StoreSource:
+    """Reads every batch from the store."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    async def read(self, after: int, limit: int, event_types: Sequence[str]) -> Window:
+        head = await self.store.head_sequence()
+        if head <= after:
+            return Window([], after, head)
+        events, complete = await _read(self.store, after, limit, event_types, head)
+        return Window(events, complete, head)
+
+
+class SharedSource:
+    """A window of recent events, complete over (low, high], shared by several runners."""
+
+    def __init__(self, store: EventStore, *, fetch_size: int = 1000, capacity: int = 20_000):
+        self.store = store
+        self.fetch_size = fetch_size
+        self.capacity = max(capacity, fetch_size)
+        self._types: set[str] = set()
+        self._events: list[RecordedEvent] = []
+        self._sequences: list[int] = []
+        self._low = 0
+        self._high = 0
+        self._head = 0
+        self._lock = asyncio.Lock()
+        self.fetches = 0
+
+    def register(self, event_types: Iterable[str]) -> None:
+        """Add the event types of a runner that will read through this source."""
+        self._types.update(event_types)
+        self._events, self._sequences, self._low, self._high = [], [], 0, 0
+
+    async def read(self, after: int, limit: int, event_types: Sequence[str]) -> Window:
+        wanted = set(event_types)
+        if not wanted <= self._types:
+            return await StoreSource(self.store).read(after, limit, event_types)
+        # Runners woken by the same insert queue here; the first reads for all of them.
+        async with self._lock:
+            if not self._low <= after < self._high:
+                self._head = head = await self.store.head_sequence()
+                if head <= after:
+                    return Window([], after, head)
+                await self._fetch(after, max(limit, self.fetch_size), head)
+            events, complete = self._serve(after, limit, wanted)
+            return Window(events, complete, self._head)
+
+    async def _fetch(self, after: int, size: int, head: int) -> None:
+        events, complete = await _read(self.store, after, size, sorted(self._types), head)
+        self.fetches += 1
+        if after == self._high and self._events:
+            self._events.extend(events)
+        else:
+            self._events = list(events)
+            self._low = after
+        self._high = complete
+        if len(self._events) > self.capacity:
+            cut = len(self._events) - self.capacity
+            self._low = self._events[cut - 1].sequence
+            del self._events[:cut]
+        self._sequences = [event.sequence for event in self._events]
+
+    def _serve(self, after: int, limit: int, wanted: set[str]) -> tuple[list[RecordedEvent], int]:
+        start = bisect.bisect_right(self._sequences, after)
+        found: list[RecordedEvent] = []
+        for event in self._events[start:]:
+            if event.event_type in wanted:
+                found.append(event)
+                if len(found) == limit:
+                    return found, event.sequence
+        return found, max(self._high, after)

@@ -1,0 +1,114 @@
+"""One change stream on `events` per process, used only to wake the runners up.
+
+The stream filters on the server (`$match` on inserts of the handled event types) and
+carries no event data: a runner that wakes up reads by sequence after its checkpoint, so
+what the stream delivers (or drops) never decides what is applied. That is why a lost
+resume token (history gone from the oplog) only costs a catch-up read: the watcher logs
+it, opens a fresh stream, and wakes every runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import PyMongoError
+
+Document = dict[str, Any]
+log = logging.getLogger(__name__)
+
+
+class EventWatcher:
+    """Watches inserts into the events collection and sets the subscribers' events."""
+
+    def __init__(
+        self,
+        events: AsyncCollection[Document],
+        *,
+        max_await_ms: int = 1000,
+        retry_pause_s: float = 0.5,
+    ) -> None:
+        self.events = events
+        self.max_await_ms = max_await_ms
+        self.retry_pause_s = retry_pause_s
+        self._subscribers: list[tuple[frozenset[str], asyncio.Event]] = []
+        self.resume_token: Mapping[str, Any] | None = None
+        self.ready = asyncio.Event()
+        """Set once the stream is open: events committed from then on wake runners."""
+        self.opened = 0
+        self.tokens_lost = 0
+        self._types: frozenset[str] = frozenset()
+
+    def subscribe(self, event_types: Iterable[str], wake: asyncio.Event) -> None:
+        """Set `wake` whenever an event of one of these types is inserted."""
+        types = frozenset(event_types)
+        self._subscribers.append((types, wake))
+        self._types = self._types | types
+
+    def _wake_all(self) -> None:
+        for _types, wake in self._subscribers:
+            wake.set()
+
+    def _pipeline(self) -> list[Document]:
+        return [
+            {
+                "$match": {
+                    "operationType": "insert",
+                    "fullDocument.eventType": {"$in": sorted(self._types)},
+                }
+            },
+            {"$project": {"fullDocument.eventType": 1, "fullDocument.sequence": 1}},
+        ]
+
+    async def _open(self) -> Any:
+        token = self.resume_token
+        if token is not None:
+            try:
+                return await self.events.watch(
+                    self._pipeline(), resume_after=token, max_await_time_ms=self.max_await_ms
+                )
+            except PyMongoError as exc:
+                self.tokens_lost += 1
+                self.resume_token = None
+                log.warning(
+                    "change stream: could not resume from the saved token (%s); the history "
+                    "may be gone from the oplog. Opening a new stream; runners catch up by "
+                    "sequence, so nothing is missed.",
+                    exc,
+                )
+        return await self.events.watch(self._pipeline(), max_await_time_ms=self.max_await_ms)
+
+    async def run(self) -> None:
+        """Watch until cancelled, reopening the stream after errors."""
+        while True:
+            try:
+                stream = await self._open()
+            except PyMongoError as exc:
+                log.warning("change stream: cannot open (%s); retrying", exc)
+                await asyncio.sleep(self.retry_pause_s)
+                continue
+            self.opened += 1
+            self.ready.set()
+            # Anything committed while no stream was open is found by a catch-up read.
+            self._wake_all()
+            try:
+                async with stream:
+                    await self._consume(stream)
+            except PyMongoError as exc:
+                log.warning("change stream interrupted (%s); resuming", exc)
+                await asyncio.sleep(self.retry_pause_s)
+
+    async def _consume(self, stream: Any) -> None:
+        while True:
+            change = await stream.try_next()
+            if stream.resume_token is not None:
+                self.resume_token = stream.resume_token
+            if change is None:
+                continue
+            event_type = (change.get("fullDocument") or {}).get("eventType")
+            for types, wake in self._subscribers:
+                if event_type in types:
+                    wake.set()

@@ -1,0 +1,321 @@
+"""Read-model writes that a handler returns, and how a batch of them becomes bulk writes.
+
+Handlers describe what an event changes (`Update`, `Insert`, `Delete`) instead of doing
+I/O. The runner can then merge a batch: twenty credits to one account become one update
+($inc amounts summed, the last $set kept), and each collection gets one `bulk_write`.
+Merging never changes the result: an update that cannot be folded into the previous one
+for the same document (conflicting paths, operators whose combination depends on the
+stored value) starts a new operation, and ordered bulk writes keep the per-document order.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+from collections.abc import Collection, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pymongo import DeleteOne, InsertOne, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from esmongo.mongo import CODEC_OPTIONS
+
+Document = dict[str, Any]
+BulkOp = InsertOne[Document] | UpdateOne | DeleteOne
+
+
+@dataclass(frozen=True)
+class Update:
+    """Update the one document of `collection` that matches `key` (an equality filter).
+
+    The fields map dotted paths to values, one per MongoDB operator. `upsert` creates the
+    document (with the key's fields) when it does not exist yet.
+    """
+
+    collection: str
+    key: Mapping[str, Any]
+    set: Mapping[str, Any] = field(default_factory=dict)
+    inc: Mapping[str, Any] = field(default_factory=dict)
+    max: Mapping[str, Any] = field(default_factory=dict)
+    min: Mapping[str, Any] = field(default_factory=dict)
+    set_on_insert: Mapping[str, Any] = field(default_factory=dict)
+    unset: Collection[str] = ()
+    upsert: bool = True
+
+
+@dataclass(frozen=True)
+class Insert:
+    """Insert one document (give it a deterministic `_id` so a rebuild yields the same)."""
+
+    collection: str
+    document: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Delete the one document of `collection` that matches `key`."""
+
+    collection: str
+    key: Mapping[str, Any]
+
+
+Write = Update | Insert | Delete
+
+
+def _freeze(value: Any) -> Hashable:
+    if isinstance(value, Mapping):
+        return tuple((k, _freeze(v)) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value  # type: ignore[no-any-return]
+
+
+def _conflicts(a: str, b: str) -> bool:
+    """Whether two dotted paths overlap (MongoDB refuses both in one update)."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+class _Merge(Exception):
+    """The next update cannot be folded into the pending one."""
+
+
+_NUMBERS = (int, float, Decimal)
+_DECIMAL128 = decimal.Context(prec=34)
+
+
+def _same_kind(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return False
+    if isinstance(a, _NUMBERS) and isinstance(b, _NUMBERS):
+        return True
+    return type(a) is type(b) and isinstance(a, _dt.datetime | str)
+
+
+def _extreme(a: Any, b: Any, pick_max: bool) -> Any:
+    """What $max/$min leaves after both values, when it does not depend on BSON subtleties."""
+    if a is None:
+        return b if pick_max else a
+    if b is None:
+        return a if pick_max else b
+    if not _same_kind(a, b):
+        raise _Merge
+    try:
+        return max(a, b) if pick_max else min(a, b)
+    except TypeError:  # naive and aware datetimes
+        raise _Merge from None
+
+
+def _add(a: Any, b: Any) -> Any:
+    """a + b as the server would compute it; floats are not folded (rounding order)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        raise _Merge
+    if isinstance(a, int) and isinstance(b, int):
+        return a + b
+    if isinstance(a, int | Decimal) and isinstance(b, int | Decimal):
+        return _DECIMAL128.add(Decimal(a), Decimal(b))
+    raise _Merge
+
+
+class _PendingUpdate:
+    """An update being accumulated for one document."""
+
+    def __init__(self, update: Update) -> None:
+        self.collection = update.collection
+        self.key = dict(update.key)
+        self.upsert = update.upsert
+        self.set: Document = {}
+        self.inc: Document = {}
+        self.max: Document = {}
+        self.min: Document = {}
+        self.set_on_insert: Document = dict(update.set_on_insert)
+        self.unset: set[str] = set()
+        self.fold(update)
+
+    def _paths(self) -> dict[str, str]:
+        paths = {}
+        for op, values in (
+            ("set", self.set),
+            ("inc", self.inc),
+            ("max", self.max),
+            ("min", self.min),
+            ("soi", self.set_on_insert),
+        ):
+            for path in values:
+                paths[path] = op
+        for path in self.unset:
+            paths[path] = "unset"
+        return paths
+
+    def fold(self, update: Update) -> None:
+        """Fold `update` in, or raise _Merge and leave this one unchanged.
+
+        A folded update's `set_on_insert` is dropped: after the first update of this
+        document (an upsert, or a no-op on a missing one) it could never take effect.
+        """
+        if update.upsert and not self.upsert:
+            raise _Merge
+        staged = self._copy()
+        staged._fold(update)
+        self.__dict__.update(staged.__dict__)
+
+    def _copy(self) -> _PendingUpdate:
+        other = object.__new__(_PendingUpdate)
+        other.__dict__.update(
+            {k: (v.copy() if isinstance(v, dict | set) else v) for k, v in self.__dict__.items()}
+        )
+        return other
+
+    def _fold(self, u: Update) -> None:
+        incoming = [
+            *((p, "set") for p in u.set),
+            *((p, "inc") for p in u.inc),
+            *((p, "max") for p in u.max),
+            *((p, "min") for p in u.min),
+            *((p, "unset") for p in u.unset),
+        ]
+        seen: set[str] = set()
+        for path, _op in incoming:
+            if path in seen:
+                raise _Merge  # one path under two operators of the same update
+            seen.add(path)
+        existing = self._paths()
+        for path, _op in incoming:
+            for other in existing:
+                if other != path and _conflicts(other, path):
+                    raise _Merge
+        for path, value in u.set.items():
+            self._drop(path)
+            self.set[path] = value
+        for path in u.unset:
+            self._drop(path)
+            self.unset.add(path)
+        for path, value in u.inc.items():
+            self._fold_inc(existing.get(path), path, value)
+        for path, value in u.max.items():
+            self._fold_extreme(existing.get(path), path, value, pick_max=True)
+        for path, value in u.min.items():
+            self._fold_extreme(existing.get(path), path, value, pick_max=False)
+
+    def _drop(self, path: str) -> None:
+        for values in (self.set, self.inc, self.max, self.min, self.set_on_insert):
+            values.pop(path, None)
+        self.unset.discard(path)
+
+    def _fold_inc(self, was: str | None, path: str, value: Any) -> None:
+        if was is None:
+            self.inc[path] = value
+        elif was == "inc":
+            self.inc[path] = _add(self.inc[path], value)
+        elif was == "set" and self.set[path] is not None:
+            self.set[path] = _add(self.set[path], value)
+        else:
+            raise _Merge
+
+    def _fold_extreme(self, was: str | None, path: str, value: Any, *, pick_max: bool) -> None:
+        mine = self.max if pick_max else self.min
+        if was is None:
+            mine[path] = value
+        elif was == ("max" if pick_max else "min"):
+            mine[path] = _extreme(mine[path], value, pick_max)
+        elif was == "set":
+            self.set[path] = _extreme(self.set[path], value, pick_max)
+        else:
+            raise _Merge
+
+    def to_operation(self) -> UpdateOne | None:
+        update: Document = {}
+        for op, values in (
+            ("$set", self.set),
+            ("$inc", self.inc),
+            ("$max", self.max),
+            ("$min", self.min),
+            ("$setOnInsert", self.set_on_insert),
+        ):
+            if values:
+                update[op] = values
+        if self.unset:
+            update["$unset"] = {path: "" for path in sorted(self.unset)}
+        if not update:
+            return None
+        return UpdateOne(self.key, update, upsert=self.upsert)
+
+
+class WritePlan:
+    """The merged writes of one batch, in an order that gives the same result."""
+
+    def __init__(self) -> None:
+        self._ops: dict[str, list[_PendingUpdate | BulkOp]] = {}
+        self._open: dict[str, dict[Hashable, _PendingUpdate]] = {}
+        self.writes = 0
+        """How many writes the handlers returned (before merging)."""
+
+    def add(self, write: Write) -> None:
+        self.writes += 1
+        ops = self._ops.setdefault(write.collection, [])
+        open_updates = self._open.setdefault(write.collection, {})
+        if isinstance(write, Update):
+            key = _freeze(write.key)
+            pending = open_updates.get(key)
+            if pending is not None:
+                try:
+                    pending.fold(write)
+                    return
+                except _Merge:
+                    pass
+            pending = _PendingUpdate(write)
+            open_updates[key] = pending
+            ops.append(pending)
+            return
+        # An insert or delete may touch a document a pending update also matches:
+        # later updates of this collection must not be moved before it.
+        open_updates.clear()
+        if isinstance(write, Insert):
+            ops.append(InsertOne(dict(write.document)))
+        else:
+            ops.append(DeleteOne(dict(write.key)))
+
+    def extend(self, writes: Iterable[Write]) -> None:
+        for write in writes:
+            self.add(write)
+
+    def operations(self) -> dict[str, list[BulkOp]]:
+        """Collection name -> bulk operations, in order."""
+        result: dict[str, list[BulkOp]] = {}
+        for collection, ops in self._ops.items():
+            bulk: list[BulkOp] = []
+            for op in ops:
+                if isinstance(op, _PendingUpdate):
+                    update = op.to_operation()
+                    if update is not None:
+                        bulk.append(update)
+                else:
+                    bulk.append(op)
+            if bulk:
+                result[collection] = bulk
+        return result
+
+    def __len__(self) -> int:
+        return sum(len(ops) for ops in self._ops.values())
+
+
+async def execute(
+    session: AsyncClientSession,
+    db: AsyncDatabase[Document],
+    plan: WritePlan,
+    targets: Mapping[str, str] | None = None,
+) -> int:
+    """Run a plan in `session`'s transaction: one ordered bulk_write per collection.
+
+    `targets` maps a projection's collection names to the collections written (a
+    rebuild writes to new ones). Returns the number of bulk operations sent.
+    """
+    sent = 0
+    for name, ops in plan.operations().items():
+        target = (targets or {}).get(name, name)
+        collection = db.get_collection(target, codec_options=CODEC_OPTIONS)
+        await collection.bulk_write(ops, ordered=True, session=session)
+        sent += len(ops)
+    return sent
