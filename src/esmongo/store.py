@@ -1,51 +1,50 @@
 """The event store: append-only `events` with a gap-free, commit-ordered global sequence.
 
-An append is one transaction: check each stream's expected version, take a contiguous
-block of sequence numbers from `counters` with `$inc`, `insert_many`. Because the counter
-is written in the same transaction, a transaction that takes numbers after another one
-can only commit after it: a reader that has seen sequence N has seen everything below N.
-Projections depend on that invariant.
+An append is written in one transaction: take a contiguous block of sequence numbers from
+`counters` with `$inc`, `insert_many`. Because the counter is written in the same
+transaction, a transaction that takes numbers after another one can only commit after it:
+a reader that has seen sequence N has seen everything below N. Projections depend on that.
+
+Concurrent appends share such transactions (group commit: esmongo.group_commit forms the
+batches, esmongo.batch_writer writes them); an append whose stream conflicts is taken out
+of its batch and told, and the rest commit. Expected versions are checked in two halves
+(esmongo.stream_versions): "the expected version exists" before the transaction, "the next
+version does not" by the unique index as the transaction inserts it.
+docs/adr/0002-group-commit.md says why, and what was measured.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReadPreference, ReturnDocument
-from pymongo.asynchronous.client_session import AsyncClientSession
+import bson
+from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
-from pymongo.read_concern import ReadConcern
-from pymongo.write_concern import WriteConcern
 
-from esmongo.errors import (
-    ConcurrencyError,
-    DuplicateEventError,
-    EventValidationError,
-    StreamId,
-)
-from esmongo.events import (
-    ANY,
-    NO_STREAM,
-    STREAM_EXISTS,
-    Expected,
-    ExpectedVersion,
-    NewEvent,
-    RecordedEvent,
-    utc_now,
-)
-from esmongo.metrics import APPEND_LATENCY, EVENTS_APPENDED
+from esmongo.batch_writer import DURABLE as DURABLE  # re-exported: their home was here
+from esmongo.batch_writer import SEQUENCE_COUNTER as SEQUENCE_COUNTER
+from esmongo.batch_writer import BatchWriter, PendingAppend, WriteStats
+from esmongo.errors import EventValidationError, StreamId
+from esmongo.events import ANY, Expected, ExpectedVersion, NewEvent, RecordedEvent
+from esmongo.group_commit import GroupCommit
+from esmongo.metrics import APPEND_LATENCY
 from esmongo.schema import SchemaRegistry, Upcasters
+from esmongo.stream_versions import StreamVersions
 
 Document = dict[str, Any]
 
-SEQUENCE_COUNTER = "event_sequence"
-DURABLE = WriteConcern("majority", j=True)
+MAX_BATCH_EVENTS = 500
+"""Events in one group-commit transaction, at most (a bigger single append goes alone)."""
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+"""Estimated bytes in one group-commit transaction, at most."""
+EVENT_OVERHEAD_BYTES = 300
+"""An event document's bytes besides its data and metadata, for the batch estimate."""
 
 EVENT_INDEXES = [
     IndexModel(
@@ -77,20 +76,6 @@ class AppendRequest:
         return StreamId(self.aggregate_type, self.aggregate_id)
 
 
-def check_expected(stream: StreamId, expected: Expected, actual: int) -> None:
-    """Raise ConcurrencyError unless a stream at `actual` satisfies `expected`."""
-    if expected is ANY:
-        return
-    if expected is NO_STREAM:
-        ok = actual == 0
-    elif expected is STREAM_EXISTS:
-        ok = actual > 0
-    else:
-        ok = actual == expected
-    if not ok:
-        raise ConcurrencyError(stream, expected, actual)
-
-
 def _validate_request(request: AppendRequest, registry: SchemaRegistry) -> None:
     """Everything about a request that can be checked before touching the database."""
     if not request.aggregate_type or not request.aggregate_id:
@@ -119,7 +104,13 @@ def _validate_request(request: AppendRequest, registry: SchemaRegistry) -> None:
 
 
 class EventStore:
-    """Append and read events. Create one per database and share it."""
+    """Append and read events. Create one per database and share it.
+
+    With `group_commit` (the default), concurrent appends made through this object are
+    written together, one transaction per batch (see esmongo.group_commit); a batch holds
+    at most `max_batch_events` events and about `max_batch_bytes` bytes. Without it, each
+    append runs its own transaction. Callers see the same API and results either way.
+    """
 
     def __init__(
         self,
@@ -128,6 +119,9 @@ class EventStore:
         registry: SchemaRegistry | None = None,
         upcasters: Upcasters | None = None,
         collection: str = "events",
+        group_commit: bool = True,
+        max_batch_events: int = MAX_BATCH_EVENTS,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
     ) -> None:
         self.db = db
         self.registry = registry if registry is not None else SchemaRegistry()
@@ -139,6 +133,22 @@ class EventStore:
         self.counters: AsyncCollection[Document] = db.get_collection(
             "counters", write_concern=DURABLE
         )
+        self.versions = StreamVersions(self.events)
+        self._writer = BatchWriter(db.client, self.events, self.counters, self.versions)
+        self._group: GroupCommit[PendingAppend] | None = (
+            GroupCommit(self._writer.flush, max_events=max_batch_events, max_bytes=max_batch_bytes)
+            if group_commit
+            else None
+        )
+
+    @property
+    def group_commit(self) -> bool:
+        return self._group is not None
+
+    @property
+    def stats(self) -> WriteStats:
+        """Counts of what the write path did (transactions, appends, retries)."""
+        return self._writer.stats
 
     async def init(self) -> None:
         """Create the indexes and the sequence counter. Idempotent."""
@@ -181,118 +191,37 @@ class EventStore:
         for request in requests:
             _validate_request(request, self.registry)
 
-        async def write(session: AsyncClientSession) -> list[list[RecordedEvent]]:
-            return await self._write(session, requests)
-
         started = time.perf_counter()
-        try:
-            async with self.db.client.start_session() as session:
-                recorded = await session.with_transaction(
-                    write,
-                    read_concern=ReadConcern("snapshot"),
-                    write_concern=DURABLE,
-                    read_preference=ReadPreference.PRIMARY,
-                )
-            APPEND_LATENCY.observe(time.perf_counter() - started)
-            EVENTS_APPENDED.inc(len(ids))
-            return recorded
-        except ConcurrencyError:
-            earlier = await self._recorded_before(requests)
-            if earlier is None:
-                raise
-            return earlier
-        except (BulkWriteError, DuplicateKeyError) as exc:
-            earlier = await self._recorded_before(requests)
-            if earlier is not None:
-                return earlier
-            raise await self._conflict_from(exc, requests) from exc
-
-    async def _write(
-        self, session: AsyncClientSession, requests: Sequence[AppendRequest]
-    ) -> list[list[RecordedEvent]]:
-        heads: list[int] = []
-        for request in requests:
-            actual = await self._head(request.aggregate_type, request.aggregate_id, session)
-            check_expected(request.stream, request.expected_version, actual)
-            heads.append(actual)
-        total = sum(len(r.events) for r in requests)
-        counter = await self.counters.find_one_and_update(
-            {"_id": SEQUENCE_COUNTER},
-            {"$inc": {"value": total}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-            session=session,
+        pending = PendingAppend(
+            requests=list(requests),
+            future=asyncio.get_running_loop().create_future(),
+            keys=frozenset(streams),
+            count=len(ids),
+            size=self._estimate_size(requests) if self._group is not None else 0,
         )
-        assert counter is not None
-        sequence = int(counter["value"]) - total
-        now = utc_now()
-        recorded: list[list[RecordedEvent]] = []
-        for request, head in zip(requests, heads, strict=True):
-            stream_events = []
-            for offset, event in enumerate(request.events, start=1):
-                sequence += 1
-                stream_events.append(_record(request, event, head + offset, sequence, now))
-            recorded.append(stream_events)
-        docs = [event.to_document() for stream_events in recorded for event in stream_events]
-        await self.events.insert_many(docs, ordered=True, session=session)
+        if self._group is not None:
+            self._group.submit(pending)
+        else:
+            await self._writer.flush([pending])
+        recorded = await pending.future
+        APPEND_LATENCY.observe(time.perf_counter() - started)
         return recorded
 
-    async def _recorded_before(
-        self, requests: Sequence[AppendRequest]
-    ) -> list[list[RecordedEvent]] | None:
-        """The recorded events when every id of this append was recorded before, else None."""
-        ids = [e.event_id for r in requests for e in r.events]
-        cursor = self.events.find({"eventId": {"$in": ids}}).sort("sequence", ASCENDING)
-        found = {doc["eventId"]: RecordedEvent.from_document(doc) async for doc in cursor}
-        if not found:
-            return None
-        result = []
-        for request in requests:
-            events = [found.get(e.event_id) for e in request.events]
-            if any(
-                e is None
-                or e.aggregate_type != request.aggregate_type
-                or e.aggregate_id != request.aggregate_id
-                for e in events
-            ):
-                raise DuplicateEventError(
-                    f"some event ids of this append were recorded before, but not as this same "
-                    f"append: {sorted(found)[:5]}"
-                )
-            result.append([e for e in events if e is not None])
-        return result
-
-    async def _conflict_from(
-        self, exc: BulkWriteError | DuplicateKeyError, requests: Sequence[AppendRequest]
-    ) -> Exception:
-        """Turn a unique-index violation into the ConcurrencyError it stands for."""
-        details: Mapping[str, Any] = exc.details or {}
-        errors = details.get("writeErrors") or [details]
-        key = errors[0].get("keyValue") or {} if errors else {}
-        if "aggregateId" in key:
-            stream = StreamId(key.get("aggregateType", ""), key["aggregateId"])
-            for request in requests:
-                if request.stream == stream:
-                    actual = await self.stream_version(stream.aggregate_type, stream.aggregate_id)
-                    return ConcurrencyError(stream, request.expected_version, actual)
-        return exc
+    def _estimate_size(self, requests: Sequence[AppendRequest]) -> int:
+        """Bytes the events take in BSON, near enough to bound a batch."""
+        options = self.events.codec_options
+        return sum(
+            EVENT_OVERHEAD_BYTES
+            + len(bson.encode({"d": e.data, "m": e.metadata}, codec_options=options))
+            for r in requests
+            for e in r.events
+        )
 
     # ---- reads --------------------------------------------------------------------
 
-    async def _head(
-        self, aggregate_type: str, aggregate_id: str, session: AsyncClientSession | None = None
-    ) -> int:
-        doc = await self.events.find_one(
-            {"aggregateType": aggregate_type, "aggregateId": aggregate_id},
-            projection={"aggregateVersion": 1, "_id": 0},
-            sort=[("aggregateVersion", DESCENDING)],
-            session=session,
-        )
-        return int(doc["aggregateVersion"]) if doc else 0
-
     async def stream_version(self, aggregate_type: str, aggregate_id: str) -> int:
         """The stream's current version; 0 when it has no event."""
-        return await self._head(aggregate_type, aggregate_id)
+        return await self.versions.head(StreamId(aggregate_type, aggregate_id))
 
     async def head_sequence(self) -> int:
         """The highest committed sequence number (0 on an empty store)."""
@@ -300,17 +229,30 @@ class EventStore:
         return int(doc["value"]) if doc else 0
 
     def _events(
-        self, query: Document, sort: list[tuple[str, int]], limit: int, batch_size: int
+        self,
+        query: Document,
+        sort: list[tuple[str, int]],
+        limit: int,
+        batch_size: int,
+        *,
+        remember: StreamId | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         cursor = self.events.find(query, sort=sort, limit=limit, batch_size=batch_size)
-        return self._decode(cursor)
+        return self._decode(cursor, remember)
 
-    async def _decode(self, cursor: Any) -> AsyncIterator[RecordedEvent]:
+    async def _decode(self, cursor: Any, remember: StreamId | None) -> AsyncIterator[RecordedEvent]:
+        """Decode and upcast; note the last event of a stream read (the next append's check)."""
         upcast = self.upcasters.upcast if self.upcasters else None
-        async with cursor:
-            async for doc in cursor:
-                event = RecordedEvent.from_document(doc)
-                yield upcast(event) if upcast else event
+        last: Document | None = None
+        try:
+            async with cursor:
+                async for doc in cursor:
+                    last = doc
+                    event = RecordedEvent.from_document(doc)
+                    yield upcast(event) if upcast else event
+        finally:
+            if remember is not None and last is not None:
+                self.versions.remember(remember, last["aggregateVersion"], last["sequence"])
 
     def read_stream(
         self,
@@ -330,7 +272,9 @@ class EventStore:
             "aggregateId": aggregate_id,
             "aggregateVersion": versions,
         }
-        return self._events(query, [("aggregateVersion", ASCENDING)], 0, batch_size)
+        stream = StreamId(aggregate_type, aggregate_id)
+        sort = [("aggregateVersion", ASCENDING)]
+        return self._events(query, sort, 0, batch_size, remember=stream)
 
     def read_all(
         self,
@@ -392,21 +336,3 @@ class EventStore:
         query = {"metadata.correlationId": correlation_id}
         sort = [("timestamp", ASCENDING), ("sequence", ASCENDING)]
         return self._events(query, sort, limit, batch_size)
-
-
-def _record(
-    request: AppendRequest, event: NewEvent, version: int, sequence: int, now: datetime
-) -> RecordedEvent:
-    timestamp = event.timestamp or now
-    return RecordedEvent(
-        event_id=event.event_id,
-        event_type=event.event_type,
-        event_version=event.event_version,
-        aggregate_type=request.aggregate_type,
-        aggregate_id=request.aggregate_id,
-        aggregate_version=version,
-        data=event.data,
-        metadata={**event.metadata, "timestamp": timestamp},
-        timestamp=timestamp,
-        sequence=sequence,
-    )

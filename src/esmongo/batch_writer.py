@@ -1,0 +1,387 @@
+"""One transaction for a batch of appends, and what to do when one append breaks it.
+
+The transaction takes a contiguous block of sequence numbers with one `$inc` of the
+counter and writes every event of the batch with one `insert_many` (unordered, so every
+failing document is reported at once). Before it, the expected versions of all streams in
+the batch are checked (esmongo.stream_versions); in it, the unique indexes catch what
+changed since. A failure that belongs to one append (its stream moved on, its event ids
+are taken) takes that append out: the transaction runs again without it, then the append
+is told why. A write conflict with another process's transaction (both want the counter)
+is retried after a pause about as long as a transaction takes: see _backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pymongo import ASCENDING, ReadPreference, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.mongo_client import AsyncMongoClient
+from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+from esmongo.errors import ConcurrencyError, DuplicateEventError, StreamId
+from esmongo.events import ANY, STREAM_EXISTS, NewEvent, RecordedEvent, utc_now
+from esmongo.metrics import EVENTS_APPENDED
+from esmongo.stream_versions import StreamVersions
+
+if TYPE_CHECKING:
+    from esmongo.store import AppendRequest
+
+Document = dict[str, Any]
+
+SEQUENCE_COUNTER = "event_sequence"
+DURABLE = WriteConcern("majority", j=True)
+
+TRANSACTION_TIMEOUT_S = 120.0
+"""How long a batch keeps retrying transient failures (PyMongo's with_transaction: 120 s)."""
+BACKOFF_MAX_S = 1.0
+TYPICAL_TRANSACTION_S = 0.005
+"""What a transaction is assumed to take until this writer has timed some of its own."""
+COMMIT_ATTEMPTS = 3
+MAX_RETRIES = 10
+"""Rounds an append may go again after losing a race that is not a conflict (ANY)."""
+DUPLICATE_KEY = 11000
+WRITE_CONFLICT = 112
+
+
+@dataclass
+class WriteStats:
+    """What the write path did since the store was made: for benchmarks and diagnostics."""
+
+    transactions: int = 0
+    """Transactions committed (with group commit, one per batch)."""
+    appends: int = 0
+    """Appends written by them (idempotent repeats and failures not counted)."""
+    events: int = 0
+    retries: int = 0
+    """Transaction attempts that failed transiently (write conflicts) and were retried."""
+    taken_out: int = 0
+    """Appends taken out of a transaction by an error of their own (conflicts, duplicates)."""
+
+
+@dataclass(eq=False)
+class PendingAppend:
+    """One caller's append (one or more streams, all or nothing) on its way through a batch."""
+
+    requests: list[AppendRequest]
+    future: asyncio.Future[list[list[RecordedEvent]]]
+    keys: frozenset[Hashable]
+    count: int
+    size: int
+    heads: list[int] = field(default_factory=list)
+    """For each request, the version it appends after (set by the version check)."""
+    retries: int = 0
+
+    def succeed(self, recorded: list[list[RecordedEvent]]) -> None:
+        if not self.future.done():
+            self.future.set_result(recorded)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+class BatchWriter:
+    """Writes batches of appends into `events`, one transaction per batch."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        events: AsyncCollection[Document],
+        counters: AsyncCollection[Document],
+        versions: StreamVersions,
+    ) -> None:
+        self.client = client
+        self.events = events
+        self.counters = counters
+        self.versions = versions
+        self.stats = WriteStats()
+        self._transaction_s = TYPICAL_TRANSACTION_S  # moving average of committed ones
+
+    async def flush(self, batch: list[PendingAppend]) -> None:
+        """Write one batch, settling each append; those that must try again go round again."""
+        pending = batch
+        while pending:
+            try:
+                pending = await self._commit_round(pending)
+            except Exception as exc:
+                for append in pending:
+                    append.fail(exc)
+                return
+
+    async def _commit_round(self, batch: list[PendingAppend]) -> list[PendingAppend]:
+        """Check versions, then commit every append that can, in one transaction.
+
+        An append that breaks the transaction (its stream moved, its event ids exist) is
+        taken out and the transaction retried without it; then it is told why, or, when
+        the cause is one a retry can get past (an ANY append that lost a race), returned.
+        """
+        live = await self._check_versions(batch)
+        blamed: list[tuple[PendingAppend, list[Mapping[str, Any]]]] = []
+        attempt = 0
+        deadline = time.monotonic() + TRANSACTION_TIMEOUT_S
+        while live:
+            began = time.perf_counter()
+            try:
+                recorded = await self._transaction(live)
+            except PyMongoError as exc:
+                culprits = _culprits(exc, live) if isinstance(exc, BulkWriteError) else {}
+                if culprits:
+                    self.stats.taken_out += len(culprits)
+                    blamed.extend(culprits.items())
+                    live = [a for a in live if a not in culprits]
+                    continue
+                attempt += 1
+                pause = _backoff(attempt, self._transaction_s)
+                if not _transient(exc) or time.monotonic() + pause > deadline:
+                    for append in live:
+                        append.fail(exc)
+                    break
+                self.stats.retries += 1
+                await asyncio.sleep(pause)
+                continue
+            took = time.perf_counter() - began
+            self._transaction_s += (took - self._transaction_s) / 8
+            self._succeeded(live, recorded)
+            break
+        again = []
+        for append, errors in blamed:
+            if await self._explain(append, errors):
+                again.append(append)
+        return again
+
+    async def _check_versions(self, batch: list[PendingAppend]) -> list[PendingAppend]:
+        """Settle the appends whose expectation fails; return the others with their heads."""
+        requests = [r for append in batch for r in append.requests]
+        heads = iter(await self.versions.check(requests))
+        live = []
+        for append in batch:
+            checked = [next(heads) for _ in append.requests]
+            conflict = next((h for h in checked if isinstance(h, ConcurrencyError)), None)
+            if conflict is None:
+                append.heads = [h for h in checked if isinstance(h, int)]
+                live.append(append)
+            elif not await self._settled_before(append):
+                append.fail(conflict)
+        return live
+
+    async def _transaction(self, batch: list[PendingAppend]) -> list[list[list[RecordedEvent]]]:
+        """One transaction: a block of sequence numbers from the counter, one insert_many."""
+        total = sum(append.count for append in batch)
+        async with self.client.start_session() as session:
+            await session.start_transaction(
+                read_concern=ReadConcern("snapshot"),
+                write_concern=DURABLE,
+                read_preference=ReadPreference.PRIMARY,
+            )
+            try:
+                counter = await self.counters.find_one_and_update(
+                    {"_id": SEQUENCE_COUNTER},
+                    {"$inc": {"value": total}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                    session=session,
+                )
+                assert counter is not None
+                sequence = int(counter["value"]) - total
+                now = utc_now()
+                recorded: list[list[list[RecordedEvent]]] = []
+                for append in batch:
+                    streams = []
+                    for request, head in zip(append.requests, append.heads, strict=True):
+                        events = []
+                        for offset, event in enumerate(request.events, start=1):
+                            sequence += 1
+                            events.append(_record(request, event, head + offset, sequence, now))
+                        streams.append(events)
+                    recorded.append(streams)
+                docs = [e.to_document() for streams in recorded for s in streams for e in s]
+                await self.events.insert_many(docs, ordered=False, session=session)
+            except Exception:
+                if session.in_transaction:
+                    await session.abort_transaction()
+                raise
+            await _commit(session)
+        return recorded
+
+    def _succeeded(
+        self, batch: list[PendingAppend], recorded: list[list[list[RecordedEvent]]]
+    ) -> None:
+        self.stats.transactions += 1
+        for append, streams in zip(batch, recorded, strict=True):
+            for events in streams:
+                last = events[-1]
+                self.versions.remember(
+                    StreamId(last.aggregate_type, last.aggregate_id),
+                    last.aggregate_version,
+                    last.sequence,
+                )
+            EVENTS_APPENDED.inc(append.count)
+            self.stats.appends += 1
+            self.stats.events += append.count
+            append.succeed(streams)
+
+    async def _explain(self, append: PendingAppend, errors: list[Mapping[str, Any]]) -> bool:
+        """Tell an append taken out of a batch why; True when it should simply try again."""
+        try:
+            if await self._settled_before(append):
+                return False
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                append.fail(BulkWriteError({"writeErrors": errors, "nInserted": 0}))
+                return False
+            moved = [append.requests[e["request"]] for e in errors if _on_versions(e)]
+            for request in moved:
+                if request.expected_version not in (ANY, STREAM_EXISTS):
+                    actual = await self.versions.head(request.stream)
+                    append.fail(ConcurrencyError(request.stream, request.expected_version, actual))
+                    return False
+            if append.retries < MAX_RETRIES:
+                # An ANY append lost a race, or an append with the same event ids is in
+                # flight elsewhere: once that one is visible, the next round explains.
+                append.retries += 1
+                return True
+            if moved:
+                request = moved[0]
+                actual = await self.versions.head(request.stream)
+                append.fail(ConcurrencyError(request.stream, request.expected_version, actual))
+            else:
+                append.fail(BulkWriteError({"writeErrors": errors, "nInserted": 0}))
+        except Exception as exc:
+            append.fail(exc)
+        return False
+
+    async def _settled_before(self, append: PendingAppend) -> bool:
+        """Settle `append` when its event ids were recorded before (an idempotent retry)."""
+        try:
+            earlier = await self.recorded_before(append.requests)
+        except DuplicateEventError as exc:
+            append.fail(exc)
+            return True
+        if earlier is None:
+            return False
+        append.succeed(earlier)
+        return True
+
+    async def recorded_before(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[list[RecordedEvent]] | None:
+        """The recorded events when every id of this append was recorded before, else None."""
+        ids = [e.event_id for r in requests for e in r.events]
+        cursor = self.events.find({"eventId": {"$in": ids}}).sort("sequence", ASCENDING)
+        found = {doc["eventId"]: RecordedEvent.from_document(doc) async for doc in cursor}
+        if not found:
+            return None
+        result = []
+        for request in requests:
+            events = [found.get(e.event_id) for e in request.events]
+            if any(
+                e is None
+                or e.aggregate_type != request.aggregate_type
+                or e.aggregate_id != request.aggregate_id
+                for e in events
+            ):
+                raise DuplicateEventError(
+                    f"some event ids of this append were recorded before, but not as this same "
+                    f"append: {sorted(found)[:5]}"
+                )
+            result.append([e for e in events if e is not None])
+        return result
+
+
+def _record(
+    request: AppendRequest, event: NewEvent, version: int, sequence: int, now: datetime
+) -> RecordedEvent:
+    timestamp = event.timestamp or now
+    return RecordedEvent(
+        event_id=event.event_id,
+        event_type=event.event_type,
+        event_version=event.event_version,
+        aggregate_type=request.aggregate_type,
+        aggregate_id=request.aggregate_id,
+        aggregate_version=version,
+        data=event.data,
+        metadata={**event.metadata, "timestamp": timestamp},
+        timestamp=timestamp,
+        sequence=sequence,
+    )
+
+
+def _culprits(
+    exc: BulkWriteError, batch: list[PendingAppend]
+) -> dict[PendingAppend, list[Mapping[str, Any]]]:
+    """The appends whose own documents failed, each with its errors (and request index).
+
+    Empty when the failure is the batch's, not an append's: a write conflict with another
+    transaction (retry it all) or a clash of sequence numbers (the counter is wrong).
+    """
+    owners: list[tuple[PendingAppend, int]] = [
+        (append, i) for append in batch for i, r in enumerate(append.requests) for _ in r.events
+    ]
+    blamed: dict[PendingAppend, list[Mapping[str, Any]]] = {}
+    for error in (exc.details or {}).get("writeErrors") or []:
+        index = error.get("index")
+        code = error.get("code")
+        if code == WRITE_CONFLICT or not isinstance(index, int) or index >= len(owners):
+            return {}
+        if code == DUPLICATE_KEY and not (_on_versions(error) or _on_event_ids(error)):
+            return {}
+        append, request = owners[index]
+        blamed.setdefault(append, []).append({**error, "request": request})
+    return blamed
+
+
+def _key_of(error: Mapping[str, Any]) -> set[str]:
+    pattern = error.get("keyPattern") or error.get("keyValue") or {}
+    return set(pattern)
+
+
+def _on_versions(error: Mapping[str, Any]) -> bool:
+    """A duplicate (aggregateType, aggregateId, aggregateVersion): the stream moved on."""
+    return "aggregateVersion" in _key_of(error) or "aggregate_ordering" in error.get("errmsg", "")
+
+
+def _on_event_ids(error: Mapping[str, Any]) -> bool:
+    return _key_of(error) == {"eventId"} or "index: event_id " in error.get("errmsg", "")
+
+
+def _transient(exc: PyMongoError) -> bool:
+    """A failure that running the same transaction again can get past."""
+    if exc.has_error_label("TransientTransactionError"):
+        return True
+    if isinstance(exc, BulkWriteError):
+        errors = (exc.details or {}).get("writeErrors") or []
+        return any(e.get("code") == WRITE_CONFLICT for e in errors)
+    return False
+
+
+def _backoff(attempt: int, typical: float) -> float:
+    """How long to wait before retrying a transaction that hit a write conflict.
+
+    The conflict is on the counter (or the sequence numbers), held by another process's
+    transaction until it commits: retrying sooner only adds work to the server and fails
+    again. So wait about as long as a transaction takes here, with full jitter so that
+    several waiting processes do not retry in step, doubling on each further conflict.
+    """
+    return random.uniform(0, min(BACKOFF_MAX_S, typical * 2 ** (attempt - 1)))
+
+
+async def _commit(session: AsyncClientSession) -> None:
+    """Commit, retrying when the outcome is unknown (commitTransaction is idempotent)."""
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            await session.commit_transaction()
+            return
+        except PyMongoError as exc:
+            if attempt == COMMIT_ATTEMPTS or not exc.has_error_label(
+                "UnknownTransactionCommitResult"
+            ):
+                raise
