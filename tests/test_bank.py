@@ -374,9 +374,9 @@ async def test_concurrent_credits_with_one_transaction_id_move_money_once(bank: 
         *[bank.handle(CreditAccount("a1", "7.00", "same")) for _ in range(8)]
     )
     assert all(r.success for r in results), [r.error for r in results]
-    # Every caller is told of the one recording. (`already_applied` is not asserted: when
-    # the racers loaded the same version, the store's answer cannot tell them apart.)
+    # Every caller is told of the one recording, and exactly one of them made it.
     assert all(r.events == results[0].events for r in results)
+    assert sorted(r.already_applied for r in results) == [False] + [True] * 7
     assert len(results[0].events) == 1
     assert await balance(bank, "a1") == Decimal("7.00")
     assert await movements(bank, "a1") == ["account.credited"]

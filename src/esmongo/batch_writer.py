@@ -13,6 +13,7 @@ is retried after a pause about as long as a transaction takes: see _backoff.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Hashable, Mapping, Sequence
@@ -293,7 +294,7 @@ class BatchWriter:
                     f"some event ids of this append were recorded before, but not as this same "
                     f"append: {sorted(found)[:5]}"
                 )
-            result.append([e for e in events if e is not None])
+            result.append([dataclasses.replace(e, replayed=True) for e in events if e is not None])
         return result
 
 

@@ -99,6 +99,9 @@ class RecordedEvent:
     sequence: int
     upcast_from: str | None = None
     """The stored version when an upcaster changed this event on read."""
+    replayed: bool = field(default=False, compare=False)
+    """Set on what `append` returns when it wrote nothing because an earlier append had
+    recorded these event ids: the caller's retry was a no-op. Never stored."""
 
     def to_document(self) -> dict[str, Any]:
         """The seed's document shape. `_id` is the sequence: unique, ordered, one index less."""

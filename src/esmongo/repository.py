@@ -143,7 +143,7 @@ class Repository(Generic[A]):
     def _after_save(self, aggregate: A, events: list[RecordedEvent]) -> None:
         old_version = aggregate.loaded_version
         aggregate.mark_committed()
-        if not events or events[0].aggregate_version != old_version + 1:
+        if not events or events[0].replayed:
             # An earlier recording of the same event ids (idempotent retry): the aggregate
             # in memory is not the stored one, so it must not become a snapshot.
             return

@@ -203,9 +203,9 @@ class AccountCommandHandler:
         else:
             account = await self.repository.load(command.account_id)
             decide(account, command)
-        raised, first_version = account.uncommitted_events, account.loaded_version + 1
+        raised = account.uncommitted_events
         events = await self.repository.save(account, metadata=metadata)
-        if events and events[0].aggregate_version != first_version:
+        if events and events[0].replayed:
             return _earlier(account.id, raised, events)
         return CommandResult(True, account.id, account.version, tuple(events))
 
@@ -226,10 +226,9 @@ class AccountCommandHandler:
         source.debit(command.amount, txn, command.reason, counterpartyAccountId=target.id, **link)
         target.credit(command.amount, txn, command.reason, counterpartyAccountId=source.id, **link)
         raised = source.uncommitted_events + target.uncommitted_events
-        expected = (source.loaded_version + 1, target.loaded_version + 1)
         saved = await self.repository.save_all([source, target], metadata=metadata)
         events = [e for stream in saved for e in stream]
-        if (saved[0][0].aggregate_version, saved[1][0].aggregate_version) != expected:
+        if saved[0][0].replayed:
             return _earlier(source.id, raised, events)
         return CommandResult(True, source.id, source.version, tuple(events))
 
