@@ -29,7 +29,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from esmongo.errors import ConcurrencyError, DuplicateEventError, StreamId
+from esmongo.errors import ConcurrencyError, DuplicateEventError, EventsCollectionSealed, StreamId
 from esmongo.events import ANY, STREAM_EXISTS, NewEvent, RecordedEvent, utc_now
 from esmongo.metrics import EVENTS_APPENDED
 from esmongo.stream_versions import StreamVersions
@@ -51,6 +51,7 @@ COMMIT_ATTEMPTS = 3
 MAX_RETRIES = 10
 """Rounds an append may go again after losing a race that is not a conflict (ANY)."""
 DUPLICATE_KEY = 11000
+DOCUMENT_VALIDATION = 121
 WRITE_CONFLICT = 112
 
 
@@ -144,8 +145,9 @@ class BatchWriter:
                 attempt += 1
                 pause = _backoff(attempt, self._transaction_s)
                 if not _transient(exc) or time.monotonic() + pause > deadline:
+                    failure = self._sealed(exc) or exc
                     for append in live:
-                        append.fail(exc)
+                        append.fail(failure)
                     break
                 self.stats.retries += 1
                 await asyncio.sleep(pause)
@@ -272,6 +274,16 @@ class BatchWriter:
         append.succeed(earlier)
         return True
 
+    def _sealed(self, exc: PyMongoError) -> EventsCollectionSealed | None:
+        """Events are never refused by a validator, except when a migration sealed them."""
+        if not _validation_failed(exc):
+            return None
+        return EventsCollectionSealed(
+            f"the events collection {self.events.name} refuses writes: a migration switched "
+            "the store to another collection. Restart this process so that it opens the "
+            "active one (esmongo migrate status)"
+        )
+
     async def recorded_before(
         self, requests: Sequence[AppendRequest]
     ) -> list[list[RecordedEvent]] | None:
@@ -316,6 +328,12 @@ def _record(
     )
 
 
+def _validation_failed(exc: PyMongoError) -> bool:
+    details = exc.details if isinstance(exc, BulkWriteError) else {}
+    errors = (details or {}).get("writeErrors") or []
+    return any(e.get("code") == DOCUMENT_VALIDATION for e in errors)
+
+
 def _culprits(
     exc: BulkWriteError, batch: list[PendingAppend]
 ) -> dict[PendingAppend, list[Mapping[str, Any]]]:
@@ -331,7 +349,9 @@ def _culprits(
     for error in (exc.details or {}).get("writeErrors") or []:
         index = error.get("index")
         code = error.get("code")
-        if code == WRITE_CONFLICT or not isinstance(index, int) or index >= len(owners):
+        if code in (WRITE_CONFLICT, DOCUMENT_VALIDATION):
+            return {}  # the batch's failure: a conflict to retry, or a sealed collection
+        if not isinstance(index, int) or index >= len(owners):
             return {}
         if code == DUPLICATE_KEY and not (_on_versions(error) or _on_event_ids(error)):
             return {}

@@ -123,3 +123,9 @@ class DomainError(EsmongoError):
         if code is not None:
             self.code = code
         super().__init__(message)
+
+
+class EventsCollectionSealed(EsmongoError):
+    """The events collection was switched away from by a migration and refuses writes."""
+
+    code = "events_collection_sealed"
