@@ -101,13 +101,9 @@ class Repository(Generic[A]):
         return self.aggregate_class(aggregate_id)
 
     async def recorded_event(self, event_id: str) -> RecordedEvent | None:
-        """The event of this aggregate type recorded with this id (upcast), or None."""
-        doc = await self.store.events.find_one(
-            {"eventId": event_id, "aggregateType": self.aggregate_type}
-        )
-        if doc is None:
-            return None
-        return self.store.upcasters.upcast(RecordedEvent.from_document(doc))
+        """The event of this aggregate type recorded with this id, or None."""
+        event = await self.store.find_event(event_id)
+        return event if event is not None and event.aggregate_type == self.aggregate_type else None
 
     # ---- save -------------------------------------------------------------------
 

@@ -254,6 +254,14 @@ class EventStore:
             if remember is not None and last is not None:
                 self.versions.remember(remember, last["aggregateVersion"], last["sequence"])
 
+    async def find_event(self, event_id: str) -> RecordedEvent | None:
+        """The event recorded with this id (upcast), or None: the unique `eventId` index."""
+        doc = await self.events.find_one({"eventId": event_id})
+        if doc is None:
+            return None
+        event = RecordedEvent.from_document(doc)
+        return self.upcasters.upcast(event) if self.upcasters else event
+
     def read_stream(
         self,
         aggregate_type: str,
@@ -296,13 +304,7 @@ class EventStore:
         if event_types is not None:
             types = list(event_types)
             query["eventType"] = types[0] if len(types) == 1 else {"$in": types}
-        window: Document = {}
-        if start is not None:
-            window["$gte"] = start
-        if end is not None:
-            window["$lt"] = end
-        if window:
-            query["timestamp"] = window
+        query.update(_time_window(start, end))
         if correlation_id is not None:
             query["metadata.correlationId"] = correlation_id
         return self._events(query, [("sequence", ASCENDING)], limit, batch_size)
@@ -319,13 +321,7 @@ class EventStore:
         """Events of some types in a time window [start, end), in time order."""
         types = [event_types] if isinstance(event_types, str) else list(event_types)
         query: Document = {"eventType": types[0] if len(types) == 1 else {"$in": types}}
-        window: Document = {}
-        if start is not None:
-            window["$gte"] = start
-        if end is not None:
-            window["$lt"] = end
-        if window:
-            query["timestamp"] = window
+        query.update(_time_window(start, end))
         sort = [("timestamp", ASCENDING), ("sequence", ASCENDING)]
         return self._events(query, sort, limit, batch_size)
 
@@ -336,3 +332,13 @@ class EventStore:
         query = {"metadata.correlationId": correlation_id}
         sort = [("timestamp", ASCENDING), ("sequence", ASCENDING)]
         return self._events(query, sort, limit, batch_size)
+
+
+def _time_window(start: datetime | None, end: datetime | None) -> Document:
+    """The filter on `timestamp` for [start, end); empty when both are open."""
+    window: Document = {}
+    if start is not None:
+        window["$gte"] = start
+    if end is not None:
+        window["$lt"] = end
+    return {"timestamp": window} if window else {}
