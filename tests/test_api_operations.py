@@ -12,7 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from api_helpers import Api, api_client
 from esmongo import EventStore, NewEvent
-from esmongo.api.app import run_projection_daemon
+from esmongo.api.app import report_unreachable_versions, run_projection_daemon
 
 
 @pytest.fixture
@@ -105,3 +105,18 @@ async def test_poison_event_dead_letter_listed_and_discarded(api: Api) -> None:
     await api.post("/accounts/a1/credit", json={"amount": "2.00"})
     view = (await api.get("/accounts/a1", params={"consistent": "true"})).json()
     assert view["balance"] == "4.00"
+
+
+async def test_startup_reports_versions_that_cannot_be_upcast(
+    db: AsyncDatabase[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = EventStore(db)
+    await raw.append("account", "old", [NewEvent("account.renamed", {}, event_version="0.9")])
+    await raw.append("account", "new", [NewEvent("account.renamed", {}, event_version="1.0")])
+    with caplog.at_level("WARNING", logger="esmongo.api.app"):
+        async with api_client(db) as api:
+            await report_unreachable_versions(api.services)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("account.renamed v0.9" in m and "not to the latest v1.0" in m for m in messages), (
+        messages
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +21,7 @@ from esmongo.api.metadata import CORRELATION_HEADER, correlation_id
 from esmongo.bank import Bank, bank_projections
 from esmongo.mongo import Connection, Settings
 from esmongo.projections import ProjectionDaemon
+from esmongo.schema_check import unreachable_versions
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,28 @@ async def run_projection_daemon(svc: Services) -> Callable[[], Awaitable[None]]:
     return daemon.stop
 
 
+async def report_unreachable_versions(svc: Services) -> None:
+    """At startup: stored event versions that upcasting cannot bring to the latest schema.
+
+    In the background (it reads every event once) and logged, like `esmongo schemas check`.
+    """
+    try:
+        problems = await unreachable_versions(svc.bank.store)
+    except Exception:
+        log.exception("the startup check of stored event versions failed")
+        return
+    for problem in problems:
+        log.warning("schema check: %s", problem)
+    if not problems:
+        log.info("schema check: every stored event version upcasts to its latest schema")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(
     *,
     settings: Settings | None = None,
@@ -63,6 +87,8 @@ def create_app(
                 database = conn.db
             svc = await build_services(database)
             app.state.services = svc
+            check = asyncio.create_task(report_unreachable_versions(svc), name="schemas-check")
+            stack.push_async_callback(_cancel, check)
             if background is not None:
                 stop = await background(svc)
                 stack.push_async_callback(stop)
