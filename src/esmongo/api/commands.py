@@ -78,7 +78,7 @@ async def idempotent(
     """
     if key is None:
         status, body = await respond(None)
-        return _json(request, status, body)
+        return JSONResponse(body, status_code=status)
     scoped = scoped_key(who.user_id, key)
     fingerprint = request_fingerprint(request.method, request.url.path, payload)
     try:
@@ -94,7 +94,7 @@ async def idempotent(
             409, "idempotency_key_in_flight", "a request with this Idempotency-Key is running"
         ) from None
     if earlier is not None:
-        response = _json(request, earlier.status, earlier.body)
+        response = JSONResponse(earlier.body, status_code=earlier.status)
         response.headers["Idempotent-Replayed"] = "true"
         return response
     try:
@@ -105,10 +105,6 @@ async def idempotent(
         await svc.idempotency.release(scoped)
         raise
     await svc.idempotency.complete(scoped, StoredResponse(status, body))
-    return _json(request, status, body)
-
-
-def _json(request: Request, status: int, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
@@ -117,9 +113,6 @@ async def _run(request: Request, svc: Services, who: Principal, command: Command
     if not result.success:
         assert result.error is not None
         raise to_api_error(result.error)
-    if result.events:
-        last = result.last_sequence
-        svc.last_write[who.user_id] = max(svc.last_write.get(who.user_id, 0), last)
     return result
 
 

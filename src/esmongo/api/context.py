@@ -27,8 +27,6 @@ class Services:
     projection_defs: list[Projection] = field(default_factory=list)
     """The projections this service knows (status, rebuilds, dead-letter retries)."""
     rebuilds: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    last_write: dict[str, int] = field(default_factory=dict)
-    """Last sequence each user wrote through this process (read-your-writes)."""
     consistency_timeout_s: float = 5.0
 
     async def wait_for_projection(self, name: str, sequence: int) -> None:
