@@ -8,6 +8,13 @@ changed since. A failure that belongs to one append (its stream moved on, its ev
 are taken) takes that append out: the transaction runs again without it, then the append
 is told why. A write conflict with another process's transaction (both want the counter)
 is retried after a pause about as long as a transaction takes: see _backoff.
+
+Archived streams (esmongo.archive) take no event. A stream the version check found empty
+(NO_STREAM, ANY on a new stream) may be an archived one, so the transaction looks those
+up in `archived_streams`. Streams it found events for cannot have been archived since,
+unless an archive committed in between: archives increment `archives` on the counter
+document that the transaction increments first, so the transaction reads that number for
+free, and only when it moved since the version check are all the batch's streams looked up.
 """
 
 from __future__ import annotations
@@ -29,12 +36,19 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from esmongo.errors import ConcurrencyError, DuplicateEventError, EventsCollectionSealed, StreamId
+from esmongo.errors import (
+    ConcurrencyError,
+    DuplicateEventError,
+    EventsCollectionSealed,
+    StreamArchived,
+    StreamId,
+)
 from esmongo.events import ANY, STREAM_EXISTS, NewEvent, RecordedEvent, utc_now
 from esmongo.metrics import EVENTS_APPENDED
 from esmongo.stream_versions import StreamVersions
 
 if TYPE_CHECKING:
+    from esmongo.archive import Archive
     from esmongo.store import AppendRequest
 
 Document = dict[str, Any]
@@ -53,6 +67,16 @@ MAX_RETRIES = 10
 DUPLICATE_KEY = 11000
 DOCUMENT_VALIDATION = 121
 WRITE_CONFLICT = 112
+ARCHIVES_FIELD = "archives"
+"""Incremented on the counter document by every archive (esmongo.archive)."""
+
+
+class _ArchivedInBatch(Exception):
+    """Raised inside a batch's transaction: these streams are archived."""
+
+    def __init__(self, streams: set[StreamId]) -> None:
+        super().__init__(f"archived: {sorted(map(str, streams))}")
+        self.streams = streams
 
 
 @dataclass
@@ -101,11 +125,15 @@ class BatchWriter:
         events: AsyncCollection[Document],
         counters: AsyncCollection[Document],
         versions: StreamVersions,
+        archive: Archive | None = None,
     ) -> None:
         self.client = client
         self.events = events
         self.counters = counters
         self.versions = versions
+        self.archive = archive
+        self.archives_seen: int | None = None
+        """`archives` on the counter as a transaction read it (None: not read yet)."""
         self.stats = WriteStats()
         self._transaction_s = TYPICAL_TRANSACTION_S  # moving average of committed ones
 
@@ -127,6 +155,7 @@ class BatchWriter:
         taken out and the transaction retried without it; then it is told why, or, when
         the cause is one a retry can get past (an ANY append that lost a race), returned.
         """
+        known = self.archives_seen  # before the version check: see _transaction
         live = await self._check_versions(batch)
         blamed: list[tuple[PendingAppend, list[Mapping[str, Any]]]] = []
         attempt = 0
@@ -134,7 +163,15 @@ class BatchWriter:
         while live:
             began = time.perf_counter()
             try:
-                recorded = await self._transaction(live)
+                recorded = await self._transaction(live, known)
+            except _ArchivedInBatch as exc:
+                refused = [a for a in live if any(r.stream in exc.streams for r in a.requests)]
+                live = [a for a in live if a not in refused]
+                for append in refused:
+                    if not await self._settled_before(append, archived=True):
+                        stream = next(r.stream for r in append.requests if r.stream in exc.streams)
+                        append.fail(StreamArchived(stream))
+                continue
             except PyMongoError as exc:
                 culprits = _culprits(exc, live) if isinstance(exc, BulkWriteError) else {}
                 if culprits:
@@ -167,18 +204,32 @@ class BatchWriter:
         requests = [r for append in batch for r in append.requests]
         heads = iter(await self.versions.check(requests))
         live = []
+        failed: list[tuple[PendingAppend, ConcurrencyError]] = []
         for append in batch:
             checked = [next(heads) for _ in append.requests]
             conflict = next((h for h in checked if isinstance(h, ConcurrencyError)), None)
             if conflict is None:
                 append.heads = [h for h in checked if isinstance(h, int)]
                 live.append(append)
-            elif not await self._settled_before(append):
-                append.fail(conflict)
+            else:
+                failed.append((append, conflict))
+        # A stream found empty where versions were expected may have been archived.
+        empty = [c.stream for _, c in failed if c.actual == 0]
+        archived = await self.archive.archived(empty) if self.archive and empty else set()
+        for append, conflict in failed:
+            gone = conflict.stream in archived
+            if not await self._settled_before(append, archived=gone):
+                append.fail(StreamArchived(conflict.stream) if gone else conflict)
         return live
 
-    async def _transaction(self, batch: list[PendingAppend]) -> list[list[list[RecordedEvent]]]:
-        """One transaction: a block of sequence numbers from the counter, one insert_many."""
+    async def _transaction(
+        self, batch: list[PendingAppend], known: int | None = None
+    ) -> list[list[list[RecordedEvent]]]:
+        """One transaction: a block of sequence numbers from the counter, one insert_many.
+
+        `known` is the number of archives as read before the version check. If the counter
+        still says so, only streams found empty can be archived ones; otherwise any can.
+        """
         total = sum(append.count for append in batch)
         async with self.client.start_session() as session:
             await session.start_transaction(
@@ -195,6 +246,8 @@ class BatchWriter:
                     session=session,
                 )
                 assert counter is not None
+                archives = int(counter.get(ARCHIVES_FIELD, 0))
+                await self._refuse_archived(batch, known, archives, session)
                 sequence = int(counter["value"]) - total
                 now = utc_now()
                 recorded: list[list[list[RecordedEvent]]] = []
@@ -215,6 +268,28 @@ class BatchWriter:
                 raise
             await _commit(session)
         return recorded
+
+    async def _refuse_archived(
+        self,
+        batch: list[PendingAppend],
+        known: int | None,
+        archives: int,
+        session: AsyncClientSession | None = None,
+    ) -> None:
+        """Raise _ArchivedInBatch when a stream of the batch is archived (see the module)."""
+        if self.archive is None:
+            return
+        every = known != archives
+        self.archives_seen = archives
+        streams = [
+            request.stream
+            for append in batch
+            for request, head in zip(append.requests, append.heads, strict=True)
+            if every or head == 0
+        ]
+        archived = await self.archive.archived(streams, session)
+        if archived:
+            raise _ArchivedInBatch(archived)
 
     def _succeeded(
         self, batch: list[PendingAppend], recorded: list[list[list[RecordedEvent]]]
@@ -262,10 +337,10 @@ class BatchWriter:
             append.fail(exc)
         return False
 
-    async def _settled_before(self, append: PendingAppend) -> bool:
+    async def _settled_before(self, append: PendingAppend, *, archived: bool = False) -> bool:
         """Settle `append` when its event ids were recorded before (an idempotent retry)."""
         try:
-            earlier = await self.recorded_before(append.requests)
+            earlier = await self.recorded_before(append.requests, archived=archived)
         except DuplicateEventError as exc:
             append.fail(exc)
             return True
@@ -285,12 +360,18 @@ class BatchWriter:
         )
 
     async def recorded_before(
-        self, requests: Sequence[AppendRequest]
+        self, requests: Sequence[AppendRequest], *, archived: bool = False
     ) -> list[list[RecordedEvent]] | None:
-        """The recorded events when every id of this append was recorded before, else None."""
+        """The recorded events when every id of this append was recorded before, else None.
+
+        `archived`: look in the archive too (an append to an archived stream)."""
         ids = [e.event_id for r in requests for e in r.events]
         cursor = self.events.find({"eventId": {"$in": ids}}).sort("sequence", ASCENDING)
         found = {doc["eventId"]: RecordedEvent.from_document(doc) async for doc in cursor}
+        missing = [i for i in ids if i not in found]
+        if missing and archived and self.archive is not None:
+            moved = self.archive.events.find({"eventId": {"$in": missing}})
+            found |= {doc["eventId"]: RecordedEvent.from_document(doc) async for doc in moved}
         if not found:
             return None
         result = []

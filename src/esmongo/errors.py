@@ -49,6 +49,19 @@ class ConcurrencyError(EsmongoError):
         )
 
 
+class StreamArchived(EsmongoError):
+    """The stream was archived (moved whole to `events_archive`): it takes no more events.
+
+    Its events are still read (streams, global order, time travel), never written to.
+    """
+
+    code = "stream_archived"
+
+    def __init__(self, stream: StreamId) -> None:
+        self.stream = stream
+        super().__init__(f"{stream} is archived: it takes no more events")
+
+
 class DuplicateEventError(EsmongoError):
     """Some of the event ids were recorded before, but not as this same append."""
 

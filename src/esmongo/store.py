@@ -11,13 +11,17 @@ of its batch and told, and the rest commit. Expected versions are checked in two
 (esmongo.stream_versions): "the expected version exists" before the transaction, "the next
 version does not" by the unique index as the transaction inserts it.
 docs/adr/0002-group-commit.md says why, and what was measured.
+
+A closed stream can be archived (`archive_stream`, esmongo.archive): moved whole to
+`events_archive`. Every read finds it there: streams, the global order (still gap-free),
+by type, by correlation, by id; appends to it are refused with StreamArchived.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +31,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from esmongo.archive import Archive, ArchiveReport, merged
 from esmongo.batch_writer import DURABLE as DURABLE  # re-exported: their home was here
 from esmongo.batch_writer import SEQUENCE_COUNTER as SEQUENCE_COUNTER
 from esmongo.batch_writer import BatchWriter, PendingAppend, WriteStats
@@ -134,7 +139,10 @@ class EventStore:
             "counters", write_concern=DURABLE
         )
         self.versions = StreamVersions(self.events)
-        self._writer = BatchWriter(db.client, self.events, self.counters, self.versions)
+        self.archive = Archive(db, self.events, self.counters)
+        self._writer = BatchWriter(
+            db.client, self.events, self.counters, self.versions, self.archive
+        )
         self._group: GroupCommit[PendingAppend] | None = (
             GroupCommit(self._writer.flush, max_events=max_batch_events, max_bytes=max_batch_bytes)
             if group_commit
@@ -151,8 +159,9 @@ class EventStore:
         return self._writer.stats
 
     async def init(self) -> None:
-        """Create the indexes and the sequence counter. Idempotent."""
+        """Create the indexes (archive included) and the sequence counter. Idempotent."""
         await self.events.create_indexes(EVENT_INDEXES)
+        await self.archive.init(EVENT_INDEXES)
         await self.counters.update_one(
             {"_id": SEQUENCE_COUNTER}, {"$setOnInsert": {"value": 0}}, upsert=True
         )
@@ -217,46 +226,92 @@ class EventStore:
             for e in r.events
         )
 
+    async def archive_stream(
+        self, aggregate_type: str, aggregate_id: str, expected_version: int | None = None
+    ) -> ArchiveReport:
+        """Move a stream whole to `events_archive`, in one transaction (esmongo.archive).
+
+        It stays readable everywhere and takes no more events (StreamArchived). Its
+        snapshot, if any, is kept and no longer expires. Idempotent: archiving it again
+        returns the first archive's record with `already=True`. AggregateNotFoundError
+        when it has no event; ConcurrencyError when it is not at `expected_version`.
+        """
+        stream = StreamId(aggregate_type, aggregate_id)
+        report = await self.archive.archive_stream(stream, expected_version)
+        self.versions.forget(stream)
+        return report
+
+    async def archived(self, aggregate_type: str, aggregate_id: str) -> ArchiveReport | None:
+        """The archive record of a stream, or None when it is not archived."""
+        return await self.archive.find(StreamId(aggregate_type, aggregate_id))
+
     # ---- reads --------------------------------------------------------------------
 
     async def stream_version(self, aggregate_type: str, aggregate_id: str) -> int:
         """The stream's current version; 0 when it has no event."""
-        return await self.versions.head(StreamId(aggregate_type, aggregate_id))
+        stream = StreamId(aggregate_type, aggregate_id)
+        version = await self.versions.head(stream)
+        if version == 0:
+            record = await self.archive.find(stream)
+            return record.version if record else 0
+        return version
 
     async def head_sequence(self) -> int:
         """The highest committed sequence number (0 on an empty store)."""
         doc = await self.counters.find_one({"_id": SEQUENCE_COUNTER})
         return int(doc["value"]) if doc else 0
 
-    def _events(
+    def query_events(
         self,
         query: Document,
         sort: list[tuple[str, int]],
-        limit: int,
-        batch_size: int,
+        range_field: str,
         *,
-        remember: StreamId | None = None,
-    ) -> AsyncIterator[RecordedEvent]:
-        cursor = self.events.find(query, sort=sort, limit=limit, batch_size=batch_size)
-        return self._decode(cursor, remember)
+        limit: int = 0,
+        batch_size: int = 1000,
+        hint: list[tuple[str, int]] | None = None,
+    ) -> AsyncGenerator[RecordedEvent, None]:
+        """Events matching a raw filter, from the active collection and the archive, in
+        `sort` order (ascending, ending in a unique key), each once, upcast.
 
-    async def _decode(self, cursor: Any, remember: StreamId | None) -> AsyncIterator[RecordedEvent]:
+        `range_field` is the first sort field the filter does not fix (esmongo.archive.merged).
+        """
+        docs = merged(
+            self.events,
+            self.archive.events,
+            query,
+            sort,
+            range_field,
+            limit=limit,
+            chunk=batch_size,
+            hint=hint,
+        )
+        return self._decode(docs)
+
+    async def _decode(
+        self, docs: AsyncIterator[Document], remember: StreamId | None = None
+    ) -> AsyncGenerator[RecordedEvent, None]:
         """Decode and upcast; note the last event of a stream read (the next append's check)."""
         upcast = self.upcasters.upcast if self.upcasters else None
         last: Document | None = None
         try:
-            async with cursor:
-                async for doc in cursor:
-                    last = doc
-                    event = RecordedEvent.from_document(doc)
-                    yield upcast(event) if upcast else event
+            async for doc in docs:
+                last = doc
+                event = RecordedEvent.from_document(doc)
+                yield upcast(event) if upcast else event
         finally:
             if remember is not None and last is not None:
                 self.versions.remember(remember, last["aggregateVersion"], last["sequence"])
+            close = getattr(docs, "aclose", None)
+            if close is not None:  # a merged read's cursors, when the caller stopped early
+                await close()
 
     async def find_event(self, event_id: str) -> RecordedEvent | None:
-        """The event recorded with this id (upcast), or None: the unique `eventId` index."""
+        """The event recorded with this id (upcast), or None: the unique `eventId` index
+        of the active collection, then of the archive."""
         doc = await self.events.find_one({"eventId": event_id})
+        if doc is None:
+            doc = await self.archive.events.find_one({"eventId": event_id})
         if doc is None:
             return None
         event = RecordedEvent.from_document(doc)
@@ -270,8 +325,13 @@ class EventStore:
         to_version: int | None = None,
         *,
         batch_size: int = 1000,
-    ) -> AsyncIterator[RecordedEvent]:
-        """One stream's events in version order, from and to versions inclusive."""
+    ) -> AsyncGenerator[RecordedEvent, None]:
+        """One stream's events in version order, from and to versions inclusive.
+
+        A stream lives wholly in one collection: the archive is read only when the active
+        collection has none of these events. A read that overlaps the archiving of its own
+        stream may end early (a prefix: a state the stream was in), never mix the two.
+        """
         versions: Document = {"$gte": from_version}
         if to_version is not None:
             versions["$lte"] = to_version
@@ -281,8 +341,24 @@ class EventStore:
             "aggregateVersion": versions,
         }
         stream = StreamId(aggregate_type, aggregate_id)
+        return self._read_stream(stream, query, batch_size)
+
+    async def _read_stream(
+        self, stream: StreamId, query: Document, batch_size: int
+    ) -> AsyncGenerator[RecordedEvent, None]:
         sort = [("aggregateVersion", ASCENDING)]
-        return self._events(query, sort, 0, batch_size, remember=stream)
+        found = False
+        active = self.events.find(query, sort=sort, batch_size=batch_size)
+        async with active:
+            async for event in self._decode(_documents(active), stream):
+                found = True
+                yield event
+        if found:
+            return
+        archived = self.archive.events.find(query, sort=sort, batch_size=batch_size)
+        async with archived:
+            async for event in self._decode(_documents(archived)):
+                yield event
 
     def read_all(
         self,
@@ -294,11 +370,12 @@ class EventStore:
         end: datetime | None = None,
         correlation_id: str | None = None,
         batch_size: int = 1000,
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         """Events after a sequence number, in global order; `limit` 0 means no limit.
 
         Optional filters: event types, a time window [start, end), a correlation id. Paging
         by sequence (pass the last sequence seen) is stable while events are appended.
+        Archived events are merged in: the sequence stays gap-free (esmongo.archive.merged).
         """
         query: Document = {"sequence": {"$gt": after_sequence}}
         if event_types is not None:
@@ -307,7 +384,8 @@ class EventStore:
         query.update(_time_window(start, end))
         if correlation_id is not None:
             query["metadata.correlationId"] = correlation_id
-        return self._events(query, [("sequence", ASCENDING)], limit, batch_size)
+        sort = [("sequence", ASCENDING)]
+        return self.query_events(query, sort, "sequence", limit=limit, batch_size=batch_size)
 
     def read_by_type(
         self,
@@ -317,21 +395,26 @@ class EventStore:
         *,
         limit: int = 0,
         batch_size: int = 1000,
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         """Events of some types in a time window [start, end), in time order."""
         types = [event_types] if isinstance(event_types, str) else list(event_types)
         query: Document = {"eventType": types[0] if len(types) == 1 else {"$in": types}}
         query.update(_time_window(start, end))
         sort = [("timestamp", ASCENDING), ("sequence", ASCENDING)]
-        return self._events(query, sort, limit, batch_size)
+        return self.query_events(query, sort, "timestamp", limit=limit, batch_size=batch_size)
 
     def read_by_correlation(
         self, correlation_id: str, *, limit: int = 0, batch_size: int = 1000
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         """Every event of one request or saga, in time order."""
         query = {"metadata.correlationId": correlation_id}
         sort = [("timestamp", ASCENDING), ("sequence", ASCENDING)]
-        return self._events(query, sort, limit, batch_size)
+        return self.query_events(query, sort, "timestamp", limit=limit, batch_size=batch_size)
+
+
+async def _documents(cursor: Any) -> AsyncIterator[Document]:
+    async for doc in cursor:
+        yield doc
 
 
 def _time_window(start: datetime | None, end: datetime | None) -> Document:

@@ -105,22 +105,19 @@ class TemporalQueries(Generic[A]):
             require_aware(at)
         if version is not None and (isinstance(version, bool) or version < 0):
             raise ValueError(f"version must be an int >= 0, not {version!r}")
-        versions: Document = {"$gt": after}
-        if version is not None:
-            versions["$lte"] = version
-        # The exact (type, id, version) index range; the time cut is made here, at the first
-        # event after `at`, and closes the cursor. A timestamp filter would let a planner
-        # pick the timestamp index (SecantusDB then scans the collection) for no gain.
-        query: Document = {
-            "aggregateType": self.aggregate_type,
-            "aggregateId": aggregate_id,
-            "aggregateVersion": versions,
-        }
-        cursor = self.store.events.find(
-            query, sort=[("aggregateVersion", ASCENDING)], batch_size=self.batch_size
+        # The exact (type, id, version) index range, in the active collection or the
+        # archive; the time cut is made here, at the first event after `at`, and closes the
+        # cursor. A timestamp filter would let a planner pick the timestamp index
+        # (SecantusDB then scans the collection) for no gain.
+        stream = self.store.read_stream(
+            self.aggregate_type,
+            aggregate_id,
+            from_version=after + 1,
+            to_version=version,
+            batch_size=self.batch_size,
         )
         expected = after + 1
-        async with contextlib.aclosing(self._decode(cursor)) as events:
+        async with contextlib.aclosing(stream) as events:
             async for event in events:
                 if event.aggregate_version != expected or (at is not None and event.timestamp > at):
                     return
@@ -133,12 +130,12 @@ class TemporalQueries(Generic[A]):
         only one aggregate is held in memory at a time. Yields in aggregate id order."""
         require_aware(at)
         query: Document = {"aggregateType": self.aggregate_type, "timestamp": {"$lte": at}}
-        cursor = self.store.events.find(
-            query, sort=STREAM_ORDER, hint=STREAM_ORDER, batch_size=self.batch_size
+        found = self.store.query_events(
+            query, STREAM_ORDER, "aggregateId", batch_size=self.batch_size, hint=STREAM_ORDER
         )
         current: A | None = None
         cut = False  # the current stream met an event after `at`
-        async with contextlib.aclosing(self._decode(cursor)) as events:
+        async with contextlib.aclosing(found) as events:
             async for event in events:
                 if current is None or event.aggregate_id != current.id:
                     if current is not None and current.exists and matches(current, where):
@@ -180,13 +177,8 @@ class TemporalQueries(Generic[A]):
             },
             {"$group": {"_id": None, "last": {"$max": "$timestamp"}, "n": {"$sum": 1}}},
         ]
-        async for doc in await self.store.events.aggregate(pipeline):
-            return bool(doc["n"] == version and doc["last"] <= at)
+        # A stream lives in the active collection or, archived, wholly in the archive.
+        for collection in (self.store.events, self.store.archive.events):
+            async for doc in await collection.aggregate(pipeline):
+                return bool(doc["n"] == version and doc["last"] <= at)
         return False
-
-    async def _decode(self, cursor: Any) -> AsyncGenerator[RecordedEvent, None]:
-        upcasters = self.store.upcasters
-        async with cursor:
-            async for doc in cursor:
-                event = RecordedEvent.from_document(doc)
-                yield upcasters.upcast(event) if upcasters else event

@@ -1,0 +1,326 @@
+"""Archiving a closed stream: moved whole, in one transaction, to `events_archive`.
+
+Nothing is deleted from the truth: the stream's events are inserted unchanged (same `_id` =
+sequence, ids, versions, metadata, time) into `events_archive` and removed from the active
+events collection in the same transaction, which also records the stream in
+`archived_streams` and makes its snapshot permanent (the snapshot is only a cache, but it
+is the cheap way to load a closed account, so it no longer expires).
+
+The transaction also increments `archives` on the sequence counter document (never the
+sequence itself). Every append transaction increments that document too, so an archive
+write-conflicts with every concurrent append and the two are serialized: an append can
+never add a version to a stream while it is being moved, and the batch writer learns from
+the counter, for free, whether any stream was archived since it checked its versions.
+
+Reads find archived events where they are: `merged` reads both collections in one order
+(see its docstring for why nothing can be skipped while a stream moves). A stream lives
+wholly in one collection, so a stream read looks in the archive only when the active
+collection has nothing for it. docs/archiving.md and docs/adr/0006-archiving.md say more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel, ReadPreference, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+from pymongo.read_concern import ReadConcern
+
+from esmongo.batch_writer import (
+    DURABLE,
+    SEQUENCE_COUNTER,
+    TRANSACTION_TIMEOUT_S,
+    TYPICAL_TRANSACTION_S,
+    _backoff,
+    _commit,
+    _transient,
+)
+from esmongo.errors import (
+    AggregateNotFoundError,
+    ConcurrencyError,
+    EventsCollectionSealed,
+    StreamId,
+)
+from esmongo.events import utc_now
+
+Document = dict[str, Any]
+
+ARCHIVE = "events_archive"
+"""Archived events: the same documents and indexes as `events`."""
+ARCHIVED_STREAMS = "archived_streams"
+"""One document per archived stream (see `registry_key`)."""
+ARCHIVES_FIELD = "archives"
+"""On the sequence counter document: how many archives committed (each one's `number`)."""
+SNAPSHOTS = "snapshots"
+META, ACTIVE, DEFAULT_EVENTS = "esmongo_meta", "events_collection", "events"
+"""Where a migration records the active events collection (see esmongo.switchover)."""
+
+
+def registry_key(stream: StreamId) -> Document:
+    """`_id` of a stream in `archived_streams` (fields in this order, always)."""
+    return {"type": stream.aggregate_type, "id": stream.aggregate_id}
+
+
+@dataclass(frozen=True)
+class ArchiveReport:
+    """What `archive_stream` moved, or found moved before (`already`)."""
+
+    stream: StreamId
+    version: int
+    """The stream's last version (it never changes again)."""
+    events: int
+    first_sequence: int
+    last_sequence: int
+    archived_at: datetime
+    number: int
+    """This archive's place in the order of all archives (the counter's `archives`)."""
+    snapshot_kept: bool
+    """A snapshot of the stream existed and was made permanent."""
+    already: bool = False
+    """The stream was archived before: nothing was done now."""
+    elapsed_s: float = 0.0
+
+    @classmethod
+    def of(cls, doc: Document, *, already: bool, elapsed_s: float = 0.0) -> ArchiveReport:
+        return cls(
+            stream=StreamId(doc["aggregateType"], doc["aggregateId"]),
+            version=int(doc["version"]),
+            events=int(doc["events"]),
+            first_sequence=int(doc["firstSequence"]),
+            last_sequence=int(doc["lastSequence"]),
+            archived_at=doc["archivedAt"],
+            number=int(doc["number"]),
+            snapshot_kept=bool(doc.get("snapshotKept")),
+            already=already,
+            elapsed_s=elapsed_s,
+        )
+
+
+class Archive:
+    """`events_archive` and `archived_streams`, beside one active events collection."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        events: AsyncCollection[Document],
+        counters: AsyncCollection[Document],
+    ) -> None:
+        self.db = db
+        self.client = db.client
+        self.active = events
+        self.counters = counters
+        self.events: AsyncCollection[Document] = db.get_collection(ARCHIVE, write_concern=DURABLE)
+        self.registry: AsyncCollection[Document] = db.get_collection(
+            ARCHIVED_STREAMS, write_concern=DURABLE
+        )
+        self.snapshots: AsyncCollection[Document] = db.get_collection(
+            SNAPSHOTS, write_concern=DURABLE
+        )
+
+    async def init(self, event_indexes: Sequence[IndexModel]) -> None:
+        await self.events.create_indexes(list(event_indexes))
+        await self.registry.create_indexes(
+            [
+                IndexModel([("number", ASCENDING)], name="number"),
+                IndexModel([("archivedAt", ASCENDING)], name="archived_at"),
+            ]
+        )
+
+    async def find(self, stream: StreamId) -> ArchiveReport | None:
+        """The archive record of a stream, or None when it is not archived."""
+        doc = await self.registry.find_one({"_id": registry_key(stream)})
+        return ArchiveReport.of(doc, already=True) if doc else None
+
+    async def archived(
+        self, streams: Sequence[StreamId], session: AsyncClientSession | None = None
+    ) -> set[StreamId]:
+        """Which of these streams are archived: one `_id $in` query."""
+        if not streams:
+            return set()
+        cursor = self.registry.find(
+            {"_id": {"$in": [registry_key(s) for s in streams]}},
+            projection={"aggregateType": 1, "aggregateId": 1},
+            session=session,
+        )
+        return {StreamId(d["aggregateType"], d["aggregateId"]) async for d in cursor}
+
+    async def archive_stream(
+        self, stream: StreamId, expected_version: int | None = None
+    ) -> ArchiveReport:
+        """Move every event of `stream` to the archive, in one transaction.
+
+        Idempotent: a stream archived before returns its record (`already=True`). Raises
+        AggregateNotFoundError when the stream has no event, ConcurrencyError when
+        `expected_version` is given and the stream is at another one. Transient
+        transaction errors (write conflicts with appends) are retried, like appends.
+        """
+        started = time.perf_counter()
+        deadline = time.monotonic() + TRANSACTION_TIMEOUT_S
+        attempt = 0
+        while True:
+            try:
+                doc, already = await self._move(stream, expected_version)
+            except PyMongoError as exc:
+                attempt += 1
+                pause = _backoff(attempt, TYPICAL_TRANSACTION_S * 4)
+                if not _transient(exc) or time.monotonic() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                continue
+            return ArchiveReport.of(doc, already=already, elapsed_s=time.perf_counter() - started)
+
+    async def _move(self, stream: StreamId, expected_version: int | None) -> tuple[Document, bool]:
+        where = {"aggregateType": stream.aggregate_type, "aggregateId": stream.aggregate_id}
+        async with self.client.start_session() as session:
+            await session.start_transaction(
+                read_concern=ReadConcern("snapshot"),
+                write_concern=DURABLE,
+                read_preference=ReadPreference.PRIMARY,
+            )
+            try:
+                # First, so that the transaction conflicts with every concurrent append.
+                counter = await self.counters.find_one_and_update(
+                    {"_id": SEQUENCE_COUNTER},
+                    {"$inc": {ARCHIVES_FIELD: 1}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                    session=session,
+                )
+                assert counter is not None
+                before = await self.registry.find_one(
+                    {"_id": registry_key(stream)}, session=session
+                )
+                if before is not None:
+                    await session.abort_transaction()
+                    return before, True
+                meta = await self.db[META].find_one({"_id": ACTIVE}, session=session)
+                active = str(meta["name"]) if meta else DEFAULT_EVENTS
+                if active != self.active.name:
+                    raise EventsCollectionSealed(
+                        f"the active events collection is {active}, not {self.active.name}: "
+                        "restart this process so that it opens the active one"
+                    )
+                cursor = self.active.find(
+                    where, sort=[("aggregateVersion", ASCENDING)], session=session
+                )
+                docs = [doc async for doc in cursor]
+                if not docs:
+                    raise AggregateNotFoundError(stream)
+                version = int(docs[-1]["aggregateVersion"])
+                if expected_version is not None and version != expected_version:
+                    raise ConcurrencyError(stream, expected_version, version)
+                if [d["aggregateVersion"] for d in docs] != list(range(1, version + 1)):
+                    raise RuntimeError(f"{stream}: its versions are not 1..{version}")
+                await self.events.insert_many(docs, ordered=True, session=session)
+                deleted = await self.active.delete_many(where, session=session)
+                if deleted.deleted_count != len(docs):
+                    raise RuntimeError(
+                        f"{stream}: moved {len(docs)} events but deleted {deleted.deleted_count}"
+                    )
+                kept = await self.snapshots.update_one(
+                    where, {"$unset": {"expiresAt": ""}}, session=session
+                )
+                record = {
+                    "_id": registry_key(stream),
+                    **where,
+                    "version": version,
+                    "events": len(docs),
+                    "firstSequence": int(docs[0]["sequence"]),
+                    "lastSequence": max(int(d["sequence"]) for d in docs),
+                    "archivedAt": utc_now(),
+                    "number": int(counter[ARCHIVES_FIELD]),
+                    "snapshotKept": kept.matched_count > 0,
+                }
+                await self.registry.insert_one(record, session=session)
+            except BaseException:
+                if session.in_transaction:
+                    await session.abort_transaction()
+                raise
+            await _commit(session)
+        return record, False
+
+
+Key = tuple[Any, ...]
+
+
+async def merged(
+    active: AsyncCollection[Document],
+    archive: AsyncCollection[Document],
+    query: Document,
+    sort: list[tuple[str, int]],
+    range_field: str,
+    *,
+    limit: int = 0,
+    chunk: int = 1000,
+    hint: list[tuple[str, int]] | None = None,
+) -> AsyncIterator[Document]:
+    """The documents matching `query` in both collections, in `sort` order (ascending, a
+    unique key), each once; `limit` 0 means all.
+
+    The active collection is read a chunk at a time; after each chunk, the archive is read
+    over the same range of `range_field` (the first sort field the query does not fix).
+    An event that moves to the archive while this runs is either read from the active
+    collection before it moved, or missing there because it had moved, and then it is
+    in the archive when the archive is read, which is after: nothing is skipped, and
+    what shows in both is yielded once. So `read_all` stays gap-free for projections.
+    """
+    fields = [name for name, _ in sort]
+
+    def key(doc: Document) -> Key:
+        return tuple(doc[name] for name in fields)
+
+    yielded = 0
+    last: Key | None = None
+    cursor = active.find(query, sort=sort, limit=limit, batch_size=chunk, hint=hint)
+    async with cursor:
+        while True:
+            page: list[Document] = []
+            while len(page) < chunk and (doc := await anext(cursor, None)) is not None:
+                page.append(doc)
+            full = len(page) == chunk
+            bounds = dict(query.get(range_field) or {})
+            if last is not None:
+                bounds["$gte"] = last[fields.index(range_field)]
+            if full:
+                bounds["$lte"] = page[-1][range_field]
+            wanted = {**query, range_field: bounds} if bounds else query
+            ids = {doc["_id"] for doc in page}
+            high = key(page[-1]) if full else None
+            i = 0
+            moved = archive.find(wanted, sort=sort, batch_size=chunk, hint=hint)
+            async with moved:
+                async for doc in moved:
+                    k = key(doc)
+                    if last is not None and k <= last:
+                        continue
+                    if high is not None and k > high:
+                        break  # the next chunk's
+                    if doc["_id"] in ids:
+                        continue
+                    while i < len(page) and key(page[i]) < k:
+                        yield page[i]
+                        i += 1
+                        yielded += 1
+                        if yielded == limit:
+                            return
+                    yield doc
+                    last = k
+                    yielded += 1
+                    if yielded == limit:
+                        return
+            for doc in page[i:]:
+                yield doc
+                yielded += 1
+                if yielded == limit:
+                    return
+            if not full:
+                return
+            last = high
