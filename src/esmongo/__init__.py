@@ -5,6 +5,7 @@ schema registry. See README.md and docs/.
 """
 
 from esmongo.aggregate import Aggregate, EventLike, applies
+from esmongo.archive import ArchiveReport
 from esmongo.catalog import SchemaCatalog
 from esmongo.errors import (
     AggregateNotFoundError,
@@ -18,6 +19,7 @@ from esmongo.errors import (
     EventValidationError,
     SchemaError,
     SchemaViolation,
+    StreamArchived,
     StreamId,
     UnknownEventTypeError,
 )
@@ -70,6 +72,7 @@ __all__ = [
     "Aggregate",
     "AggregateNotFoundError",
     "AppendRequest",
+    "ArchiveReport",
     "ConcurrencyError",
     "ConfigurationError",
     "Connection",
@@ -105,6 +108,7 @@ __all__ = [
     "Settings",
     "Snapshot",
     "SnapshotStore",
+    "StreamArchived",
     "StreamId",
     "SyncReport",
     "TemporalQueries",

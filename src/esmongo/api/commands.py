@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import JSONResponse
 
+from esmongo import AggregateNotFoundError, ConcurrencyError, DomainError
 from esmongo.api.auth import Principal, Role
 from esmongo.api.context import Services, ServicesDep, check_access, require
 from esmongo.api.errors import ApiError, to_api_error
@@ -25,6 +26,7 @@ from esmongo.api.idempotency import (
 from esmongo.api.metadata import event_metadata
 from esmongo.api.models import (
     ERRORS,
+    ArchiveOut,
     CloseBody,
     CommandOut,
     CreateAccountBody,
@@ -235,3 +237,29 @@ async def transfer(
         return 201, out.model_dump(mode="json")
 
     return await idempotent(request, svc, who, idempotency_key, body.model_dump(), respond)
+
+
+@router.post("/accounts/{account_id}/archive", response_model=ArchiveOut)
+async def archive_account(
+    account_id: AccountId,
+    svc: ServicesDep,
+    who: Annotated[Principal, require(Role.ADMIN)],
+) -> ArchiveOut:
+    """Archive a closed account (admin only): its events move to `events_archive` in one
+    transaction and stay readable (history, state at a time, balance history); it takes no
+    more commands. Idempotent: archiving it again answers `alreadyArchived: true`.
+    409 `account_not_closed` unless the account is closed; 404 for an unknown account."""
+    try:
+        report = await svc.bank.archive_account(account_id)
+    except (DomainError, AggregateNotFoundError, ConcurrencyError) as exc:
+        raise to_api_error(exc) from None
+    return ArchiveOut(
+        accountId=account_id,
+        version=report.version,
+        events=report.events,
+        firstSequence=report.first_sequence,
+        lastSequence=report.last_sequence,
+        archivedAt=report.archived_at,
+        snapshotKept=report.snapshot_kept,
+        alreadyArchived=report.already,
+    )

@@ -19,6 +19,7 @@ from esmongo import (
     ConcurrencyError,
     DomainError,
     EventValidationError,
+    StreamArchived,
 )
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ def to_api_error(exc: Exception) -> ApiError:
         return ApiError(domain_status(exc.code), exc.code, str(exc))
     if isinstance(exc, AggregateNotFoundError):
         return ApiError(404, "account_not_found", str(exc))
+    if isinstance(exc, StreamArchived):
+        return ApiError(409, exc.code, str(exc))
     if isinstance(exc, ConcurrencyError):
         return ApiError(409, "concurrency_conflict", str(exc))
     if isinstance(exc, EventValidationError):

@@ -53,6 +53,19 @@ class CloseBody(Body):
     reason: Text | None = None
 
 
+class ArchiveOut(BaseModel):
+    """An archived account stream: its events moved to `events_archive`, still readable."""
+
+    accountId: str
+    version: int
+    events: int
+    firstSequence: int
+    lastSequence: int
+    archivedAt: datetime
+    snapshotKept: bool
+    alreadyArchived: bool
+
+
 class TransferBody(Body):
     fromAccountId: Identifier
     toAccountId: Identifier

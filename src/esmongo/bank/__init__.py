@@ -14,7 +14,7 @@ from esmongo.bank.account import (
     TransactionIdReused,
     parse_amount,
 )
-from esmongo.bank.bank import Bank
+from esmongo.bank.bank import AccountNotClosed, ArchiveSummary, Bank
 from esmongo.bank.commands import (
     AccountCommandHandler,
     ActivateAccount,
@@ -45,10 +45,12 @@ __all__ = [
     "AccountCommandHandler",
     "AccountError",
     "AccountNotActive",
+    "AccountNotClosed",
     "AccountStatus",
     "AccountsReadModel",
     "ActivateAccount",
     "AnalyticsHourlyReadModel",
+    "ArchiveSummary",
     "BalanceHistory",
     "BalancePoint",
     "Bank",

@@ -23,6 +23,7 @@ from esmongo import (
     NewEvent,
     RecordedEvent,
     Repository,
+    StreamArchived,
 )
 from esmongo.bank.account import (
     Account,
@@ -148,7 +149,12 @@ class AccountCommandHandler:
                 # instead of colliding again on the next round trip.
                 pause = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
                 await asyncio.sleep(pause * random.uniform(0.5, 1.5))
-            except (DomainError, AggregateNotFoundError, EventValidationError) as exc:
+            except (
+                DomainError,
+                AggregateNotFoundError,
+                EventValidationError,
+                StreamArchived,
+            ) as exc:
                 earlier = None
                 if isinstance(exc, AccountError):
                     earlier = await self._applied_before(command)
