@@ -402,3 +402,81 @@ async def test_cli_archives_one_account_or_every_closed_one(
     assert result.exit_code == 2
     archived = {d["aggregateId"] async for d in db["archived_streams"].find({})}
     assert archived == {"c1", "c2"}
+
+
+# ---- migration and backup ----------------------------------------------------------
+
+
+def noted(data: Any) -> Any:
+    return {**data, "note": "migrated"}
+
+
+async def test_a_migration_after_and_during_archiving_verifies_and_switches(
+    bank: Bank, db: Db
+) -> None:
+    from esmongo import Migration, Migrator, active_events_collection
+
+    for i in range(3):
+        await closed_account(bank, f"gone{i}", movements=3)
+        await open_account(bank, f"open{i}")
+    await bank.archive_account("gone0")  # before the migration
+    before = {i: [e async for e in bank.store.read_stream("account", f"gone{i}")] for i in range(3)}
+    migrator = Migrator(db, [Migration("note-1", "account.activated", "1.0", "2.0", noted)])
+    run = await migrator.run("events_v2")
+    assert run.complete and run.copied == await db["events"].count_documents({})
+    report = await migrator.verify("events_v2")
+    assert report.ok, report.problems
+    await bank.archive_account("gone1")  # after the copy, before the switch
+    switched = await migrator.switch("events_v2")
+    assert switched.ok, switched.problems
+    assert await active_events_collection(db) == "events_v2"
+    for i in (0, 1):
+        assert await db["events_v2"].count_documents({"aggregateId": f"gone{i}"}) == 0
+    assert await db["events_v2"].count_documents({"aggregateId": "gone2"}) == 7
+
+    moved = await Bank(db).init()
+    assert moved.store.collection_name == "events_v2"
+    for i in (0, 1):
+        assert [e async for e in moved.store.read_stream("account", f"gone{i}")] == before[i]
+    events = [e async for e in moved.store.read_all()]
+    assert [e.sequence for e in events] == list(range(1, await moved.store.head_sequence() + 1))
+    assert (await moved.archive_account("gone2")).events == 7  # archiving goes on
+    assert await db["events_v2"].count_documents({"aggregateId": "gone2"}) == 0
+
+
+async def test_backup_and_restore_keep_the_archive(bank: Bank, db: Db, tmp_path: Any) -> None:
+    import uuid
+
+    from esmongo.backup import backup, restore
+
+    for i in range(3):
+        await closed_account(bank, f"gone{i}", movements=3)
+        await open_account(bank, f"open{i}")
+    await bank.archive_account("gone0")
+    await bank.archive_account("gone2")
+    head = await bank.store.head_sequence()
+    made = await backup(db, tmp_path)
+    assert made.head_sequence == head
+    assert made.counts["events"] + made.counts["events_archive"] == head
+    assert made.counts["archived_streams"] == 2
+
+    other = db.client.get_database(
+        f"t_restore_{uuid.uuid4().hex[:8]}", codec_options=db.codec_options
+    )
+    try:
+        restored = await restore(other, tmp_path)
+        assert restored.head_sequence == head
+        assert restored.events_checksum == made.events_checksum
+        copy = await Bank(other).init()
+        assert [e async for e in copy.store.read_all()] == [e async for e in bank.store.read_all()]
+        assert await copy.store.archived("account", "gone0") is not None
+        for name in ("gone0", "gone2"):
+            got = [e async for e in copy.store.read_stream("account", name)]
+            assert got == [e async for e in bank.store.read_stream("account", name)]
+            with pytest.raises(StreamArchived):
+                await copy.store.append("account", name, [NewEvent("account.activated", {})], ANY)
+        result = await copy.handle(CreditAccount("open1", Decimal("1.00"), "after-restore"))
+        assert result.success and result.events[0].sequence == head + 1
+        assert (await copy.archive_account("gone1")).number == 3  # archives numbered on
+    finally:
+        await db.client.drop_database(other.name)

@@ -5,6 +5,13 @@
 restore a `mongodump`. The events log is append-only: reading the head sequence first and
 then every event up to it gives an exact cut, whatever is appended meanwhile. The counter
 is written back as that head, so appends after a restore go on without a gap.
+
+Archived streams (esmongo.archive) are in `events_archive` and `archived_streams`; their
+sequences are part of the cut. A stream archived while the backup reads `events` may be
+half read there: the archive number on the counter, read before `events` and again after,
+names those streams, their events are taken out of `events.bson`, and every archived
+stream is taken whole from `events_archive`. So each stream is in one file, and the two
+event files hold every sequence up to the head exactly once.
 """
 
 from __future__ import annotations
@@ -32,8 +39,20 @@ Document = dict[str, Any]
 Progress = Callable[[str, int], None]
 
 EVENTS = "events"
+ARCHIVE = "events_archive"
+ARCHIVED_STREAMS = "archived_streams"
+LOGS = (EVENTS, ARCHIVE)
+"""The collections of events: both are in the cut, the checksum and the continuity check."""
 # Caches and derived data are rebuilt from events; only what cannot be derived is kept.
-COLLECTIONS = ("events", "event_schemas", "api_keys", "events_archive", "esmongo_meta")
+# In this order: the archive's registry is read after `events` (see the module docstring).
+COLLECTIONS = (
+    "events",
+    "event_schemas",
+    "api_keys",
+    ARCHIVED_STREAMS,
+    ARCHIVE,
+    "esmongo_meta",
+)
 BATCH = 1000
 DUPLICATE_KEY = 11000
 RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
@@ -84,21 +103,33 @@ async def backup(
     target.mkdir(parents=True, exist_ok=True)
     counter = await db["counters"].find_one({"_id": SEQUENCE_COUNTER})
     head = int(counter["value"]) if counter else 0
+    archives_before = int(counter.get("archives", 0)) if counter else 0
     report = BackupReport(head_sequence=head)
     existing = set(await db.list_collection_names())
     raw = _raw(db)
     digest = hashlib.sha256()
+    archived: dict[tuple[str, str], int] = {}  # stream -> its archive number
     for name in COLLECTIONS:
         if name not in existing:
             continue
-        query: Document = {"sequence": {"$lte": head}} if name == EVENTS else {}
-        sort = [("sequence", 1)] if name == EVENTS else None
+        query: Document = {"sequence": {"$lte": head}} if name in LOGS else {}
+        sort = [("sequence", 1)] if name in LOGS else None
+        if name == ARCHIVED_STREAMS:
+            after = await db["counters"].find_one({"_id": SEQUENCE_COUNTER})
+            query = {"number": {"$lte": int((after or {}).get("archives", 0))}}
+            async for entry in db[name].find(
+                query, {"aggregateType": 1, "aggregateId": 1, "number": 1}
+            ):
+                archived[(entry["aggregateType"], entry["aggregateId"])] = int(entry["number"])
+            moved = {k for k, n in archived.items() if n > archives_before}
+            if moved:  # archived while `events` was read: they are taken from the archive
+                report.counts[EVENTS] = _drop_streams(target / f"{EVENTS}.bson", moved)
         count = 0
         with open(target / f"{name}.bson", "wb") as out:  # noqa: ASYNC230 - sequential dump
             async for doc in raw[name].find(query, sort=sort, batch_size=BATCH):
+                if name == ARCHIVE and (doc["aggregateType"], doc["aggregateId"]) not in archived:
+                    continue  # archived after the registry was read: it is in events.bson
                 out.write(doc.raw)
-                if name == EVENTS:
-                    _checksum_update(digest, doc)
                 count += 1
                 if progress is not None and count % BATCH == 0:
                     progress(name, count)
@@ -108,15 +139,36 @@ async def backup(
         report.counts[name] = count
         if progress is not None:
             progress(name, count)
+    for name in LOGS:  # the final files, in COLLECTIONS order: what restore digests
+        path = target / f"{name}.bson"
+        if path.exists():
+            for events in _batches(path):
+                for event in events:
+                    _checksum_update(digest, event)
     report.events_checksum = digest.hexdigest()
     manifest = {"headSequence": head, "counts": report.counts, "checksum": report.events_checksum}
     (target / "esmongo-backup.json").write_text(json.dumps(manifest, indent=2))
-    if report.counts.get(EVENTS, 0) != head:
+    held = sum(report.counts.get(name, 0) for name in LOGS)
+    if held != head:
         raise BackupError(
-            f"the events collection holds {report.counts.get(EVENTS, 0)} events up to sequence "
-            f"{head}: the log has gaps or was changed outside esmongo; backup kept in {target}"
+            f"the events collections hold {held} events up to sequence {head}: the log has "
+            f"gaps or was changed outside esmongo; backup kept in {target}"
         )
     return report
+
+
+def _drop_streams(path: Path, streams: set[tuple[str, str]]) -> int:
+    """Rewrite a .bson file of events without these streams' events; returns what is left."""
+    kept = 0
+    partial = path.with_suffix(".partial")
+    with open(partial, "wb") as out:
+        for batch in _batches(path):
+            for doc in batch:
+                if (doc["aggregateType"], doc["aggregateId"]) not in streams:
+                    out.write(doc.raw)
+                    kept += 1
+    partial.replace(path)
+    return kept
 
 
 async def restore(
@@ -124,13 +176,14 @@ async def restore(
 ) -> BackupReport:
     """Load a backup into `db`, which must not hold events yet. Verifies the checksum."""
     source = _source(directory)
-    if await db[EVENTS].estimated_document_count() > 0:
+    if any([await db[name].estimated_document_count() > 0 for name in LOGS]):
         raise BackupError(f"database {db.name} already has events: restore into an empty one")
     manifest_file = source / "esmongo-backup.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else None
     report = BackupReport(head_sequence=0)
     raw = _raw(db)
     digest = hashlib.sha256()
+    seen = bytearray()  # one byte per sequence: each must be restored exactly once
     for name in COLLECTIONS:
         data = source / f"{name}.bson"
         if not data.exists():
@@ -141,9 +194,15 @@ async def restore(
         count = 0
         batches = _batches(data)
         while (batch := await asyncio.to_thread(next, batches, None)) is not None:
-            if name == EVENTS:
+            if name in LOGS:
                 for doc in batch:
                     _checksum_update(digest, doc)
+                    sequence = int(doc["sequence"])
+                    if sequence >= len(seen):
+                        seen.extend(bytes(sequence + 1 - len(seen) + BATCH))
+                    if seen[sequence]:
+                        raise BackupError(f"sequence {sequence} is in the backup twice")
+                    seen[sequence] = 1
                 report.head_sequence = max(report.head_sequence, int(batch[-1]["sequence"]))
             count += await _insert(raw, name, batch)
             if progress is not None:
@@ -154,13 +213,17 @@ async def restore(
     report.events_checksum = digest.hexdigest()
     if manifest is not None and manifest["checksum"] != report.events_checksum:
         raise BackupError("the restored events do not match the backup's checksum")
-    if report.counts.get(EVENTS, 0) != report.head_sequence:
+    held = sum(report.counts.get(name, 0) for name in LOGS)
+    if held != report.head_sequence:
         raise BackupError(
-            f"restored {report.counts.get(EVENTS, 0)} events but the last sequence is "
+            f"restored {held} events but the last sequence is "
             f"{report.head_sequence}: the backup is incomplete"
         )
+    last = await db[ARCHIVED_STREAMS].find_one({}, {"number": 1}, sort=[("number", -1)])
     await db["counters"].update_one(
-        {"_id": SEQUENCE_COUNTER}, {"$set": {"value": report.head_sequence}}, upsert=True
+        {"_id": SEQUENCE_COUNTER},
+        {"$set": {"value": report.head_sequence, "archives": int((last or {}).get("number", 0))}},
+        upsert=True,
     )
     return report
 
@@ -169,7 +232,7 @@ async def _insert(
     raw: AsyncDatabase[RawBSONDocument], name: str, batch: list[RawBSONDocument]
 ) -> int:
     """Insert a batch; outside `events`, entries already there (same unique key) are kept."""
-    if name == EVENTS:
+    if name in LOGS:
         await raw[name].insert_many(batch, ordered=True)
         return len(batch)
     try:

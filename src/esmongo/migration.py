@@ -23,7 +23,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING
@@ -49,6 +49,9 @@ from esmongo.switchover import (
 )
 
 Document = dict[str, Any]
+ARCHIVED_STREAMS = "archived_streams"
+ARCHIVE_CLOCK_MARGIN = timedelta(hours=1)
+"""Archives recorded this long before a run started are still checked (clocks differ)."""
 Transform = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 
@@ -382,6 +385,7 @@ class Migrator:
                 if progress is not None and report.scanned % self.batch_size == 0:
                     progress(report.scanned, total)
         await self._flush(sink, batch, report)
+        await self._drop_archived(sink)
         if failed:
             await failures.insert_many(failed)
         if progress is not None:
@@ -413,6 +417,19 @@ class Migrator:
         await self.db[RUNS].update_one(
             {"_id": report.target}, {"$set": {"lastSequence": report.last_sequence}}
         )
+
+    async def _drop_archived(self, sink: AsyncCollection[Document]) -> None:
+        """Take out of the target the streams archived since this run started: they moved
+        to `events_archive` after being copied. Archived events are not migrated (upcasters
+        still apply when they are read), and a stream lives in one collection only."""
+        run = await self.db[RUNS].find_one({"_id": sink.name})
+        if run is None:
+            return
+        since = run["startedAt"] - ARCHIVE_CLOCK_MARGIN
+        async for record in self.db[ARCHIVED_STREAMS].find({"archivedAt": {"$gte": since}}):
+            await sink.delete_many(
+                {"aggregateType": record["aggregateType"], "aggregateId": record["aggregateId"]}
+            )
 
     async def _claim(self, source: str, target: str) -> int:
         """Record this run, or check that a resumed one copies the same way. Returns the

@@ -40,6 +40,8 @@ ACTIVE = "events_collection"
 SEALED = {"$expr": {"$literal": False}}
 """A validator no document passes: inserts and updates into a sealed collection fail."""
 MAX_LISTED = 1000
+ARCHIVE = "events_archive"
+"""Archived streams' events (esmongo.archive): not migrated, but their sequences are taken."""
 IDENTITY = ("sequence", "eventId", "aggregateType", "aggregateId", "aggregateVersion")
 """What must be identical in a copy, transformed or not: the checksum covers these."""
 
@@ -166,7 +168,8 @@ async def verify_copy(
 ) -> VerifyReport:
     """Compare source and target in one merge pass by sequence.
 
-    Checks: the same events (count and sequences), a target sequence with no gap, each
+    Checks: the same events (count and sequences), a target sequence with no gap (the
+    sequences of archived events, which live in `events_archive`, count as present), each
     stream's versions contiguous in the target, equal checksums over IDENTITY, untouched
     events identical field for field, transformed ones keeping ids, metadata and time and
     carrying the migration record that `planned` expects. A copy run that recorded
@@ -191,11 +194,14 @@ async def verify_copy(
     source_hash, target_hash = hashlib.sha256(), hashlib.sha256()
     versions: dict[tuple[str, str], int] = {}
     previous = after_sequence
+    ids_only = {"_id": 1}
     async with (
         contextlib.aclosing(_ordered(db[source], tail, batch_size)) as src,
         contextlib.aclosing(_ordered(db[target], tail, batch_size)) as dst,
+        contextlib.aclosing(_ordered(db[ARCHIVE], tail, batch_size, ids_only)) as moved,
     ):
         s, t = await anext(src, None), await anext(dst, None)
+        a = await anext(moved, None)
         while s is not None or t is not None:
             if t is None or (s is not None and s["sequence"] < t["sequence"]):
                 assert s is not None
@@ -207,7 +213,11 @@ async def verify_copy(
             report.target_count += 1
             _digest(target_hash, t)
             sequence = t["sequence"]
-            if previous and sequence != previous + 1:
+            archived = 0  # archived sequences between the previous one and this one
+            while a is not None and a["_id"] < sequence:
+                archived += a["_id"] > previous
+                a = await anext(moved, None)
+            if (previous or archived) and sequence != previous + 1 + archived:
                 report.problem(f"{target}: sequence jumps from #{previous} to #{sequence}")
             previous = sequence
             stream = (t["aggregateType"], t["aggregateId"])
@@ -292,9 +302,14 @@ def _digest(hasher: Any, doc: Mapping[str, Any]) -> None:
 
 
 async def _ordered(
-    collection: AsyncCollection[Document], query: Document, batch_size: int
+    collection: AsyncCollection[Document],
+    query: Document,
+    batch_size: int,
+    projection: Document | None = None,
 ) -> AsyncGenerator[Document, None]:
-    cursor = collection.find(query, sort=[("sequence", ASCENDING)], batch_size=batch_size)
+    cursor = collection.find(
+        query, projection, sort=[("sequence", ASCENDING)], batch_size=batch_size
+    )
     async with cursor:
         async for doc in cursor:
             yield doc
