@@ -60,6 +60,20 @@ async def test_reports_stored_versions_without_a_path_to_the_latest(
     assert await unreachable_versions(store) == []
 
 
+async def test_archived_events_are_checked_too(db: AsyncDatabase[Document]) -> None:
+    registry = SchemaRegistry([schema("thing.made", v) for v in ("1.0", "2.0")])
+    store = EventStore(db, registry=registry, upcasters=Upcasters())
+    await store.init()
+    old = [NewEvent("thing.made", {}, event_version="1.0") for _ in range(2)]
+    await store.append("thing", "old", old)
+    await store.append("thing", "new", [NewEvent("thing.made", {}, event_version="2.0")])
+    await store.archive_stream("thing", "old")
+    assert await store.events.count_documents({"eventVersion": "1.0"}) == 0
+
+    found = await unreachable_versions(store)
+    assert found == [UnreachableVersion("thing.made", "1.0", 2, "1.0", "2.0")]
+
+
 def test_a_type_with_no_stored_event_or_no_schema_is_judged_by_what_exists() -> None:
     registry = SchemaRegistry([schema("a.b", "2.0")])
     stored = [StoredVersion("a.b", "2.0", 5), StoredVersion("c.d", "3.0", 1)]

@@ -69,7 +69,8 @@ class UnreachableVersion:
 
 
 async def stored_versions(store: EventStore) -> list[StoredVersion]:
-    """Each distinct (eventType, eventVersion) in the store and its count: one `$group`.
+    """Each distinct (eventType, eventVersion) in the store and its count, archived events
+    included (they are read through the same upcasters): one `$group` per collection.
 
     This reads every event once (no index holds the version); run it at startup or in
     `esmongo schemas check`, not per request.
@@ -77,10 +78,12 @@ async def stored_versions(store: EventStore) -> list[StoredVersion]:
     pipeline: list[Document] = [
         {"$group": {"_id": {"t": "$eventType", "v": "$eventVersion"}, "n": {"$sum": 1}}}
     ]
-    found = [
-        StoredVersion(doc["_id"]["t"], doc["_id"]["v"], int(doc["n"]))
-        async for doc in await store.events.aggregate(pipeline)
-    ]
+    counts: dict[tuple[str, str], int] = {}
+    for collection in (store.events, store.archive.events):
+        async for doc in await collection.aggregate(pipeline):
+            key = (doc["_id"]["t"], doc["_id"]["v"])
+            counts[key] = counts.get(key, 0) + int(doc["n"])
+    found = [StoredVersion(t, v, n) for (t, v), n in counts.items()]
     return sorted(found, key=lambda s: (s.event_type, version_key(s.version)))
 
 
