@@ -77,6 +77,10 @@ async def test_read_all_pages_by_sequence(store: EventStore) -> None:
     assert [e for p in pages for e in p] == recorded
     assert [e.sequence async for e in store.read_all(25)] == [26, 27]
     assert [e async for e in store.read_all(27)] == []
+    assert [e.sequence async for e in store.read_all(3, through=7)] == [4, 5, 6, 7]
+    assert [e.sequence async for e in store.read_all(3, 2, through=7)] == [4, 5]
+    assert [e.sequence async for e in store.read_all(25, through=40)] == [26, 27]
+    assert [e async for e in store.read_all(7, through=7)] == []
 
 
 async def test_read_all_by_event_type(store: EventStore) -> None:

@@ -40,16 +40,19 @@ class EventSource(Protocol):
 async def _read(
     store: EventStore, after: int, limit: int, event_types: Sequence[str], head: int
 ) -> tuple[list[RecordedEvent], int]:
+    """The handled events in (after, min(after + limit, head)], and that bound.
+
+    The sequence has no gaps and every event up to `head` (read before) is committed,
+    so the range holds at most `limit` events and the answer is complete up to its end.
+    """
+    through = min(after + limit, head)
     events = [
         event
         async for event in store.read_all(
-            after, limit=limit, event_types=list(event_types), batch_size=limit
+            after, event_types=list(event_types), through=through, batch_size=limit
         )
     ]
-    if len(events) == limit:
-        return events, events[-1].sequence
-    # A short read saw every event committed up to `head`, which was read before it.
-    return events, max(head, events[-1].sequence if events else after)
+    return events, through
 
 
 class StoreSource:
