@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import WriteError
 
+from esmongo import Migrator
 from esmongo.backup import BackupError, backup, restore
 from esmongo.bank import ActivateAccount, Bank, CreateAccount, CreditAccount, TransferFunds
 from esmongo.mongo import CODEC_OPTIONS
@@ -66,6 +68,31 @@ async def test_restore_drill(db: Db, other_db: Db, tmp_path: Path) -> None:
     assert result.success and result.events[0].sequence == head + 1
     again = await copy.handle(CreditAccount("a2", Decimal("5.25"), "t2-5"))
     assert again.already_applied
+
+
+async def test_after_a_migration_switch_the_active_log_is_backed_up(
+    db: Db, other_db: Db, tmp_path: Path
+) -> None:
+    bank = await Bank(db).init()
+    await fill(bank)
+    migrator = Migrator(db, [])
+    await migrator.run("events_v2")
+    await migrator.switch("events_v2")
+    bank = await Bank(db).init()
+    after = await bank.handle(CreditAccount("a3", Decimal("7.00"), "after-switch"))
+    head = after.events[0].sequence
+
+    made = await backup(db, tmp_path)
+    assert made.head_sequence == head and made.counts["events_v2"] == head
+    assert made.counts["events"] == head - 1  # the sealed originals, kept for audit
+
+    await restore(other_db, tmp_path)
+    copy = await Bank(other_db).init()
+    assert copy.store.collection_name == "events_v2"
+    assert [e async for e in copy.store.read_all()] == [e async for e in bank.store.read_all()]
+    assert (await copy.accounts.load("a3")).balance == (await bank.accounts.load("a3")).balance
+    with pytest.raises(WriteError):  # the restored originals are sealed again
+        await other_db["events"].insert_one({"_id": -1})
 
 
 async def test_restore_refuses_a_database_with_events(db: Db, tmp_path: Path) -> None:

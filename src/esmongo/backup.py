@@ -6,6 +6,10 @@ restore a `mongodump`. The events log is append-only: reading the head sequence 
 then every event up to it gives an exact cut, whatever is appended meanwhile. The counter
 is written back as that head, so appends after a restore go on without a gap.
 
+After a migration switch the log is the active collection (esmongo_meta names it), not
+`events`; the manifest records its name and restore puts it back under it. The sealed
+originals of past migrations are immutable and copied whole, for audit.
+
 Archived streams (esmongo.archive) are in `events_archive` and `archived_streams`; their
 sequences are part of the cut. A stream archived while the backup reads `events` may be
 half read there: the archive number on the counter, read before `events` and again after,
@@ -34,25 +38,13 @@ from pymongo.errors import BulkWriteError
 
 from esmongo.errors import EsmongoError
 from esmongo.store import SEQUENCE_COUNTER
+from esmongo.switchover import ACTIVE, DEFAULT_EVENTS, META, RUNS, seal
 
 Document = dict[str, Any]
 Progress = Callable[[str, int], None]
 
-EVENTS = "events"
 ARCHIVE = "events_archive"
 ARCHIVED_STREAMS = "archived_streams"
-LOGS = (EVENTS, ARCHIVE)
-"""The collections of events: both are in the cut, the checksum and the continuity check."""
-# Caches and derived data are rebuilt from events; only what cannot be derived is kept.
-# In this order: the archive's registry is read after `events` (see the module docstring).
-COLLECTIONS = (
-    "events",
-    "event_schemas",
-    "api_keys",
-    ARCHIVED_STREAMS,
-    ARCHIVE,
-    "esmongo_meta",
-)
 BATCH = 1000
 DUPLICATE_KEY = 11000
 RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
@@ -82,6 +74,42 @@ class BackupError(EsmongoError):
     """A backup or restore could not be made safely."""
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Which collections a backup holds: the active log, and sealed originals if any."""
+
+    events: str = DEFAULT_EVENTS
+    sealed: tuple[str, ...] = ()
+
+    @property
+    def logs(self) -> tuple[str, str]:
+        """The collections of events: in the cut, the checksum and the continuity check."""
+        return (self.events, ARCHIVE)
+
+    @property
+    def collections(self) -> tuple[str, ...]:
+        """Caches and derived data are rebuilt from events; only what cannot be derived
+        is kept. In this order: the archive's registry is read after the log (see the
+        module docstring)."""
+        fixed = ("event_schemas", "api_keys", ARCHIVED_STREAMS, ARCHIVE, META, RUNS)
+        return (self.events, *fixed, *self.sealed)
+
+    @classmethod
+    async def of(cls, db: AsyncDatabase[Document]) -> Layout:
+        meta = await db[META].find_one({"_id": ACTIVE}) or {}
+        active = str(meta.get("name", DEFAULT_EVENTS))
+        sealed = tuple(dict.fromkeys(str(n) for n in meta.get("previous", []) if n != active))
+        return cls(active, sealed)
+
+    @classmethod
+    def from_manifest(cls, manifest: Document | None) -> Layout:
+        if manifest is None:
+            return cls()
+        return cls(
+            manifest.get("eventsCollection", DEFAULT_EVENTS), tuple(manifest.get("sealed", []))
+        )
+
+
 @dataclass
 class BackupReport:
     head_sequence: int
@@ -105,15 +133,16 @@ async def backup(
     head = int(counter["value"]) if counter else 0
     archives_before = int(counter.get("archives", 0)) if counter else 0
     report = BackupReport(head_sequence=head)
+    layout = await Layout.of(db)
     existing = set(await db.list_collection_names())
     raw = _raw(db)
     digest = hashlib.sha256()
     archived: dict[tuple[str, str], int] = {}  # stream -> its archive number
-    for name in COLLECTIONS:
+    for name in layout.collections:
         if name not in existing:
             continue
-        query: Document = {"sequence": {"$lte": head}} if name in LOGS else {}
-        sort = [("sequence", 1)] if name in LOGS else None
+        query: Document = {"sequence": {"$lte": head}} if name in layout.logs else {}
+        sort = [("sequence", 1)] if name in layout.logs else None
         if name == ARCHIVED_STREAMS:
             after = await db["counters"].find_one({"_id": SEQUENCE_COUNTER})
             query = {"number": {"$lte": int((after or {}).get("archives", 0))}}
@@ -123,7 +152,9 @@ async def backup(
                 archived[(entry["aggregateType"], entry["aggregateId"])] = int(entry["number"])
             moved = {k for k, n in archived.items() if n > archives_before}
             if moved:  # archived while `events` was read: they are taken from the archive
-                report.counts[EVENTS] = _drop_streams(target / f"{EVENTS}.bson", moved)
+                report.counts[layout.events] = _drop_streams(
+                    target / f"{layout.events}.bson", moved
+                )
         count = 0
         with open(target / f"{name}.bson", "wb") as out:  # noqa: ASYNC230 - sequential dump
             async for doc in raw[name].find(query, sort=sort, batch_size=BATCH):
@@ -139,16 +170,22 @@ async def backup(
         report.counts[name] = count
         if progress is not None:
             progress(name, count)
-    for name in LOGS:  # the final files, in COLLECTIONS order: what restore digests
+    for name in layout.logs:  # the final files, in that order: what restore digests
         path = target / f"{name}.bson"
         if path.exists():
             for events in _batches(path):
                 for event in events:
                     _checksum_update(digest, event)
     report.events_checksum = digest.hexdigest()
-    manifest = {"headSequence": head, "counts": report.counts, "checksum": report.events_checksum}
+    manifest = {
+        "headSequence": head,
+        "counts": report.counts,
+        "checksum": report.events_checksum,
+        "eventsCollection": layout.events,
+        "sealed": list(layout.sealed),
+    }
     (target / "esmongo-backup.json").write_text(json.dumps(manifest, indent=2))
-    held = sum(report.counts.get(name, 0) for name in LOGS)
+    held = sum(report.counts.get(name, 0) for name in layout.logs)
     if held != head:
         raise BackupError(
             f"the events collections hold {held} events up to sequence {head}: the log has "
@@ -176,15 +213,16 @@ async def restore(
 ) -> BackupReport:
     """Load a backup into `db`, which must not hold events yet. Verifies the checksum."""
     source = _source(directory)
-    if any([await db[name].estimated_document_count() > 0 for name in LOGS]):
-        raise BackupError(f"database {db.name} already has events: restore into an empty one")
     manifest_file = source / "esmongo-backup.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else None
+    layout = Layout.from_manifest(manifest)
+    if any([await db[name].estimated_document_count() > 0 for name in layout.logs]):
+        raise BackupError(f"database {db.name} already has events: restore into an empty one")
     report = BackupReport(head_sequence=0)
     raw = _raw(db)
     digest = hashlib.sha256()
     seen = bytearray()  # one byte per sequence: each must be restored exactly once
-    for name in COLLECTIONS:
+    for name in layout.collections:
         data = source / f"{name}.bson"
         if not data.exists():
             continue
@@ -194,7 +232,7 @@ async def restore(
         count = 0
         batches = _batches(data)
         while (batch := await asyncio.to_thread(next, batches, None)) is not None:
-            if name in LOGS:
+            if name in layout.logs:
                 for doc in batch:
                     _checksum_update(digest, doc)
                     sequence = int(doc["sequence"])
@@ -204,7 +242,7 @@ async def restore(
                         raise BackupError(f"sequence {sequence} is in the backup twice")
                     seen[sequence] = 1
                 report.head_sequence = max(report.head_sequence, int(batch[-1]["sequence"]))
-            count += await _insert(raw, name, batch)
+            count += await _insert(raw, name, batch, log=name in layout.logs)
             if progress is not None:
                 progress(name, count)
         report.counts[name] = count
@@ -213,12 +251,15 @@ async def restore(
     report.events_checksum = digest.hexdigest()
     if manifest is not None and manifest["checksum"] != report.events_checksum:
         raise BackupError("the restored events do not match the backup's checksum")
-    held = sum(report.counts.get(name, 0) for name in LOGS)
+    held = sum(report.counts.get(name, 0) for name in layout.logs)
     if held != report.head_sequence:
         raise BackupError(
             f"restored {held} events but the last sequence is "
             f"{report.head_sequence}: the backup is incomplete"
         )
+    for name in layout.sealed:  # a copy made for audit stays read-only
+        if name in report.counts:
+            await seal(db, name)
     last = await db[ARCHIVED_STREAMS].find_one({}, {"number": 1}, sort=[("number", -1)])
     await db["counters"].update_one(
         {"_id": SEQUENCE_COUNTER},
@@ -229,10 +270,10 @@ async def restore(
 
 
 async def _insert(
-    raw: AsyncDatabase[RawBSONDocument], name: str, batch: list[RawBSONDocument]
+    raw: AsyncDatabase[RawBSONDocument], name: str, batch: list[RawBSONDocument], *, log: bool
 ) -> int:
-    """Insert a batch; outside `events`, entries already there (same unique key) are kept."""
-    if name in LOGS:
+    """Insert a batch; outside the logs, entries already there (same unique key) are kept."""
+    if log:
         await raw[name].insert_many(batch, ordered=True)
         return len(batch)
     try:
