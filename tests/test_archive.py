@@ -28,6 +28,7 @@ from esmongo import (
     StreamArchived,
     TemporalQueries,
 )
+from esmongo import archive as archive_module
 from esmongo.api.app import run_projection_daemon
 from esmongo.bank import (
     Account,
@@ -242,6 +243,29 @@ async def test_appends_to_an_archived_stream_are_refused_in_every_mode(bank: Ban
     retry = NewEvent(created.event_type, dict(created.data), event_id=created.event_id)
     replayed = await EventStore(db).append("account", "gone", [retry], NO_STREAM)
     assert replayed[0].replayed and replayed[0].sequence == created.sequence
+
+
+@pytest.mark.parametrize("mirrored", [True, False], ids=["in-memory", "over-capacity"])
+async def test_a_writer_learns_of_archives_made_elsewhere(
+    bank: Bank, db: Db, mirrored: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write path keeps the archived streams in memory, by archive number; an archive
+    made by another process after it loaded them is seen in the next transaction."""
+    if not mirrored:
+        monkeypatch.setattr(archive_module, "MIRROR_CAPACITY", 0)
+    writer = EventStore(db)
+    await closed_account(bank, "first")
+    await bank.archive_account("first")
+    with pytest.raises(StreamArchived):
+        await writer.append("account", "first", [NewEvent("x.happened", {})], NO_STREAM)
+    await writer.append("account", "fresh", [NewEvent("x.happened", {})], NO_STREAM)
+    await closed_account(bank, "second")
+    await bank.archive_account("second")  # by another store, after the writer's last look
+    for expected in (NO_STREAM, ANY):
+        with pytest.raises(StreamArchived):
+            await writer.append("account", "second", [NewEvent("x.happened", {})], expected)
+    assert await db["events"].count_documents({"aggregateId": {"$in": ["first", "second"]}}) == 0
+    assert (await writer.append("account", "fresh", [NewEvent("x.happened", {})], 1))[0]
 
 
 def request(account_id: str, expected: Any) -> AppendRequest:

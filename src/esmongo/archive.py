@@ -59,6 +59,8 @@ ARCHIVED_STREAMS = "archived_streams"
 """One document per archived stream (see `registry_key`)."""
 ARCHIVES_FIELD = "archives"
 """On the sequence counter document: how many archives committed (each one's `number`)."""
+MIRROR_CAPACITY = 500_000
+"""Archived streams an Archive keeps in memory (about 200 bytes each) for the write path."""
 SNAPSHOTS = "snapshots"
 META, ACTIVE, DEFAULT_EVENTS = "esmongo_meta", "events_collection", "events"
 """Where a migration records the active events collection (see esmongo.switchover)."""
@@ -124,6 +126,9 @@ class Archive:
         self.snapshots: AsyncCollection[Document] = db.get_collection(
             SNAPSHOTS, write_concern=DURABLE
         )
+        self._mirror: dict[StreamId, int] = {}
+        """Archived stream -> its archive number, for every archive numbered up to..."""
+        self._mirrored = 0
 
     async def init(self, event_indexes: Sequence[IndexModel]) -> None:
         await self.events.create_indexes(list(event_indexes))
@@ -151,6 +156,30 @@ class Archive:
             session=session,
         )
         return {StreamId(d["aggregateType"], d["aggregateId"]) async for d in cursor}
+
+    async def mirror(
+        self, archives: int, session: AsyncClientSession
+    ) -> dict[StreamId, int] | None:
+        """Every stream archived by archive number `archives`, with its number, or None
+        when there are too many to keep in memory (ask `archived` then).
+
+        The batch writer calls this inside its transaction with the number the counter
+        gave it, so the answer is exact for that transaction; it reads `archived_streams`
+        only for archives it has not seen yet (by number, indexed), and nothing at all
+        in the usual case where no stream was archived since.
+        """
+        if archives > self._mirrored:
+            if len(self._mirror) + archives - self._mirrored > MIRROR_CAPACITY:
+                return None
+            cursor = self.registry.find(
+                {"number": {"$gt": self._mirrored, "$lte": archives}},
+                projection={"aggregateType": 1, "aggregateId": 1, "number": 1},
+                session=session,
+            )
+            async for doc in cursor:
+                self._mirror[StreamId(doc["aggregateType"], doc["aggregateId"])] = doc["number"]
+            self._mirrored = max(self._mirrored, archives)
+        return self._mirror
 
     async def archive_stream(
         self, stream: StreamId, expected_version: int | None = None

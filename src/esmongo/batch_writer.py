@@ -274,20 +274,27 @@ class BatchWriter:
         batch: list[PendingAppend],
         known: int | None,
         archives: int,
-        session: AsyncClientSession | None = None,
+        session: AsyncClientSession,
     ) -> None:
         """Raise _ArchivedInBatch when a stream of the batch is archived (see the module)."""
         if self.archive is None:
             return
-        every = known != archives
         self.archives_seen = archives
-        streams = [
-            request.stream
-            for append in batch
-            for request, head in zip(append.requests, append.heads, strict=True)
-            if every or head == 0
-        ]
-        archived = await self.archive.archived(streams, session)
+        if archives == 0:
+            return  # nothing was ever archived
+        mirror = await self.archive.mirror(archives, session)
+        if mirror is not None:  # exact as of `archives`, and no round trip: check them all
+            streams = [r.stream for append in batch for r in append.requests]
+            archived = {s for s in streams if mirror.get(s, archives + 1) <= archives}
+        else:
+            every = known != archives
+            streams = [
+                request.stream
+                for append in batch
+                for request, head in zip(append.requests, append.heads, strict=True)
+                if every or head == 0
+            ]
+            archived = await self.archive.archived(streams, session)
         if archived:
             raise _ArchivedInBatch(archived)
 
