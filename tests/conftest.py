@@ -11,6 +11,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from command_counter import FindCounter
 from esmongo.embedded import EmbeddedServer
 from esmongo.mongo import CODEC_OPTIONS, Document
 
@@ -52,3 +53,15 @@ async def db(client: AsyncMongoClient[Document]) -> AsyncIterator[AsyncDatabase[
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "esmongo-home"
+
+
+@pytest.fixture
+async def counted(
+    server_uri: str, db: AsyncDatabase[Document]
+) -> AsyncIterator[tuple[FindCounter, AsyncDatabase[Document]]]:
+    listener = FindCounter()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(server_uri, event_listeners=[listener])
+    try:
+        yield listener, client.get_database(db.name, codec_options=CODEC_OPTIONS)
+    finally:
+        await client.close()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from command_counter import FindCounter
 from esmongo import (
     ANY,
     NO_STREAM,
@@ -553,6 +554,30 @@ async def test_two_stores_see_each_others_appends(db: AsyncDatabase[Document]) -
     assert len(stored) == 8
     assert_gap_free(stored)
     assert await b.head_sequence() == 8
+
+
+async def test_any_appends_to_streams_it_wrote_cost_one_query_not_one_per_stream(
+    counted: tuple[FindCounter, AsyncDatabase[Document]], db: AsyncDatabase[Document]
+) -> None:
+    listener, watched = counted
+    store = EventStore(watched)
+    await store.init()
+    for name in ("w", "x", "y"):
+        await store.append("t", name, events(2), NO_STREAM)
+    listener.commands.clear()
+    written = await store.append_streams(
+        [AppendRequest("t", name, events(1), ANY) for name in ("w", "x", "y")]
+    )
+    assert [s[0].aggregate_version for s in written] == [3, 3, 3]
+    assert listener.commands == ["find"]  # one `_id $in` confirms the remembered heads
+    # Behind (another store appended meanwhile): the unique index refuses the optimistic
+    # version, the stream is forgotten, and the append goes again after a head query.
+    await EventStore(db).append("t", "x", events(2), 3)
+    (sixth,) = await store.append("t", "x", events(1), ANY)
+    (seventh,) = await store.append("t", "x", events(1), STREAM_EXISTS)
+    assert (sixth.aggregate_version, seventh.aggregate_version) == (6, 7)
+    assert [e.aggregate_version async for e in store.read_stream("t", "x")] == list(range(1, 8))
+    assert_gap_free(await all_events(store))
 
 
 async def test_concurrent_writers_in_two_stores_keep_one_gap_free_sequence(

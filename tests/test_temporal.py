@@ -4,7 +4,6 @@ type's events, balance history in Decimal."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,9 +12,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
+from command_counter import FindCounter
 from esmongo import (
     AggregateNotFoundError,
     AppendRequest,
@@ -28,7 +27,7 @@ from esmongo import (
     TemporalQueries,
 )
 from esmongo.bank import ACCOUNT_SCHEMAS, Account, AccountStatus, balance_history
-from esmongo.mongo import CODEC_OPTIONS, Document
+from esmongo.mongo import Document
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
@@ -283,33 +282,6 @@ async def test_aggregates_at_filters_and_ignores_other_types(dataset: Dataset) -
     rich = [a.id async for a in queries.aggregates_at(end, lambda a: a.balance > 100)]
     assert rich == [a.id for a in everyone if a.balance > 100]
     assert [a async for a in queries.aggregates_at(T0 - timedelta(days=1))] == []
-
-
-class FindCounter(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.commands: list[str] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name in ("find", "getMore", "aggregate", "distinct"):
-            self.commands.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
-@pytest.fixture
-async def counted(
-    server_uri: str, db: AsyncDatabase[Document]
-) -> AsyncIterator[tuple[FindCounter, AsyncDatabase[Document]]]:
-    listener = FindCounter()
-    client: AsyncMongoClient[Document] = AsyncMongoClient(server_uri, event_listeners=[listener])
-    try:
-        yield listener, client.get_database(db.name, codec_options=CODEC_OPTIONS)
-    finally:
-        await client.close()
 
 
 async def test_aggregates_at_is_one_cursor_not_a_query_per_aggregate(

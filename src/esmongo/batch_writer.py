@@ -325,6 +325,7 @@ class BatchWriter:
                 return False
             moved = [append.requests[e["request"]] for e in errors if _on_versions(e)]
             for request in moved:
+                self.versions.forget(request.stream)  # its next check asks for the head
                 if request.expected_version not in (ANY, STREAM_EXISTS):
                     actual = await self.versions.head(request.stream)
                     append.fail(ConcurrencyError(request.stream, request.expected_version, actual))

@@ -14,6 +14,12 @@ so the store remembers, per stream, one event it saw there (version and sequence
 N <= that version exists if that event still exists, and one `{_id: {$in: [...]}}` query
 confirms that for a whole batch. The memory is only ever a hint confirmed against the
 database, so a dropped, restored or replaced collection cannot make it lie.
+
+ANY and STREAM_EXISTS need the head itself, which no such query proves. They take the
+confirmed remembered version as the head, optimistically: if the stream moved on since,
+the insert of the next version fails on the unique index, the batch writer forgets the
+stream and the append goes again, this time after a head query. So an ANY append to a
+stream this process writes to costs no query of its own (one per stream before).
 """
 
 from __future__ import annotations
@@ -121,13 +127,15 @@ class StreamVersions:
                 seen = self._seen.get(request.stream)
                 if seen is not None and seen.version >= expected:
                     confirm.append((i, seen))
+            elif (seen := self._seen.get(request.stream)) is not None:  # ANY, STREAM_EXISTS
+                confirm.append((i, seen))
         confirmed = await self._confirm(requests, confirm)
         for i, request in enumerate(requests):
             if result[i] is not None:
                 continue
             expected = request.expected_version
             if expected is ANY or expected is STREAM_EXISTS:
-                result[i] = await self._at_head(request)
+                result[i] = confirmed[i] if i in confirmed else await self._at_head(request)
             elif i in confirmed:
                 result[i] = await self._at_least(request, confirmed[i])
             else:

@@ -1,0 +1,22 @@
+"""A command listener for tests of how many queries a read or write path costs."""
+
+from __future__ import annotations
+
+from pymongo import monitoring
+
+
+class FindCounter(monitoring.CommandListener):
+    """Names the read commands a client sends: for tests of how many queries a path costs."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in ("find", "getMore", "aggregate", "distinct"):
+            self.commands.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
