@@ -15,6 +15,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from esmongo.projections.commit_group import CommitGroup
 from esmongo.projections.projection import Projection
 from esmongo.projections.runner import BatchReport, ProjectionRunner, StepHook, default_owner
 from esmongo.projections.source import SharedSource
@@ -50,6 +51,7 @@ class ProjectionDaemon:
         self.owner = owner or default_owner()
         self.watcher = EventWatcher(store.events)
         self.source = SharedSource(store, fetch_size=batch_size)
+        self.group = CommitGroup()
         self.runners = [
             ProjectionRunner(
                 store,
@@ -64,6 +66,7 @@ class ProjectionDaemon:
                 source=self.source,
                 on_batch=on_batch,
                 step_hook=step_hook,
+                group=self.group,
             )
             for projection in projections
         ]

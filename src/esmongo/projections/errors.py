@@ -29,6 +29,11 @@ class LeaseLost(ProjectionError):
     """Another process holds (or took over) the projection's lease."""
 
 
+class CommitInterrupted(ProjectionError):
+    """The shared transaction holding this runner's batch was interrupted (its leader was
+    cancelled): whether it committed is known only from the checkpoint, read again."""
+
+
 class ProjectionBlocked(ProjectionError):
     """A STOP-policy projection stopped before a dead letter; retry or discard it."""
 

@@ -41,8 +41,14 @@ from esmongo.metrics import (
 )
 from esmongo.mongo import CODEC_OPTIONS
 from esmongo.projections.checkpoints import Checkpoints
+from esmongo.projections.commit_group import CommitGroup
 from esmongo.projections.dead_letters import DeadLetters, Failure
-from esmongo.projections.errors import CheckpointConflict, LeaseLost, ProjectionBlocked
+from esmongo.projections.errors import (
+    CheckpointConflict,
+    CommitInterrupted,
+    LeaseLost,
+    ProjectionBlocked,
+)
 from esmongo.projections.leases import HeldLease, Leases
 from esmongo.projections.projection import FailurePolicy, Projection
 from esmongo.projections.source import EventSource, SharedSource, StoreSource
@@ -127,6 +133,7 @@ class ProjectionRunner:
         targets: Mapping[str, str] | None = None,
         on_batch: Callable[[BatchReport], None] | None = None,
         step_hook: StepHook | None = None,
+        group: CommitGroup | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -146,6 +153,8 @@ class ProjectionRunner:
         self.targets = dict(targets or {})
         self.on_batch = on_batch
         self.step_hook = step_hook
+        self.group = group or CommitGroup()
+        """Commits this runner's batches, with those of the daemon's other runners."""
         self.checkpoints = Checkpoints(self.db)
         self.leases = Leases(self.db)
         self.dead_letters = DeadLetters(self.db)
@@ -208,7 +217,7 @@ class ProjectionRunner:
                     continue
                 try:
                     await self._serve(lease, stop)
-                except (LeaseLost, CheckpointConflict) as exc:
+                except (LeaseLost, CheckpointConflict, CommitInterrupted) as exc:
                     log.warning("projection %s: %s; standing by", self.name, exc)
                 except PyMongoError as exc:
                     log.warning("projection %s: database error (%s); retrying", self.name, exc)
@@ -320,6 +329,10 @@ class ProjectionRunner:
 
     async def step(self) -> bool:
         """Read and apply one batch. True when more events are waiting right now."""
+        with self.group.stepping(self):
+            return await self._step_batch()
+
+    async def _step_batch(self) -> bool:
         started = time.perf_counter()
         behind = self.head - self.position > self.batch_size
         limit = self.catch_up_batch_size if behind else self.batch_size
@@ -398,16 +411,21 @@ class ProjectionRunner:
                 pause *= 2
         raise AssertionError("unreachable")
 
+    def session(self) -> AsyncClientSession:
+        """The session of this runner's transactions, which its lease records."""
+        if self._session is None:
+            raise LeaseLost(f"the lease of {self.name} was lost before commit")
+        return self._session
+
     async def _commit(self, batch: _Batch) -> int:
-        """The batch's transaction. Returns the number of write operations sent."""
+        """The batch's transaction (shared with other projections of the daemon when they
+        have a batch ready too). Returns the number of write operations sent."""
         lease = self._lease
         if lease is None or not lease.valid:
             raise LeaseLost(f"the lease of {self.name} was lost before commit")
         expected = self.position
-        sent = 0
 
-        async def write(session: AsyncClientSession) -> None:
-            nonlocal sent
+        async def write(session: AsyncClientSession) -> int:
             await self.checkpoints.advance(
                 session,
                 self.name,
@@ -426,12 +444,10 @@ class ProjectionRunner:
                 )
             await self.dead_letters.resolve(self.name, batch.resolved, session)
             self._step("before_commit")
+            return sent
 
-        session = self._session
-        if session is None:
-            raise LeaseLost(f"the lease of {self.name} was lost before commit")
         try:
-            await session.with_transaction(write)
+            sent = await self.group.commit(self, write)
         except CheckpointConflict:
             await self._reload_after_conflict()
             raise
