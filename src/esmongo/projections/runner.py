@@ -20,7 +20,6 @@ import os
 import socket
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,15 +29,6 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from esmongo.events import RecordedEvent, utc_now
-from esmongo.metrics import (
-    PROJECTION_BATCH_DURATION,
-    PROJECTION_DEAD_LETTERS,
-    PROJECTION_EVENT_LATENCY,
-    PROJECTION_EVENTS,
-    PROJECTION_LAG_EVENTS,
-    PROJECTION_LAG_SECONDS,
-    PROJECTION_LEASE_HELD,
-)
 from esmongo.mongo import CODEC_OPTIONS
 from esmongo.projections.checkpoints import Checkpoints
 from esmongo.projections.commit_group import CommitGroup
@@ -51,6 +41,7 @@ from esmongo.projections.errors import (
 )
 from esmongo.projections.leases import HeldLease, Leases
 from esmongo.projections.projection import FailurePolicy, Projection
+from esmongo.projections.runner_metrics import RunnerMetrics
 from esmongo.projections.source import EventSource, SharedSource, StoreSource
 from esmongo.projections.swap import collection_exists, finish_swap
 from esmongo.projections.watcher import EventWatcher
@@ -170,7 +161,7 @@ class ProjectionRunner:
         self._open_dead: set[int] = set()
         self._wake = asyncio.Event()
         self._advanced = asyncio.Event()
-        self._rate: deque[tuple[float, int]] = deque(maxlen=64)
+        self.metrics = RunnerMetrics(self.name)
         self._event_types = list(projection.event_types)
         if watcher is not None:
             watcher.subscribe(self._event_types, self._wake)
@@ -258,7 +249,7 @@ class ProjectionRunner:
         lease.on_lost = self._wake.set
         lease.start()
         self._lease = lease
-        PROJECTION_LEASE_HELD.labels(self.name).set(1)
+        self.metrics.lease_held(True)
         try:
             await self._take_checkpoint(version)
         except BaseException:
@@ -291,7 +282,7 @@ class ProjectionRunner:
         lease, self._lease = self._lease, None
         if lease is not None:
             await lease.stop(release=release)
-            PROJECTION_LEASE_HELD.labels(self.name).set(0)
+            self.metrics.lease_held(False)
         session, self._session = self._session, None
         if session is not None:
             await session.end_session()
@@ -340,7 +331,7 @@ class ProjectionRunner:
         head, events, target = window.head, window.events, window.complete
         self.head = max(self.head, head)
         if target <= self.position:
-            self._set_lag(max(0, head - self.position), 0.0)
+            self.metrics.lag(max(0, head - self.position), 0.0)
             return False
         self._step("read")
         live = self.state == RunnerState.LIVE
@@ -504,20 +495,13 @@ class ProjectionRunner:
         self, batch: _Batch, operations: int, head: int, duration: float, live: bool
     ) -> None:
         now = time.time()
-        count = len(batch.events)
-        self.events_applied += count
-        self._rate.append((time.monotonic(), count))
-        PROJECTION_EVENTS.labels(self.name).inc(count)
-        PROJECTION_BATCH_DURATION.labels(self.name).observe(duration)
-        if live:  # append-to-read-model latency; meaningless while catching up
-            latency = PROJECTION_EVENT_LATENCY.labels(self.name)
-            for event in batch.events:
-                latency.observe(max(0.0, now - event.timestamp.timestamp()))
+        self.events_applied += len(batch.events)
+        self.metrics.batch(batch.events, duration, live=live, now=now)
         if batch.failures or batch.resolved:
             await self._count_dead_letters()
         lag = max(0, head - self.position)
         oldest = batch.events[-1].timestamp.timestamp() if batch.events and lag else now
-        self._set_lag(lag, max(0.0, now - oldest) if lag else 0.0)
+        self.metrics.lag(lag, max(0.0, now - oldest) if lag else 0.0)
         advanced, self._advanced = self._advanced, asyncio.Event()
         advanced.set()
         if self.on_batch is not None:
@@ -539,11 +523,7 @@ class ProjectionRunner:
             count = await self.dead_letters.count(self.name)
         except PyMongoError:
             return
-        PROJECTION_DEAD_LETTERS.labels(self.name).set(count)
-
-    def _set_lag(self, events: int, seconds: float) -> None:
-        PROJECTION_LAG_EVENTS.labels(self.name).set(events)
-        PROJECTION_LAG_SECONDS.labels(self.name).set(seconds)
+        self.metrics.dead_letters(count)
 
     def _stats(self, count: int) -> dict[str, Any]:
         return {
@@ -555,13 +535,7 @@ class ProjectionRunner:
 
     @property
     def events_per_second(self) -> float:
-        """Events applied per second over the last few seconds."""
-        horizon = time.monotonic() - 10.0
-        recent = [(t, n) for t, n in self._rate if t >= horizon]
-        if len(recent) < 2:
-            return 0.0
-        span = recent[-1][0] - recent[0][0]
-        return sum(n for _t, n in recent[1:]) / span if span > 0 else 0.0
+        return self.metrics.events_per_second
 
     # ---- for callers --------------------------------------------------------------
 
