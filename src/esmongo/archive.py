@@ -27,22 +27,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel, ReadPreference, ReturnDocument
+from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
-from pymongo.read_concern import ReadConcern
 
-from esmongo.batch_writer import (
-    DURABLE,
-    SEQUENCE_COUNTER,
-    TRANSACTION_TIMEOUT_S,
-    TYPICAL_TRANSACTION_S,
-    _backoff,
-    _commit,
-    _transient,
-)
 from esmongo.errors import (
     AggregateNotFoundError,
     ConcurrencyError,
@@ -50,6 +40,16 @@ from esmongo.errors import (
     StreamId,
 )
 from esmongo.events import utc_now
+from esmongo.transactions import (
+    DURABLE,
+    TRANSACTION_TIMEOUT_S,
+    TYPICAL_TRANSACTION_S,
+    backoff,
+    begin,
+    bump_counter,
+    commit,
+    transient,
+)
 
 Document = dict[str, Any]
 
@@ -199,8 +199,8 @@ class Archive:
                 doc, already = await self._move(stream, expected_version)
             except PyMongoError as exc:
                 attempt += 1
-                pause = _backoff(attempt, TYPICAL_TRANSACTION_S * 4)
-                if not _transient(exc) or time.monotonic() + pause > deadline:
+                pause = backoff(attempt, TYPICAL_TRANSACTION_S * 4)
+                if not transient(exc) or time.monotonic() + pause > deadline:
                     raise
                 await asyncio.sleep(pause)
                 continue
@@ -209,21 +209,10 @@ class Archive:
     async def _move(self, stream: StreamId, expected_version: int | None) -> tuple[Document, bool]:
         where = {"aggregateType": stream.aggregate_type, "aggregateId": stream.aggregate_id}
         async with self.client.start_session() as session:
-            await session.start_transaction(
-                read_concern=ReadConcern("snapshot"),
-                write_concern=DURABLE,
-                read_preference=ReadPreference.PRIMARY,
-            )
+            await begin(session)
             try:
                 # First, so that the transaction conflicts with every concurrent append.
-                counter = await self.counters.find_one_and_update(
-                    {"_id": SEQUENCE_COUNTER},
-                    {"$inc": {ARCHIVES_FIELD: 1}},
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                    session=session,
-                )
-                assert counter is not None
+                counter = await bump_counter(self.counters, ARCHIVES_FIELD, 1, session)
                 before = await self.registry.find_one(
                     {"_id": registry_key(stream)}, session=session
                 )
@@ -273,7 +262,7 @@ class Archive:
                 if session.in_transaction:
                     await session.abort_transaction()
                 raise
-            await _commit(session)
+            await commit(session)
         return record, False
 
 

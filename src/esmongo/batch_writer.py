@@ -7,7 +7,7 @@ the batch are checked (esmongo.stream_versions); in it, the unique indexes catch
 changed since. A failure that belongs to one append (its stream moved on, its event ids
 are taken) takes that append out: the transaction runs again without it, then the append
 is told why. A write conflict with another process's transaction (both want the counter)
-is retried after a pause about as long as a transaction takes: see _backoff.
+is retried after a pause about as long as a transaction takes: see esmongo.transactions.backoff.
 
 Archived streams (esmongo.archive) take no event. A stream the version check found empty
 (NO_STREAM, ANY on a new stream) may be an archived one, so the transaction looks those
@@ -21,20 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import random
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pymongo import ASCENDING, ReadPreference, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
 from pymongo.errors import BulkWriteError, PyMongoError
-from pymongo.read_concern import ReadConcern
-from pymongo.write_concern import WriteConcern
 
 from esmongo.errors import (
     ConcurrencyError,
@@ -46,6 +43,16 @@ from esmongo.errors import (
 from esmongo.events import ANY, STREAM_EXISTS, NewEvent, RecordedEvent, utc_now
 from esmongo.metrics import EVENTS_APPENDED
 from esmongo.stream_versions import StreamVersions
+from esmongo.transactions import (
+    TRANSACTION_TIMEOUT_S,
+    TYPICAL_TRANSACTION_S,
+    WRITE_CONFLICT,
+    backoff,
+    begin,
+    bump_counter,
+    commit,
+    transient,
+)
 
 if TYPE_CHECKING:
     from esmongo.archive import Archive
@@ -53,20 +60,10 @@ if TYPE_CHECKING:
 
 Document = dict[str, Any]
 
-SEQUENCE_COUNTER = "event_sequence"
-DURABLE = WriteConcern("majority", j=True)
-
-TRANSACTION_TIMEOUT_S = 120.0
-"""How long a batch keeps retrying transient failures (PyMongo's with_transaction: 120 s)."""
-BACKOFF_MAX_S = 1.0
-TYPICAL_TRANSACTION_S = 0.005
-"""What a transaction is assumed to take until this writer has timed some of its own."""
-COMMIT_ATTEMPTS = 3
 MAX_RETRIES = 10
 """Rounds an append may go again after losing a race that is not a conflict (ANY)."""
 DUPLICATE_KEY = 11000
 DOCUMENT_VALIDATION = 121
-WRITE_CONFLICT = 112
 ARCHIVES_FIELD = "archives"
 """Incremented on the counter document by every archive (esmongo.archive)."""
 
@@ -180,8 +177,8 @@ class BatchWriter:
                     live = [a for a in live if a not in culprits]
                     continue
                 attempt += 1
-                pause = _backoff(attempt, self._transaction_s)
-                if not _transient(exc) or time.monotonic() + pause > deadline:
+                pause = backoff(attempt, self._transaction_s)
+                if not transient(exc) or time.monotonic() + pause > deadline:
                     failure = self._sealed(exc) or exc
                     for append in live:
                         append.fail(failure)
@@ -232,20 +229,9 @@ class BatchWriter:
         """
         total = sum(append.count for append in batch)
         async with self.client.start_session() as session:
-            await session.start_transaction(
-                read_concern=ReadConcern("snapshot"),
-                write_concern=DURABLE,
-                read_preference=ReadPreference.PRIMARY,
-            )
+            await begin(session)
             try:
-                counter = await self.counters.find_one_and_update(
-                    {"_id": SEQUENCE_COUNTER},
-                    {"$inc": {"value": total}},
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                    session=session,
-                )
-                assert counter is not None
+                counter = await bump_counter(self.counters, "value", total, session)
                 archives = int(counter.get(ARCHIVES_FIELD, 0))
                 await self._refuse_archived(batch, known, archives, session)
                 sequence = int(counter["value"]) - total
@@ -266,7 +252,7 @@ class BatchWriter:
                 if session.in_transaction:
                     await session.abort_transaction()
                 raise
-            await _commit(session)
+            await commit(session)
         return recorded
 
     async def _refuse_archived(
@@ -461,37 +447,3 @@ def _on_versions(error: Mapping[str, Any]) -> bool:
 
 def _on_event_ids(error: Mapping[str, Any]) -> bool:
     return _key_of(error) == {"eventId"} or "index: event_id " in error.get("errmsg", "")
-
-
-def _transient(exc: PyMongoError) -> bool:
-    """A failure that running the same transaction again can get past."""
-    if exc.has_error_label("TransientTransactionError"):
-        return True
-    if isinstance(exc, BulkWriteError):
-        errors = (exc.details or {}).get("writeErrors") or []
-        return any(e.get("code") == WRITE_CONFLICT for e in errors)
-    return False
-
-
-def _backoff(attempt: int, typical: float) -> float:
-    """How long to wait before retrying a transaction that hit a write conflict.
-
-    The conflict is on the counter (or the sequence numbers), held by another process's
-    transaction until it commits: retrying sooner only adds work to the server and fails
-    again. So wait about as long as a transaction takes here, with full jitter so that
-    several waiting processes do not retry in step, doubling on each further conflict.
-    """
-    return random.uniform(0, min(BACKOFF_MAX_S, typical * 2 ** (attempt - 1)))
-
-
-async def _commit(session: AsyncClientSession) -> None:
-    """Commit, retrying when the outcome is unknown (commitTransaction is idempotent)."""
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
-        try:
-            await session.commit_transaction()
-            return
-        except PyMongoError as exc:
-            if attempt == COMMIT_ATTEMPTS or not exc.has_error_label(
-                "UnknownTransactionCommitResult"
-            ):
-                raise

@@ -32,8 +32,6 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.archive import Archive, ArchiveReport, merged
-from esmongo.batch_writer import DURABLE as DURABLE  # re-exported: their home was here
-from esmongo.batch_writer import SEQUENCE_COUNTER as SEQUENCE_COUNTER
 from esmongo.batch_writer import BatchWriter, PendingAppend, WriteStats
 from esmongo.errors import EventValidationError, StreamId
 from esmongo.events import ANY, Expected, ExpectedVersion, NewEvent, RecordedEvent
@@ -41,6 +39,8 @@ from esmongo.group_commit import GroupCommit
 from esmongo.metrics import APPEND_LATENCY
 from esmongo.schema import SchemaRegistry, Upcasters
 from esmongo.stream_versions import StreamVersions
+from esmongo.transactions import DURABLE as DURABLE  # re-exported: their home was here
+from esmongo.transactions import SEQUENCE_COUNTER as SEQUENCE_COUNTER
 
 Document = dict[str, Any]
 
@@ -378,10 +378,14 @@ class EventStore:
         `through`, the last sequence wanted. Give `through` when you know it: the server
         then reads only that range, where an open range costs work in proportion to
         everything after `after_sequence` (measured 2-3x slower 20,000 events from the
-        head). Paging by sequence (pass the last sequence seen) is stable while events
-        are appended. Archived events are merged in: the sequence stays gap-free
-        (esmongo.archive.merged).
+        head). Without filters, a `limit` bounds the range by itself. Paging by sequence
+        (pass the last sequence seen) is stable while events are appended. Archived events
+        are merged in: the sequence stays gap-free (esmongo.archive.merged).
         """
+        unfiltered = event_types is None and start is None and end is None
+        if through is None and limit and unfiltered and correlation_id is None:
+            # The sequence has no gaps: the next `limit` events are at most this far.
+            through = after_sequence + limit
         bounds: Document = {"$gt": after_sequence}
         if through is not None:
             bounds["$lte"] = through

@@ -1,0 +1,89 @@
+"""Transactions on the sequence counter, as appends and archives run them.
+
+Both increment a field of the one counter document first, so any two of them conflict and
+are serialized (ADR 0001, ADR 0006); a conflict is retried after about as long as a
+transaction takes (`backoff`), and a commit whose outcome is unknown is sent again.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from pymongo import ReadPreference, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+Document = dict[str, Any]
+
+SEQUENCE_COUNTER = "event_sequence"
+DURABLE = WriteConcern("majority", j=True)
+
+TRANSACTION_TIMEOUT_S = 120.0
+"""How long a batch keeps retrying transient failures (PyMongo's with_transaction: 120 s)."""
+BACKOFF_MAX_S = 1.0
+TYPICAL_TRANSACTION_S = 0.005
+"""What a transaction is assumed to take until this writer has timed some of its own."""
+COMMIT_ATTEMPTS = 3
+WRITE_CONFLICT = 112
+
+
+async def begin(session: AsyncClientSession) -> None:
+    """Start a transaction: snapshot reads, majority and journaled writes, on the primary."""
+    await session.start_transaction(
+        read_concern=ReadConcern("snapshot"),
+        write_concern=DURABLE,
+        read_preference=ReadPreference.PRIMARY,
+    )
+
+
+async def bump_counter(
+    counters: AsyncCollection[Document], field: str, amount: int, session: AsyncClientSession
+) -> Document:
+    """Increment `field` of the sequence counter in the transaction; the document after."""
+    counter = await counters.find_one_and_update(
+        {"_id": SEQUENCE_COUNTER},
+        {"$inc": {field: amount}},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+        session=session,
+    )
+    assert counter is not None
+    return counter
+
+
+def transient(exc: PyMongoError) -> bool:
+    """A failure that running the same transaction again can get past."""
+    if exc.has_error_label("TransientTransactionError"):
+        return True
+    if isinstance(exc, BulkWriteError):
+        errors = (exc.details or {}).get("writeErrors") or []
+        return any(e.get("code") == WRITE_CONFLICT for e in errors)
+    return False
+
+
+def backoff(attempt: int, typical: float) -> float:
+    """How long to wait before retrying a transaction that hit a write conflict.
+
+    The conflict is on the counter (or the sequence numbers), held by another process's
+    transaction until it commits: retrying sooner only adds work to the server and fails
+    again. So wait about as long as a transaction takes here, with full jitter so that
+    several waiting processes do not retry in step, doubling on each further conflict.
+    """
+    return random.uniform(0, min(BACKOFF_MAX_S, typical * 2 ** (attempt - 1)))
+
+
+async def commit(session: AsyncClientSession) -> None:
+    """Commit, retrying when the outcome is unknown (commitTransaction is idempotent)."""
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            await session.commit_transaction()
+            return
+        except PyMongoError as exc:
+            if attempt == COMMIT_ATTEMPTS or not exc.has_error_label(
+                "UnknownTransactionCommitResult"
+            ):
+                raise
