@@ -124,7 +124,8 @@ async def test_stop_policy_blocks_before_the_event_until_it_is_retried(db: Db) -
         checkpoints = Checkpoints(db)
         for _ in range(200):
             checkpoint = await checkpoints.get("accounts_read")
-            if checkpoint and checkpoint.blocked_at:
+            # The runner notes the block in memory just after its commit: wait for both.
+            if checkpoint and checkpoint.blocked_at and runner.state == RunnerState.BLOCKED:
                 break
             await asyncio.sleep(0.05)
         assert checkpoint is not None
