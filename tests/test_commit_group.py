@@ -11,6 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from esmongo import EventStore
 from esmongo.bank import bank_projections
 from esmongo.projections import Checkpoints, DeadLetters, ProjectionDaemon
+from esmongo.projections.checkpoints import Advance
 from esmongo.projections.commit_group import CommitGroup
 from esmongo.projections.errors import CommitInterrupted
 from projection_helpers import BankLoad, all_events, assert_same, fold, read_models
@@ -96,18 +97,28 @@ async def test_a_lost_fence_fails_only_its_own_batch(db: Db) -> None:
 
 
 class Member:
+    """A stand-in runner: a real session and checkpoint, at position 0 under fence 1."""
+
     def __init__(self, store: EventStore, name: str) -> None:
         self.name = name
+        self.checkpoints = Checkpoints(store.db)
         self._session = store.db.client.start_session()
 
     def session(self) -> Any:
         return self._session
 
+    async def ready(self) -> Member:
+        await self.checkpoints.raise_fence(self.name, 1)
+        return self
+
+    def stay(self) -> Advance:
+        return self.checkpoints.advance(self.name, fence=1, expected=0, position=0)
+
 
 async def test_a_leader_cancelled_while_gathering_withdraws_and_another_leads(db: Db) -> None:
     store, _load = await loaded(db, 10)
     group = CommitGroup(max_wait_s=5.0)
-    leader, other, slow = (Member(store, n) for n in ("leader", "other", "slow"))
+    leader, other, slow = [await Member(store, n).ready() for n in ("leader", "other", "slow")]
     wrote: list[str] = []
 
     def writer(name: str) -> Any:
@@ -118,9 +129,9 @@ async def test_a_leader_cancelled_while_gathering_withdraws_and_another_leads(db
         return write
 
     with group.stepping(slow):  # the leader waits for it...
-        leading = asyncio.create_task(group.commit(leader, writer("leader")))
+        leading = asyncio.create_task(group.commit(leader, leader.stay(), writer("leader")))
         await asyncio.sleep(0.05)
-        waiting = asyncio.create_task(group.commit(other, writer("other")))
+        waiting = asyncio.create_task(group.commit(other, other.stay(), writer("other")))
         await asyncio.sleep(0.05)
         leading.cancel()  # ...and is cancelled while it waits
         await asyncio.sleep(0.05)
@@ -133,7 +144,7 @@ async def test_a_leader_cancelled_while_gathering_withdraws_and_another_leads(db
 async def test_a_leader_cancelled_during_the_transaction_leaves_no_one_waiting(db: Db) -> None:
     store, _load = await loaded(db, 10)
     group = CommitGroup(max_wait_s=5.0)
-    leader, other, slow = (Member(store, n) for n in ("leader", "other", "slow"))
+    leader, other, slow = [await Member(store, n).ready() for n in ("leader", "other", "slow")]
     started = asyncio.Event()
 
     async def stuck(_session: Any) -> int:
@@ -145,9 +156,9 @@ async def test_a_leader_cancelled_during_the_transaction_leaves_no_one_waiting(d
         return 1
 
     with group.stepping(slow):  # holds the leader until the other one has joined
-        leading = asyncio.create_task(group.commit(leader, stuck))
+        leading = asyncio.create_task(group.commit(leader, leader.stay(), stuck))
         await asyncio.sleep(0.05)
-        waiting = asyncio.create_task(group.commit(other, write))
+        waiting = asyncio.create_task(group.commit(other, other.stay(), write))
         await asyncio.sleep(0.05)
     await asyncio.wait_for(started.wait(), 5)
     leading.cancel()
@@ -158,6 +169,6 @@ async def test_a_leader_cancelled_during_the_transaction_leaves_no_one_waiting(d
     else:
         raise AssertionError("a member of an interrupted transaction must be told")
     assert leading.cancelled()
-    assert await group.commit(other, write) == 1  # the group still works
+    assert await group.commit(other, other.stay(), write) == 1  # the group still works
     for member in (leader, other, slow):
         await member.session().end_session()

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -25,6 +26,16 @@ from esmongo.projections.errors import CheckpointConflict
 
 Document = dict[str, Any]
 COLLECTION = "projection_checkpoints"
+
+
+@dataclass(frozen=True)
+class Advance:
+    """A checkpoint move, to be applied in a transaction (`Checkpoints.apply`)."""
+
+    name: str
+    fence: int
+    expected: int
+    operation: UpdateOne
 
 
 @dataclass(frozen=True)
@@ -95,9 +106,8 @@ class Checkpoints:
             raise CheckpointConflict(name, fence, checkpoint.position)
         return checkpoint
 
-    async def advance(
+    def advance(
         self,
-        session: AsyncClientSession,
         name: str,
         *,
         fence: int,
@@ -105,8 +115,8 @@ class Checkpoints:
         position: int,
         blocked_at: int | None = None,
         stats: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Move the checkpoint from `expected` to `position`, in the batch's transaction."""
+    ) -> Advance:
+        """The compare-and-set that moves a checkpoint from `expected` to `position`."""
         update: Document = {
             "position": position,
             "updatedAt": utc_now(),
@@ -114,13 +124,18 @@ class Checkpoints:
         }
         if stats:
             update["stats"] = dict(stats)
-        result = await self.collection.update_one(
-            {"_id": name, "fence": fence, "position": expected},
-            {"$set": update},
-            session=session,
+        operation = UpdateOne({"_id": name, "fence": fence, "position": expected}, {"$set": update})
+        return Advance(name, fence, expected, operation)
+
+    async def apply(self, session: AsyncClientSession, advances: Sequence[Advance]) -> None:
+        """Move these checkpoints in the batch's transaction, in one command. Raises
+        CheckpointConflict (for the first, when several) unless every one matched."""
+        result = await self.collection.bulk_write(
+            [a.operation for a in advances], ordered=True, session=session
         )
-        if result.matched_count != 1:
-            raise CheckpointConflict(name, fence, expected)
+        if result.matched_count != len(advances):
+            first = advances[0]
+            raise CheckpointConflict(first.name, first.fence, first.expected)
 
     async def move(
         self,

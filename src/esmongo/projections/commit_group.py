@@ -4,8 +4,9 @@ The runners of a daemon are woken by the same insert and read the same window
 (SharedSource), so their batches are ready at about the same moment. Committed one by one,
 each costs a checkpoint update, its bulk writes and a commit; on the embedded server the
 commits alone were a fifth of its busy time while live. Committed together, the batches
-share one transaction and one commit, and each still moves only its own checkpoint under
-its own fence, so what each projection guarantees is unchanged.
+share one transaction, one command moving their checkpoints and one commit, and each still
+moves only its own checkpoint under its own fence, so what each projection guarantees is
+unchanged.
 
 No timer: the first runner to commit leads, and waits only for the runners of the group
 that are between their read and their commit (at most `max_wait_s`, in case one is slow,
@@ -30,6 +31,7 @@ from typing import Protocol
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from esmongo.projections.checkpoints import Advance, Checkpoints
 from esmongo.projections.errors import CommitInterrupted
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class Member(Protocol):
     """What the group needs of a runner."""
 
     name: str
+    checkpoints: Checkpoints
 
     def session(self) -> AsyncClientSession:
         """The runner's own session (raises LeaseLost when it holds none)."""
@@ -46,12 +49,13 @@ class Member(Protocol):
 
 
 Write = Callable[[AsyncClientSession], Awaitable[int]]
-"""Writes one batch (checkpoint first) in the given transaction; returns operations sent."""
+"""Writes one batch, once its checkpoint moved, in the transaction; returns operations sent."""
 
 
 @dataclass(eq=False)
 class _Entry:
     member: Member
+    advance: Advance
     write: Write
     done: asyncio.Future[int] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -81,9 +85,10 @@ class CommitGroup:
             self._stepping.discard(id(member))
             self._changed.set()
 
-    async def commit(self, member: Member, write: Write) -> int:
-        """Commit `write` with whatever the other members have ready; its operations sent."""
-        entry = _Entry(member, write)
+    async def commit(self, member: Member, advance: Advance, write: Write) -> int:
+        """Move the checkpoint and commit `write` with whatever the other members have
+        ready; returns the operations it sent."""
+        entry = _Entry(member, advance, write)
         self._pending.append(entry)
         self._changed.set()
         async with self._lock:
@@ -121,6 +126,7 @@ class CommitGroup:
             sent: dict[int, int] = {}
 
             async def write_all(session: AsyncClientSession) -> None:
+                await entries[0].member.checkpoints.apply(session, [e.advance for e in entries])
                 for i, entry in enumerate(entries):
                     sent[i] = await entry.write(session)
 
@@ -148,6 +154,7 @@ class CommitGroup:
 
         async def write(session: AsyncClientSession) -> None:
             nonlocal sent
+            await entry.member.checkpoints.apply(session, [entry.advance])
             sent = await entry.write(session)
 
         try:

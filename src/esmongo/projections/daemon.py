@@ -50,7 +50,9 @@ class ProjectionDaemon:
         self.store = store
         self.owner = owner or default_owner()
         self.watcher = EventWatcher(store.events)
-        self.source = SharedSource(store, fetch_size=batch_size)
+        self.source = SharedSource(
+            store, fetch_size=batch_size, known_head=lambda: self.watcher.last_sequence
+        )
         self.group = CommitGroup()
         self.runners = [
             ProjectionRunner(

@@ -416,16 +416,17 @@ class ProjectionRunner:
             raise LeaseLost(f"the lease of {self.name} was lost before commit")
         expected = self.position
 
+        advance = self.checkpoints.advance(
+            self.name,
+            fence=self._fence,
+            expected=expected,
+            position=batch.target,
+            blocked_at=batch.blocked_at,
+            stats=self._stats(len(batch.events)),
+        )
+
         async def write(session: AsyncClientSession) -> int:
-            await self.checkpoints.advance(
-                session,
-                self.name,
-                fence=self._fence,
-                expected=expected,
-                position=batch.target,
-                blocked_at=batch.blocked_at,
-                stats=self._stats(len(batch.events)),
-            )
+            """What the batch writes after its checkpoint moved (by the group)."""
             self._step("checkpoint")
             sent = await execute(session, self.db, batch.plan, self.targets)
             self._step("writes")
@@ -438,7 +439,7 @@ class ProjectionRunner:
             return sent
 
         try:
-            sent = await self.group.commit(self, write)
+            sent = await self.group.commit(self, advance, write)
         except CheckpointConflict:
             await self._reload_after_conflict()
             raise

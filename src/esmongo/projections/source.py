@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,10 +70,24 @@ class StoreSource:
 
 
 class SharedSource:
-    """A window of recent events, complete over (low, high], shared by several runners."""
+    """A window of recent events, complete over (low, high], shared by several runners.
 
-    def __init__(self, store: EventStore, *, fetch_size: int = 1000, capacity: int = 20_000):
+    `known_head` (the daemon's change stream: the highest sequence it was told of) saves
+    the head read of a live wake-up. A notified sequence is committed, and so is every
+    sequence below it: appends take their sequences from one counter inside their
+    transaction, so they commit in sequence order (ADR 0001).
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        fetch_size: int = 1000,
+        capacity: int = 20_000,
+        known_head: Callable[[], int] | None = None,
+    ):
         self.store = store
+        self.known_head = known_head
         self.fetch_size = fetch_size
         self.capacity = max(capacity, fetch_size)
         self._types: set[str] = set()
@@ -97,7 +111,9 @@ class SharedSource:
         # Runners woken by the same insert queue here; the first reads for all of them.
         async with self._lock:
             if not self._low <= after < self._high:
-                self._head = head = await self.store.head_sequence()
+                known = self.known_head() if self.known_head is not None else 0
+                head = known if known > after else await self.store.head_sequence()
+                self._head = head
                 if head <= after:
                     return Window([], after, head)
                 await self._fetch(after, max(limit, self.fetch_size), head)

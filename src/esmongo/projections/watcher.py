@@ -40,6 +40,8 @@ class EventWatcher:
         """Set once the stream is open: events committed from then on wake runners."""
         self.opened = 0
         self.tokens_lost = 0
+        self.last_sequence = 0
+        """The highest sequence a change told of: it and all below are committed."""
         self._types: frozenset[str] = frozenset()
 
     def subscribe(self, event_types: Iterable[str], wake: asyncio.Event) -> None:
@@ -108,7 +110,11 @@ class EventWatcher:
                 self.resume_token = stream.resume_token
             if change is None:
                 continue
-            event_type = (change.get("fullDocument") or {}).get("eventType")
+            document = change.get("fullDocument") or {}
+            event_type = document.get("eventType")
+            sequence = document.get("sequence")
+            if isinstance(sequence, int) and sequence > self.last_sequence:
+                self.last_sequence = sequence
             for types, wake in self._subscribers:
                 if event_type in types:
                     wake.set()
