@@ -139,6 +139,17 @@ class BankLoad:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
 
 
+async def loaded_store(
+    db: AsyncDatabase[dict[str, Any]], events: int, **load: Any
+) -> tuple[EventStore, BankLoad]:
+    """A store holding `events` bank events, and the load that appended them."""
+    store = EventStore(db)
+    await store.init()
+    bank_load = BankLoad(store, **load)
+    await bank_load.append(events)
+    return store, bank_load
+
+
 async def all_events(store: EventStore) -> list[RecordedEvent]:
     return [event async for event in store.read_all(0)]
 

@@ -14,21 +14,13 @@ from esmongo.projections import Checkpoints, DeadLetters, ProjectionDaemon
 from esmongo.projections.checkpoints import Advance
 from esmongo.projections.commit_group import CommitGroup
 from esmongo.projections.errors import CommitInterrupted
-from projection_helpers import BankLoad, all_events, assert_same, fold, read_models
+from projection_helpers import all_events, assert_same, fold, loaded_store, read_models
 
 Db = AsyncDatabase[dict[str, Any]]
 
 
-async def loaded(db: Db, events: int) -> tuple[EventStore, BankLoad]:
-    store = EventStore(db)
-    await store.init()
-    load = BankLoad(store, synthetic_time=False)
-    await load.append(events)
-    return store, load
-
-
 async def test_live_batches_of_the_three_read_models_share_one_transaction(db: Db) -> None:
-    store, load = await loaded(db, 200)
+    store, load = await loaded_store(db, 200, synthetic_time=False)
     daemon = ProjectionDaemon(store, bank_projections(), batch_size=100)
     daemon.start()
     try:
@@ -52,7 +44,7 @@ async def test_a_batch_the_server_refuses_does_not_hold_back_the_others(db: Db) 
     """A squatter document makes transactions_read's insert fail: the shared transaction
     aborts, the other read models commit on their own, transactions_read isolates the
     event in a dead letter, and every read model still equals the fold."""
-    store, _load = await loaded(db, 120)
+    store, _load = await loaded_store(db, 120, synthetic_time=False)
     credit = next(e for e in await all_events(store) if e.event_type == "account.credited")
     projections = bank_projections()
     for projection in projections:
@@ -75,7 +67,7 @@ async def test_a_batch_the_server_refuses_does_not_hold_back_the_others(db: Db) 
 
 
 async def test_a_lost_fence_fails_only_its_own_batch(db: Db) -> None:
-    store, load = await loaded(db, 60)
+    store, load = await loaded_store(db, 60, synthetic_time=False)
     daemon = ProjectionDaemon(store, bank_projections(), batch_size=100)
     daemon.start()
     try:
@@ -116,7 +108,7 @@ class Member:
 
 
 async def test_a_leader_cancelled_while_gathering_withdraws_and_another_leads(db: Db) -> None:
-    store, _load = await loaded(db, 10)
+    store, _load = await loaded_store(db, 10, synthetic_time=False)
     group = CommitGroup(max_wait_s=5.0)
     leader, other, slow = [await Member(store, n).ready() for n in ("leader", "other", "slow")]
     wrote: list[str] = []
@@ -142,7 +134,7 @@ async def test_a_leader_cancelled_while_gathering_withdraws_and_another_leads(db
 
 
 async def test_a_leader_cancelled_during_the_transaction_leaves_no_one_waiting(db: Db) -> None:
-    store, _load = await loaded(db, 10)
+    store, _load = await loaded_store(db, 10, synthetic_time=False)
     group = CommitGroup(max_wait_s=5.0)
     leader, other, slow = [await Member(store, n).ready() for n in ("leader", "other", "slow")]
     started = asyncio.Event()

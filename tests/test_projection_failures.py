@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import EventStore, Insert, RecordedEvent, Update
+from esmongo import Insert, RecordedEvent, Update
 from esmongo.bank import AccountsReadModel, TransactionsReadModel
 from esmongo.projections import (
     Checkpoints,
@@ -20,7 +20,7 @@ from esmongo.projections import (
     RunnerState,
     projection_status,
 )
-from projection_helpers import BankLoad, all_events, assert_same, fold, read_models
+from projection_helpers import all_events, assert_same, fold, loaded_store, read_models
 
 Db = AsyncDatabase[dict[str, Any]]
 
@@ -52,16 +52,8 @@ class PoisonedAccounts(AccountsReadModel):
         return super().moved(event)
 
 
-async def setup(db: Db, events: int, poison_every: int) -> tuple[EventStore, BankLoad]:
-    store = EventStore(db)
-    await store.init()
-    load = BankLoad(store, poison_every=poison_every)
-    await load.append(events)
-    return store, load
-
-
 async def test_skip_policy_dead_letters_then_retry_after_the_fix(db: Db) -> None:
-    store, _load = await setup(db, 300, poison_every=97)
+    store, _load = await loaded_store(db, 300, poison_every=97)
     projection = PoisonedTransactions()
     PoisonedTransactions.calls = 0
     runner = ProjectionRunner(store, projection, batch_size=64)
@@ -107,7 +99,7 @@ async def test_skip_policy_dead_letters_then_retry_after_the_fix(db: Db) -> None
 
 
 async def test_stop_policy_blocks_before_the_event_until_it_is_retried(db: Db) -> None:
-    store, load = await setup(db, 200, poison_every=0)
+    store, load = await loaded_store(db, 200, poison_every=0)
     await load.append(1)
     load.poison_every = 1
     await load.append(1)  # one poison movement
@@ -151,7 +143,7 @@ async def test_stop_policy_blocks_before_the_event_until_it_is_retried(db: Db) -
 
 
 async def test_catch_up_reports_a_block_and_discard_skips_the_event(db: Db) -> None:
-    store, _load = await setup(db, 150, poison_every=40)
+    store, _load = await loaded_store(db, 150, poison_every=40)
     projection = PoisonedAccounts()
     runner = ProjectionRunner(store, projection, batch_size=30)
     await runner.init()
@@ -168,7 +160,7 @@ async def test_catch_up_reports_a_block_and_discard_skips_the_event(db: Db) -> N
 async def test_a_write_the_server_refuses_is_isolated_to_its_event(db: Db) -> None:
     """A duplicate key fails the whole bulk write: the batch is redone one event at a time,
     and only the guilty event becomes a dead letter."""
-    store, _load = await setup(db, 120, poison_every=0)
+    store, _load = await loaded_store(db, 120, poison_every=0)
     events = await all_events(store)
     victim = next(e for e in events if e.event_type == "account.credited")
     projection = TransactionsReadModel()
