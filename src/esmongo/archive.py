@@ -33,6 +33,14 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from esmongo.collection_names import (
+    ACTIVE,
+    ARCHIVE,
+    ARCHIVED_STREAMS,
+    DEFAULT_EVENTS,
+    META,
+    SNAPSHOTS,
+)
 from esmongo.errors import (
     AggregateNotFoundError,
     ConcurrencyError,
@@ -53,17 +61,10 @@ from esmongo.transactions import (
 
 Document = dict[str, Any]
 
-ARCHIVE = "events_archive"
-"""Archived events: the same documents and indexes as `events`."""
-ARCHIVED_STREAMS = "archived_streams"
-"""One document per archived stream (see `registry_key`)."""
 ARCHIVES_FIELD = "archives"
 """On the sequence counter document: how many archives committed (each one's `number`)."""
 MIRROR_CAPACITY = 500_000
 """Archived streams an Archive keeps in memory (about 200 bytes each) for the write path."""
-SNAPSHOTS = "snapshots"
-META, ACTIVE, DEFAULT_EVENTS = "esmongo_meta", "events_collection", "events"
-"""Where a migration records the active events collection (see esmongo.switchover)."""
 
 
 def registry_key(stream: StreamId) -> Document:

@@ -36,15 +36,21 @@ from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from esmongo.collection_names import (
+    ACTIVE,
+    ARCHIVE,
+    ARCHIVED_STREAMS,
+    DEFAULT_EVENTS,
+    META,
+    MIGRATIONS,
+)
 from esmongo.errors import EsmongoError
 from esmongo.store import SEQUENCE_COUNTER
-from esmongo.switchover import ACTIVE, DEFAULT_EVENTS, META, RUNS, seal
+from esmongo.switchover import seal
 
 Document = dict[str, Any]
 Progress = Callable[[str, int], None]
 
-ARCHIVE = "events_archive"
-ARCHIVED_STREAMS = "archived_streams"
 BATCH = 1000
 DUPLICATE_KEY = 11000
 RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
@@ -91,7 +97,7 @@ class Layout:
         """Caches and derived data are rebuilt from events; only what cannot be derived
         is kept. In this order: the archive's registry is read after the log (see the
         module docstring)."""
-        fixed = ("event_schemas", "api_keys", ARCHIVED_STREAMS, ARCHIVE, META, RUNS)
+        fixed = ("event_schemas", "api_keys", ARCHIVED_STREAMS, ARCHIVE, META, MIGRATIONS)
         return (self.events, *fixed, *self.sealed)
 
     @classmethod

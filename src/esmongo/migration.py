@@ -30,13 +30,13 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from esmongo.collection_names import ARCHIVED_STREAMS, MIGRATIONS
 from esmongo.events import utc_now
 from esmongo.schema import SchemaRegistry, version_chain
 from esmongo.store import DURABLE, EVENT_INDEXES, SEQUENCE_COUNTER
 from esmongo.switchover import (
     FAILURES,
     MAX_LISTED,
-    RUNS,
     MigrationError,
     Progress,
     VerifyReport,
@@ -49,7 +49,6 @@ from esmongo.switchover import (
 )
 
 Document = dict[str, Any]
-ARCHIVED_STREAMS = "archived_streams"
 ARCHIVE_CLOCK_MARGIN = timedelta(hours=1)
 """Archives recorded this long before a run started are still checked (clocks differ)."""
 Transform = Callable[[Mapping[str, Any]], Mapping[str, Any]]
@@ -391,7 +390,7 @@ class Migrator:
         if progress is not None:
             progress(report.scanned, total)
         report.elapsed_s = time.perf_counter() - started
-        await self.db[RUNS].update_one(
+        await self.db[MIGRATIONS].update_one(
             {"_id": target},
             {
                 "$set": {
@@ -414,7 +413,7 @@ class Migrator:
         report.copied += len(batch)
         report.last_sequence = int(batch[-1]["sequence"])
         batch.clear()
-        await self.db[RUNS].update_one(
+        await self.db[MIGRATIONS].update_one(
             {"_id": report.target}, {"$set": {"lastSequence": report.last_sequence}}
         )
 
@@ -422,7 +421,7 @@ class Migrator:
         """Take out of the target the streams archived since this run started: they moved
         to `events_archive` after being copied. Archived events are not migrated (upcasters
         still apply when they are read), and a stream lives in one collection only."""
-        run = await self.db[RUNS].find_one({"_id": sink.name})
+        run = await self.db[MIGRATIONS].find_one({"_id": sink.name})
         if run is None:
             return
         since = run["startedAt"] - ARCHIVE_CLOCK_MARGIN
@@ -438,7 +437,7 @@ class Migrator:
             raise MigrationError("the target must be a new collection, not the source")
         if target == await active_events_collection(self.db):
             raise MigrationError(f"{target} is the active events collection")
-        runs = self.db[RUNS]
+        runs = self.db[MIGRATIONS]
         run = await runs.find_one({"_id": target})
         if run is None:
             if await self.db[target].find_one({}, projection={"_id": 1}) is not None:
@@ -520,7 +519,7 @@ class Migrator:
             raise MigrationError(f"{source} is not the active events collection")
         after = 0
         if tail_only:
-            run_doc = await self.db[RUNS].find_one({"_id": target})
+            run_doc = await self.db[MIGRATIONS].find_one({"_id": target})
             after = int((run_doc or {}).get("verifiedThrough") or 0)
             if not after:
                 raise MigrationError(f"{target} has no passed full verification: run verify()")

@@ -18,6 +18,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from esmongo.collection_names import SNAPSHOTS
 from esmongo.events import utc_now
 from esmongo.metrics import SNAPSHOT_DURATION
 
@@ -51,7 +52,7 @@ class SnapshotStore:
         retention: timedelta | None = DEFAULT_RETENTION,
         created_by: str = "snapshot_service",
     ) -> None:
-        self.collection: AsyncCollection[Document] = db.get_collection("snapshots")
+        self.collection: AsyncCollection[Document] = db.get_collection(SNAPSHOTS)
         self.retention = retention
         self.created_by = created_by
 

@@ -23,6 +23,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from esmongo.collection_names import ACTIVE, ARCHIVE, DEFAULT_EVENTS, META, MIGRATIONS
 from esmongo.errors import EsmongoError
 from esmongo.events import utc_now
 
@@ -32,16 +33,10 @@ Planned = Callable[[str, str], tuple[list[str], str] | None]
 """For a stored (type, version): the migration ids it goes through and its new version,
 or None when no migration applies to it."""
 
-DEFAULT_EVENTS = "events"
-META = "esmongo_meta"
-RUNS = "esmongo_migrations"
 FAILURES = "esmongo_migration_failures"
-ACTIVE = "events_collection"
 SEALED = {"$expr": {"$literal": False}}
 """A validator no document passes: inserts and updates into a sealed collection fail."""
 MAX_LISTED = 1000
-ARCHIVE = "events_archive"
-"""Archived streams' events (esmongo.archive): not migrated, but their sequences are taken."""
 IDENTITY = ("sequence", "eventId", "aggregateType", "aggregateId", "aggregateVersion")
 """What must be identical in a copy, transformed or not: the checksum covers these."""
 
@@ -86,7 +81,9 @@ async def record_switch(
         },
         upsert=True,
     )
-    await db[RUNS].update_one({"_id": target}, {"$set": {"status": "switched", "switchedAt": now}})
+    await db[MIGRATIONS].update_one(
+        {"_id": target}, {"$set": {"status": "switched", "switchedAt": now}}
+    )
 
 
 async def rollback_switch(db: AsyncDatabase[Document]) -> str:
@@ -117,7 +114,7 @@ async def rollback_switch(db: AsyncDatabase[Document]) -> str:
             "$pop": {"previous": 1},
         },
     )
-    await db[RUNS].update_one(
+    await db[MIGRATIONS].update_one(
         {"_id": current}, {"$set": {"status": "rolled_back", "rolledBackAt": utc_now()}}
     )
     return previous
@@ -182,7 +179,7 @@ async def verify_copy(
     """
     started = time.perf_counter()
     report = VerifyReport(source, target, verified_from=after_sequence + 1)
-    run = await db[RUNS].find_one({"_id": target})
+    run = await db[MIGRATIONS].find_one({"_id": target})
     if run is None:
         report.problem(f"{target} was not written by a migration")
     elif run.get("failureCount"):
@@ -258,7 +255,7 @@ async def verify_copy(
             + (f" after #{after_sequence}" if after_sequence else "")
         )
     if run is not None and report.ok:
-        await db[RUNS].update_one(
+        await db[MIGRATIONS].update_one(
             {"_id": target},
             {
                 "$set": {

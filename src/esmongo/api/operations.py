@@ -44,6 +44,14 @@ def _split(dead_letter_id: str) -> tuple[str, int]:
     return name, int(sequence)
 
 
+async def _dead_letters_holding(svc: Services, dead_letter_id: str) -> DeadLetters:
+    """The dead letters, once this one is known to be there (else a 404)."""
+    dead = DeadLetters(svc.bank.db)
+    if await dead.get(*_split(dead_letter_id)) is None:
+        raise ApiError(404, "dead_letter_not_found", f"no dead letter {dead_letter_id}")
+    return dead
+
+
 @router.get("/projections", response_model=list[dict[str, Any]])
 async def projections(
     svc: ServicesDep, who: Annotated[Principal, require(*OBSERVERS)]
@@ -124,9 +132,7 @@ async def retry_dead_letter(
     """Apply the event through the projection again (after a fix); removed on success."""
     name, sequence = _split(dead_letter_id)
     projection = _projection(svc, name)
-    dead = DeadLetters(svc.bank.db)
-    if await dead.get(name, sequence) is None:
-        raise ApiError(404, "dead_letter_not_found", f"no dead letter {dead_letter_id}")
+    dead = await _dead_letters_holding(svc, dead_letter_id)
     try:
         await dead.retry(svc.bank.store, projection, sequence)
     except DeadLetterError as exc:
@@ -142,9 +148,7 @@ async def discard_dead_letter(
 ) -> dict[str, Any]:
     """Drop a dead letter without applying its event."""
     name, sequence = _split(dead_letter_id)
-    dead = DeadLetters(svc.bank.db)
-    if await dead.get(name, sequence) is None:
-        raise ApiError(404, "dead_letter_not_found", f"no dead letter {dead_letter_id}")
+    dead = await _dead_letters_holding(svc, dead_letter_id)
     try:
         await dead.discard(name, sequence)
     except DeadLetterError as exc:

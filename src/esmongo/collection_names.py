@@ -1,0 +1,18 @@
+"""The collections esmongo keeps beside the events, by name: one place for every layer.
+
+Persistence (the store, the archive) reads some that services (migrations, backups)
+write, so the names live here, below both.
+"""
+
+DEFAULT_EVENTS = "events"
+"""The events collection until a migration switches to another (then see META/ACTIVE)."""
+ARCHIVE = "events_archive"
+"""Archived streams' events (esmongo.archive): the same documents and indexes as events."""
+ARCHIVED_STREAMS = "archived_streams"
+"""One document per archived stream (esmongo.archive.registry_key)."""
+SNAPSHOTS = "snapshots"
+META = "esmongo_meta"
+ACTIVE = "events_collection"
+"""The `_id` of the document in META that names the active events collection."""
+MIGRATIONS = "esmongo_migrations"
+"""One document per migration run (esmongo.migration)."""
