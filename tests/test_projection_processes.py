@@ -15,11 +15,11 @@ from esmongo import EventStore
 from esmongo.projections import Checkpoints, Leases
 from projection_helpers import (
     READ_MODELS,
-    BankLoad,
     Worker,
     all_events,
     assert_same,
     fold,
+    loaded_store,
     read_models,
     spawn_worker,
 )
@@ -41,10 +41,7 @@ async def wait_caught_up(db: Db, store: EventStore, timeout_s: float) -> None:
 async def test_sigkill_at_random_points_during_a_5000_event_load(
     db: Db, server_uri: str, tmp_path: Path
 ) -> None:
-    store = EventStore(db)
-    await store.init()
-    load = BankLoad(store, seed=11)
-    await load.append(300)
+    store, load = await loaded_store(db, 300, seed=11)
     spawned: list[Worker] = []
     writer = asyncio.create_task(load.run(4700, per_second=260))
     try:
@@ -102,10 +99,7 @@ async def test_sigkill_at_random_points_during_a_5000_event_load(
 async def test_three_processes_one_active_and_takeover_after_kill_9(
     db: Db, server_uri: str, tmp_path: Path
 ) -> None:
-    store = EventStore(db)
-    await store.init()
-    load = BankLoad(store, seed=5)
-    await load.append(400)
+    store, load = await loaded_store(db, 400, seed=5)
     ttl = 1.5
     workers: dict[str, Worker] = {}
     for name in ("p1", "p2", "p3"):
