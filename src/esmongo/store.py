@@ -306,6 +306,17 @@ class EventStore:
             if close is not None:  # a merged read's cursors, when the caller stopped early
                 await close()
 
+    async def event_at(self, sequence: int) -> RecordedEvent | None:
+        """The event at a global sequence number (upcast), or None: the active collection,
+        then the archive."""
+        doc = await self.events.find_one({"sequence": sequence})
+        if doc is None:
+            doc = await self.archive.events.find_one({"sequence": sequence})
+        if doc is None:
+            return None
+        event = RecordedEvent.from_document(doc)
+        return self.upcasters.upcast(event) if self.upcasters else event
+
     async def find_event(self, event_id: str) -> RecordedEvent | None:
         """The event recorded with this id (upcast), or None: the unique `eventId` index
         of the active collection, then of the archive."""
