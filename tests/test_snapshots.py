@@ -276,6 +276,34 @@ async def test_snapshot_of_another_schema_version_is_replaced(snapshots: Snapsho
     assert await snapshots.save("tally", "t1", 7, {"older": True}, 2) is False
 
 
+async def test_older_schema_never_overwrites_a_newer_schemas_snapshot(
+    store: EventStore, snapshots: SnapshotStore
+) -> None:
+    """Two processes on one database, one deployed with the new snapshot shape: the one
+    still on the old code must not replace the new code's snapshot, however far it gets."""
+    new_code = tallies(store, snapshots, every=2, cls=TallyV2)
+    old_code = tallies(store, snapshots, every=2, cls=Tally)
+    await save_marks(new_code, "t1", 1, 2)
+    await save_marks(old_code, "t1", 3, 4)  # version 4 > 2, but schema 1 < 2
+    snapshot = await snapshots.get("tally", "t1")
+    assert snapshot is not None
+    assert (snapshot.version, snapshot.schema_version) == (2, 2)
+    assert await snapshots.save("tally", "t1", 99, {"old": True}, 1) is False
+    assert await old_code.snapshot_all(1) == 0
+    snapshot = await snapshots.get("tally", "t1")
+    assert snapshot is not None
+    assert (snapshot.version, snapshot.schema_version, snapshot.state["total"]) == (2, 2, 3)
+    # The new code goes on replacing its own, and loads right from it.
+    await save_marks(new_code, "t1", 5, 6)
+    snapshot = await snapshots.get("tally", "t1")
+    assert snapshot is not None
+    assert (snapshot.version, snapshot.schema_version, snapshot.state["total"]) == (6, 2, 21)
+    assert (await new_code.load("t1")).total == 21
+    # A snapshot written before schema versions were recorded reads as schema 0.
+    await snapshots.collection.update_one({"aggregateId": "t1"}, {"$unset": {"schemaVersion": ""}})
+    assert await snapshots.save("tally", "t1", 3, {"v": 1}, 1) is True
+
+
 async def test_snapshot_store_document_and_indexes(
     db: AsyncDatabase[Document], snapshots: SnapshotStore
 ) -> None:

@@ -2,7 +2,7 @@
 
 A snapshot is a cache, never the truth: it expires (TTL on `expiresAt`), is ignored when
 its `schemaVersion` is not the aggregate class's, and is only ever replaced by a newer one
-or by one of another schema version.
+of the same schema version or by one of a higher schema version: never by an older one.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ class SnapshotStore:
         state: Mapping[str, Any],
         schema_version: int,
     ) -> bool:
-        """Store the snapshot unless a newer one is there. True when written."""
+        """Store the snapshot unless a newer one (or one of a newer schema) is there; True when
+        written."""
         started = time.perf_counter()
         now = utc_now()
         fields = {
@@ -105,16 +106,22 @@ class SnapshotStore:
             "expiresAt": now + self.retention if self.retention else None,
         }
         key = {"aggregateType": aggregate_type, "aggregateId": aggregate_id}
+        # Both writes are conditional in the database: a process reading first and writing
+        # after could replace what another process wrote in between.
         try:
             result = await self.collection.update_one(
-                key | {"version": {"$lt": version}}, {"$set": fields}, upsert=True
+                key | {"schemaVersion": schema_version, "version": {"$lt": version}},
+                {"$set": fields},
+                upsert=True,
             )
         except DuplicateKeyError:
-            # A snapshot at this version or newer is there. It stays, unless it has another
-            # schema version: loads ignore it, so it would block snapshots until the
-            # aggregate outgrew it (snapshot_all right after a schema bump would do nothing).
+            # One is there of another schema, or of this one at this version or newer. Only
+            # an older schema's is replaced: loads ignore it, so it would block snapshots
+            # until the aggregate outgrew it (snapshot_all right after a schema bump would do
+            # nothing). A newer schema's stays: a process still on the old code must not
+            # overwrite what the new code wrote (missing schemaVersion reads as 0).
             result = await self.collection.update_one(
-                key | {"schemaVersion": {"$ne": schema_version}}, {"$set": fields}
+                key | {"schemaVersion": {"$not": {"$gte": schema_version}}}, {"$set": fields}
             )
             if result.modified_count == 0:
                 return False
