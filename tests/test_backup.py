@@ -134,3 +134,33 @@ async def test_restore_keeps_entries_already_registered(
     assert report.counts["events"] == await bank.store.head_sequence()
     assert report.counts["event_schemas"] == 0  # all already there
     assert await other_db["event_schemas"].count_documents({}) == len(bank.registry)
+
+
+async def test_restore_refuses_a_database_holding_newer_state(db: Db, tmp_path: Path) -> None:
+    """The events are gone but the snapshots, checkpoints and read models of a later day
+    are not: loaded over the restored events, they would skip what happened since."""
+    bank = await Bank(db).init()
+    await fill(bank)
+    await backup(db, tmp_path)
+    await bank.handle(CreditAccount("a1", Decimal("1000.00"), "after-backup"))
+    later = await bank.accounts.load("a1")
+    await bank.snapshots.save("account", "a1", later.version, later.snapshot_state(), 1)
+    await db["projection_checkpoints"].insert_one({"_id": "accounts", "position": 999})
+    await db["accounts_read"].insert_one({"_id": "a1", "balance": later.balance})
+    await db["events"].drop()
+
+    with pytest.raises(BackupError) as refused:
+        await restore(db, tmp_path)
+    for name in ("snapshots (", "projection_checkpoints (1 documents)", "accounts_read (1"):
+        assert name in str(refused.value)
+    assert "event_schemas" not in str(refused.value)  # registrations merge, as before
+    assert await db["events"].estimated_document_count() == 0  # nothing restored
+
+    await restore(db, tmp_path, drop_state=True)
+    for name in ("snapshots", "projection_checkpoints", "accounts_read"):
+        assert await db[name].count_documents({}) == 0
+    assert await db["event_schemas"].count_documents({}) == len(bank.registry)
+    copy = await Bank(db).init()
+    restored = await copy.accounts.load("a1")
+    assert restored.version == later.version - 1
+    assert restored.balance == later.balance - Decimal("1000.00")

@@ -43,6 +43,7 @@ from esmongo.collection_names import (
     DEFAULT_EVENTS,
     META,
     MIGRATIONS,
+    WRITERS,
 )
 from esmongo.errors import EsmongoError
 from esmongo.store import SEQUENCE_COUNTER
@@ -215,15 +216,25 @@ def _drop_streams(path: Path, streams: set[tuple[str, str]]) -> int:
 
 
 async def restore(
-    db: AsyncDatabase[Document], directory: Path, progress: Progress | None = None
+    db: AsyncDatabase[Document],
+    directory: Path,
+    progress: Progress | None = None,
+    *,
+    drop_state: bool = False,
 ) -> BackupReport:
-    """Load a backup into `db`, which must not hold events yet. Verifies the checksum."""
+    """Load a backup into `db`, which must not hold events yet. Verifies the checksum.
+
+    Nor may `db` hold state derived from events (snapshots, checkpoints, read models...):
+    state newer than the backup would be loaded as it is and the events it has seen
+    skipped. `drop_state` empties those collections first; without it they are refused.
+    """
     source = _source(directory)
     manifest_file = source / "esmongo-backup.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else None
     layout = Layout.from_manifest(manifest)
     if any([await db[name].estimated_document_count() > 0 for name in layout.logs]):
         raise BackupError(f"database {db.name} already has events: restore into an empty one")
+    await _clear_state(db, drop_state=drop_state)
     report = BackupReport(head_sequence=0)
     raw = _raw(db)
     digest = hashlib.sha256()
@@ -273,6 +284,34 @@ async def restore(
         upsert=True,
     )
     return report
+
+
+KEPT_ON_RESTORE = frozenset({"event_schemas", "api_keys", "counters", WRITERS})
+"""What a database may hold before a restore: registrations the backup's entries merge
+into, the counter (overwritten), and live writers' session ids. Anything else, whatever
+its name (read models are named by their projections), is state."""
+
+
+async def _clear_state(db: AsyncDatabase[Document], *, drop_state: bool) -> None:
+    """Refuse (or with `drop_state`, empty) every collection that holds state."""
+    held: dict[str, int] = {}
+    for name in sorted(await db.list_collection_names()):
+        if name in KEPT_ON_RESTORE or name.startswith("system."):
+            continue
+        count = await db[name].count_documents({}, limit=1_000_000)
+        if count:
+            held[name] = count
+    if not held:
+        return
+    if not drop_state:
+        found = ", ".join(f"{name} ({count} documents)" for name, count in held.items())
+        raise BackupError(
+            f"database {db.name} holds state that a restore would mix with older events: "
+            f"{found}. Restore into an empty database, or drop that state first "
+            "(--drop-state; projections are rebuilt from the events after a restore)"
+        )
+    for name in held:
+        await db[name].delete_many({})
 
 
 async def _insert(

@@ -111,13 +111,21 @@ def backup_cmd(
 @app.command("restore")
 def restore_cmd(
     directory: Annotated[Path, typer.Argument(help="A backup made by `esmongo backup`.")],
+    drop_state: Annotated[
+        bool,
+        typer.Option(
+            "--drop-state",
+            help="Empty the snapshots, checkpoints, read models... the database holds first.",
+        ),
+    ] = False,
 ) -> None:
-    """Restore a backup into the configured database, which must hold no events yet."""
+    """Restore a backup into the configured database, which must hold no events yet, nor
+    any state derived from events (unless --drop-state)."""
     from esmongo.backup import restore
 
     async def work(bank: Bank) -> None:
         with progress_bars() as advance:
-            report = await restore(bank.db, directory, advance)
+            report = await restore(bank.db, directory, advance, drop_state=drop_state)
         await bank.init()
         err.print("[dim]indexes and schemas checked[/]")
         console.print(
