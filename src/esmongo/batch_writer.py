@@ -53,6 +53,7 @@ from esmongo.transactions import (
     commit,
     transient,
 )
+from esmongo.writers import Writers
 
 if TYPE_CHECKING:
     from esmongo.archive import Archive
@@ -123,8 +124,11 @@ class BatchWriter:
         counters: AsyncCollection[Document],
         versions: StreamVersions,
         archive: Archive | None = None,
+        writers: Writers | None = None,
     ) -> None:
         self.client = client
+        self.writers = writers or Writers(events.database)
+        """Registers the sessions, so that a dead process's transaction can be killed."""
         self.events = events
         self.counters = counters
         self.versions = versions
@@ -184,6 +188,7 @@ class BatchWriter:
                         append.fail(failure)
                     break
                 self.stats.retries += 1
+                await self.writers.conflicted()  # a dead writer may hold the counter
                 await asyncio.sleep(pause)
                 continue
             took = time.perf_counter() - began
@@ -228,7 +233,7 @@ class BatchWriter:
         still says so, only streams found empty can be archived ones; otherwise any can.
         """
         total = sum(append.count for append in batch)
-        async with self.client.start_session() as session:
+        async with self.writers.session() as session:
             await begin(session)
             try:
                 counter = await bump_counter(self.counters, "value", total, session)

@@ -41,6 +41,7 @@ from esmongo.schema import SchemaRegistry, Upcasters
 from esmongo.stream_versions import StreamVersions
 from esmongo.transactions import DURABLE as DURABLE  # re-exported: their home was here
 from esmongo.transactions import SEQUENCE_COUNTER as SEQUENCE_COUNTER
+from esmongo.writers import Liveness, Writers
 
 Document = dict[str, Any]
 
@@ -115,6 +116,8 @@ class EventStore:
     written together, one transaction per batch (see esmongo.group_commit); a batch holds
     at most `max_batch_events` events and about `max_batch_bytes` bytes. Without it, each
     append runs its own transaction. Callers see the same API and results either way.
+    `liveness` says how this process's writer heartbeat works and when another writer's
+    stops counting as alive (esmongo.writers: a dead writer's open transaction is killed).
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class EventStore:
         group_commit: bool = True,
         max_batch_events: int = MAX_BATCH_EVENTS,
         max_batch_bytes: int = MAX_BATCH_BYTES,
+        liveness: Liveness | None = None,
     ) -> None:
         self.db = db
         self.registry = registry if registry is not None else SchemaRegistry()
@@ -140,8 +144,9 @@ class EventStore:
         )
         self.versions = StreamVersions(self.events)
         self.archive = Archive(db, self.events, self.counters)
+        self.writers = Writers(db, liveness)
         self._writer = BatchWriter(
-            db.client, self.events, self.counters, self.versions, self.archive
+            db.client, self.events, self.counters, self.versions, self.archive, self.writers
         )
         self._group: GroupCommit[PendingAppend] | None = (
             GroupCommit(self._writer.flush, max_events=max_batch_events, max_bytes=max_batch_bytes)
@@ -165,6 +170,7 @@ class EventStore:
         await self.counters.update_one(
             {"_id": SEQUENCE_COUNTER}, {"$setOnInsert": {"value": 0}}, upsert=True
         )
+        await self.writers.sweep()  # a predecessor that died inside an append
 
     # ---- writes -------------------------------------------------------------------
 

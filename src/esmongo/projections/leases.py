@@ -27,6 +27,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from esmongo.mongo import CODEC_OPTIONS
+from esmongo.sessions import kill_sessions
 
 Document = dict[str, Any]
 COLLECTION = "projection_leases"
@@ -132,13 +133,10 @@ class Leases:
 
         A process killed in the middle of a batch leaves its transaction open until the
         server's transaction lifetime limit (60 s on MongoDB), and the new holder's batches
-        would meet write conflicts on the checkpoint until then. Needs the killAnySession
-        privilege for another user's sessions; without it, the new holder just waits.
+        would meet write conflicts on the checkpoint until then (esmongo.sessions).
         """
-        try:
-            await self.collection.database.client.admin.command("killSessions", [session_id])
-        except PyMongoError as exc:
-            log.warning("lease %s: could not kill the previous holder's session: %s", name, exc)
+        client = self.collection.database.client
+        await kill_sessions(client, [session_id], f"the previous holder of lease {name}")
 
     async def renew(self, name: str, owner: str, version: int, ttl_s: float) -> bool:
         """Push the expiry out; False when the lease is no longer this holder's."""

@@ -1,0 +1,40 @@
+"""A writer process that takes the sequence counter in an append's transaction and stops
+there, so that the test can kill it (SIGKILL) while its transaction is open.
+
+Usage: python tests/dying_writer.py URI DATABASE. Prints `holding` once the counter is
+taken, then waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+import esmongo.batch_writer
+from esmongo import EventStore, NewEvent
+from esmongo.mongo import CODEC_OPTIONS
+from esmongo.writers import Liveness
+
+LIVENESS = Liveness(heartbeat_s=0.2, stale_after_s=1.0)
+
+
+async def main(uri: str, name: str) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    store = EventStore(client.get_database(name, codec_options=CODEC_OPTIONS), liveness=LIVENESS)
+    await store.init()
+    bump = esmongo.batch_writer.bump_counter
+
+    async def bump_and_hang(*args: Any, **kwargs: Any) -> Any:
+        await bump(*args, **kwargs)
+        print("holding", flush=True)
+        await asyncio.Event().wait()  # killed here, the transaction open
+
+    esmongo.batch_writer.bump_counter = bump_and_hang  # type: ignore[assignment]
+    await store.append("order", "doomed", [NewEvent("order.placed", {"n": 1})])
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
