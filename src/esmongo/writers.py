@@ -32,7 +32,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from pymongo.errors import InvalidOperation, PyMongoError
 
 from esmongo.collection_names import WRITERS
 from esmongo.sessions import kill_sessions
@@ -197,6 +197,8 @@ class Writers:
                 result = await self.collection.update_one(
                     {"_id": registration}, {"$currentDate": {"heartbeatAt": True}}
                 )
+            except InvalidOperation:
+                return  # the client was closed: this process writes no more
             except PyMongoError as exc:
                 log.warning("writer heartbeat failed: %s", exc)
                 continue
