@@ -19,6 +19,7 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
+import esmongo.batch_writer
 from esmongo import EventStore, NewEvent
 from esmongo.mongo import CODEC_OPTIONS, Document
 from esmongo.writers import Liveness
@@ -97,6 +98,37 @@ async def test_a_live_writer_is_not_taken_for_dead(db: AsyncDatabase[Document]) 
     await alive.append("order", "o1", placed(2))
     await alive.writers.close()
     assert await db["esmongo_writers"].count_documents({}) == 0
+
+
+async def test_a_writer_taken_for_dead_loses_its_transaction_not_its_append(
+    db: AsyncDatabase[Document], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live writer that stops beating (a stalled process) has its transaction killed:
+    its append is retried and recorded once, after the other writer's."""
+    slow = EventStore(db, liveness=Liveness(heartbeat_s=60, stale_after_s=300))
+    other = EventStore(db, liveness=Liveness(heartbeat_s=0.1, stale_after_s=0.5))
+    await slow.init()
+    holding, resume = asyncio.Event(), asyncio.Event()
+    bump = esmongo.batch_writer.bump_counter
+
+    async def hold_once(*args: Any, **kwargs: Any) -> Document:
+        counter = await bump(*args, **kwargs)
+        if not holding.is_set():
+            holding.set()
+            await resume.wait()
+        return counter
+
+    monkeypatch.setattr(esmongo.batch_writer, "bump_counter", hold_once)
+    stalled = asyncio.create_task(slow.append("order", "slow", placed(1)))
+    await holding.wait()
+    recorded = await asyncio.wait_for(other.append("order", "fast", placed(2)), 10)
+    assert other.writers.killed == 1
+    resume.set()
+    (late,) = await asyncio.wait_for(stalled, 10)
+    assert (recorded[0].sequence, late.sequence) == (1, 2)
+    assert slow.stats.retries >= 1
+    events = [(e.aggregate_id, e.sequence) async for e in slow.read_all()]
+    assert events == [("fast", 1), ("slow", 2)]
 
 
 class UpdateCounter(monitoring.CommandListener):
