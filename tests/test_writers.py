@@ -20,6 +20,7 @@ from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 import esmongo.batch_writer
+import esmongo.transactions
 from esmongo import EventStore, NewEvent
 from esmongo.mongo import CODEC_OPTIONS, Document
 from esmongo.writers import Liveness
@@ -109,7 +110,7 @@ async def test_a_writer_taken_for_dead_loses_its_transaction_not_its_append(
     other = EventStore(db, liveness=Liveness(heartbeat_s=0.1, stale_after_s=0.5))
     await slow.init()
     holding, resume = asyncio.Event(), asyncio.Event()
-    bump = esmongo.batch_writer.bump_counter
+    bump = esmongo.transactions.bump_counter
 
     async def hold_once(*args: Any, **kwargs: Any) -> Document:
         counter = await bump(*args, **kwargs)
