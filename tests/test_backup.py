@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -12,10 +14,12 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import WriteError
+from typer.testing import CliRunner
 
 from esmongo import Migrator
 from esmongo.backup import BackupError, backup, restore
 from esmongo.bank import ActivateAccount, Bank, CreateAccount, CreditAccount, TransferFunds
+from esmongo.cli import app as cli_app
 from esmongo.mongo import CODEC_OPTIONS
 
 Db = AsyncDatabase[dict[str, Any]]
@@ -164,3 +168,24 @@ async def test_restore_refuses_a_database_holding_newer_state(db: Db, tmp_path: 
     restored = await copy.accounts.load("a1")
     assert restored.version == later.version - 1
     assert restored.balance == later.balance - Decimal("1000.00")
+
+
+async def test_cli_restore_names_the_state_and_drops_it_when_told(
+    db: Db, other_db: Db, tmp_path: Path, server_uri: str
+) -> None:
+    bank = await Bank(db).init()
+    await fill(bank)
+    await backup(db, tmp_path)
+    await other_db["dead_letters"].insert_one({"_id": "x", "projection": "accounts"})
+    env = {**os.environ, "MONGODB_URI": server_uri, "ESMONGO_DB": other_db.name}
+
+    def restore_cli(*args: str) -> Any:
+        return CliRunner().invoke(cli_app, ["restore", *args, str(tmp_path)], env=env)
+
+    refused = await asyncio.to_thread(restore_cli)
+    assert refused.exit_code == 1
+    assert "dead_letters (1 documents)" in refused.output and "--drop-state" in refused.output
+    restored = await asyncio.to_thread(restore_cli, "--drop-state")
+    assert restored.exit_code == 0, restored.output
+    assert await other_db["dead_letters"].count_documents({}) == 0
+    assert await other_db["events"].count_documents({}) == await bank.store.head_sequence()

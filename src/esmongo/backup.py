@@ -278,11 +278,14 @@ async def restore(
         if name in report.counts:
             await seal(db, name)
     last = await db[ARCHIVED_STREAMS].find_one({}, {"number": 1}, sort=[("number", -1)])
-    await db["counters"].update_one(
-        {"_id": SEQUENCE_COUNTER},
-        {"$set": {"value": report.head_sequence, "archives": int((last or {}).get("number", 0))}},
-        upsert=True,
-    )
+    counter = {
+        "value": report.head_sequence,
+        "archives": int((last or {}).get("number", 0)),
+        # The one collection appends may write to: the restored log, whatever an `init`
+        # of this database before the restore wrote there.
+        "writable": layout.events,
+    }
+    await db["counters"].update_one({"_id": SEQUENCE_COUNTER}, {"$set": counter}, upsert=True)
     return report
 
 
