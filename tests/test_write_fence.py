@@ -20,10 +20,12 @@ from esmongo import (
     Migrator,
     NewEvent,
     active_events_collection,
+    batch_writer,
     rollback_switch,
+    switchover,
+    transactions,
 )
 from esmongo import archive as archive_module
-from esmongo import batch_writer, switchover, transactions
 from esmongo.mongo import Document
 from test_migration import MIGRATIONS, seed
 
