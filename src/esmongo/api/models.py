@@ -207,5 +207,5 @@ def plain(value: Any) -> Any:
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut} for status in (401, 403, 404, 409, 422)
+    status: {"model": ErrorOut} for status in (401, 403, 404, 409, 413, 422)
 }
