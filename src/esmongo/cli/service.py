@@ -68,6 +68,9 @@ def serve(
     sock = listen_socket(host, port)
     port = sock.getsockname()[1]
 
+    def say(line: str) -> None:
+        console.print(line, soft_wrap=True)  # whole lines: the URL and key get copied
+
     async def main() -> None:
         settings = Settings.from_env()
         async with Connection(settings) as conn:
@@ -77,12 +80,12 @@ def serve(
                 db=conn.db, background=run_projection_daemon, max_body_bytes=body_limit
             )
             url = f"http://{host}:{port}"
-            console.print(f"esmongo serving [bold]{url}[/] (API docs: {url}/docs)")
-            console.print(f"database {settings.database} on {redact(conn.uri)}")
+            say(f"esmongo serving [bold]{url}[/] (API docs: {url}/docs)")
+            say(f"database {settings.database} on {redact(conn.uri)}")
             if conn.server is not None:
                 key = await ensure_dev_admin_key(keys, settings.home / "dev-admin-key")
-                console.print(f"development admin key: [bold]{key}[/]")
-                console.print(f'  try: curl -H "Authorization: Bearer {key}" {url}/accounts')
+                say(f"development admin key: [bold]{key}[/]")
+                say(f'  try: curl -H "Authorization: Bearer {key}" {url}/accounts')
             config = uvicorn.Config(service, host=host, port=port, log_level=log_level)
             await uvicorn.Server(config).serve(sockets=[sock])
 
