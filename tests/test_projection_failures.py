@@ -75,7 +75,7 @@ async def test_skip_policy_dead_letters_then_retry_after_the_fix(db: Db) -> None
     actual = await read_models(db)
     for event in poisoned:
         assert event.event_id not in actual["transactions_read"]
-    (status,) = await projection_status(db, ["transactions_read"])
+    (status,) = await projection_status(store, ["transactions_read"])
     assert status.dead_letters == len(poisoned) and status.lag_events == 0
 
     # Still broken: the retry fails and counts one more attempt.
@@ -123,7 +123,7 @@ async def test_stop_policy_blocks_before_the_event_until_it_is_retried(db: Db) -
         assert checkpoint is not None
         assert (checkpoint.position, checkpoint.blocked_at) == (bad.sequence - 1, bad.sequence)
         assert runner.state == RunnerState.BLOCKED
-        (status,) = await projection_status(db, ["accounts_read"])
+        (status,) = await projection_status(store, ["accounts_read"])
         assert status.state == "blocked" and status.dead_letters == 1
         letter = await DeadLetters(db).get("accounts_read", bad.sequence)
         assert letter is not None and letter.policy == "stop"
@@ -229,7 +229,7 @@ async def test_a_restart_retries_the_blocking_event_and_goes_on_once_it_is_fixed
     assert await dead.count() == 0
     checkpoint = await Checkpoints(db).get("accounts_read")
     assert checkpoint is not None and checkpoint.blocked_at is None
-    (status,) = await projection_status(db, ["accounts_read"])
+    (status,) = await projection_status(store, ["accounts_read"])
     assert status.state != "blocked" and status.lag_events == 0
     expected = fold(await all_events(store))
     assert_same({"accounts_read": expected["accounts_read"]}, await read_models(db))
