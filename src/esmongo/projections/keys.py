@@ -13,7 +13,7 @@ model: a document whose key field is an array would match several different keys
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Mapping
 from decimal import Decimal
 from math import isnan
 from typing import Any, Generic, TypeVar
@@ -150,10 +150,6 @@ class OpenKeys(Generic[T]):
     def clear(self) -> None:
         self._shapes.clear()
         self._loose.clear()
-
-    def __iter__(self) -> Iterator[Key]:
-        for keys in self._shapes.values():
-            yield from keys
 
 
 def _shape(key: Key) -> Shape:
