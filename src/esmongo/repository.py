@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -112,6 +111,9 @@ class Repository(Generic[A]):
     ) -> list[RecordedEvent]:
         """Append the aggregate's new events, expecting the version it was loaded at.
 
+        `metadata` is only checked: the events must have been raised with it (see
+        `Aggregate.begin_command`), so that the handlers saw what the store records.
+
         When every event id was recorded before (a retried command with stable event
         ids), the store returns that earlier recording and writes nothing; the aggregate
         in memory then does not match the store: load it again before using it.
@@ -131,8 +133,16 @@ class Repository(Generic[A]):
 
     def _request(self, aggregate: A, metadata: Mapping[str, Any] | None) -> AppendRequest:
         events = aggregate.uncommitted_events
-        if metadata:
-            events = [dataclasses.replace(e, metadata={**metadata, **e.metadata}) for e in events]
+        for event in events:
+            missing = sorted(k for k in metadata or {} if k not in event.metadata)
+            if missing:
+                # Added now, it would be stored but unseen by the handler that already ran:
+                # a snapshot of this object would then differ from a replay.
+                raise ValueError(
+                    f"{self.aggregate_type}/{aggregate.id}: event {event.event_type} was raised "
+                    f"without the metadata {missing} given to save; pass metadata to "
+                    "aggregate.begin_command(metadata=...) before the command raises events"
+                )
         expected = aggregate.loaded_version or NO_STREAM
         return AppendRequest(self.aggregate_type, aggregate.id, events, expected)
 

@@ -144,7 +144,7 @@ async def create_account(
 
     async def respond(token: str | None) -> tuple[int, dict[str, Any]]:
         account_id = body.accountId or f"acc_{token or uuid.uuid4().hex}"[:36]
-        command = CreateAccount(account_id, owner_id, owner_name, body.currency)
+        command = CreateAccount(account_id, owner_id, owner_name, body.currency, command_id=token)
         return 201, _out(await _run(request, svc, who, command))
 
     return await idempotent(request, svc, who, idempotency_key, body.model_dump(), respond)
@@ -180,7 +180,9 @@ _movement("credit", STAFF)
 _movement("debit", ANYONE_WITH_ACCOUNTS)
 
 
-def _transition(name: str, make: Callable[[str, Any], Command], body_model: Any) -> None:
+def _transition(
+    name: str, make: Callable[[str, Any, str | None], Command], body_model: Any
+) -> None:
     async def endpoint(
         request: Request,
         account_id: AccountId,
@@ -192,7 +194,7 @@ def _transition(name: str, make: Callable[[str, Any], Command], body_model: Any)
         payload = body.model_dump() if body is not None else {}
 
         async def respond(token: str | None) -> tuple[int, dict[str, Any]]:
-            return 200, _out(await _run(request, svc, who, make(account_id, body)))
+            return 200, _out(await _run(request, svc, who, make(account_id, body, token)))
 
         return await idempotent(request, svc, who, idempotency_key, payload, respond)
 
@@ -201,10 +203,11 @@ def _transition(name: str, make: Callable[[str, Any], Command], body_model: Any)
     router.post(f"/accounts/{{account_id}}/{name}", response_model=CommandOut)(endpoint)
 
 
-_transition("activate", lambda a, b: ActivateAccount(a), CloseBody | None)
-_transition("freeze", lambda a, b: FreezeAccount(a, b.reason if b else ""), FreezeBody)
-_transition("unfreeze", lambda a, b: UnfreezeAccount(a), CloseBody | None)
-_transition("close", lambda a, b: CloseAccount(a, b.reason if b else None), CloseBody | None)
+# The token derived from the Idempotency-Key is the command id: a retry is recognised.
+_transition("activate", lambda a, b, t: ActivateAccount(a, t), CloseBody | None)
+_transition("freeze", lambda a, b, t: FreezeAccount(a, b.reason if b else "", t), FreezeBody)
+_transition("unfreeze", lambda a, b, t: UnfreezeAccount(a, t), CloseBody | None)
+_transition("close", lambda a, b, t: CloseAccount(a, b.reason if b else None, t), CloseBody | None)
 
 
 @router.post("/transfers", status_code=201, response_model=TransferOut)

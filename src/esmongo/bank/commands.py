@@ -2,6 +2,11 @@
 
 A conflict means someone else changed the account since it was loaded. The command is
 decided again on the fresh state (its rules are checked again), so retrying is safe.
+
+Every command can be retried after an unknown outcome: money movements derive their event
+ids from the transaction id, the other commands from their `command_id`. A retry the
+account's state now refuses (already active, already exists...) is answered with the first
+recording when that recording exists.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from esmongo import (
     RecordedEvent,
     Repository,
     StreamArchived,
+    command_event_id,
 )
 from esmongo.bank.account import (
     Account,
     AccountError,
+    CommandIdReused,
     TransactionIdReused,
     movement_event_id,
     parse_amount,
@@ -43,6 +50,8 @@ class CreateAccount:
     owner_id: str
     owner_name: str
     currency: str = "USD"
+    command_id: str | None = None
+    """Derives the event ids: the same command retried with it is recorded once."""
 
 
 @dataclass(frozen=True)
@@ -64,23 +73,31 @@ class DebitAccount:
 @dataclass(frozen=True)
 class ActivateAccount:
     account_id: str
+    command_id: str | None = None
+    """Derives the event ids: the same command retried with it is recorded once."""
 
 
 @dataclass(frozen=True)
 class FreezeAccount:
     account_id: str
     reason: str
+    command_id: str | None = None
+    """Derives the event ids: the same command retried with it is recorded once."""
 
 
 @dataclass(frozen=True)
 class UnfreezeAccount:
     account_id: str
+    command_id: str | None = None
+    """Derives the event ids: the same command retried with it is recorded once."""
 
 
 @dataclass(frozen=True)
 class CloseAccount:
     account_id: str
     reason: str | None = None
+    command_id: str | None = None
+    """Derives the event ids: the same command retried with it is recorded once."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,16 @@ class TransferFunds:
     transfer_id: str = field(default_factory=lambda: f"trf_{uuid.uuid4().hex}")
     reason: str | None = None
 
+
+Transition = CreateAccount | ActivateAccount | FreezeAccount | UnfreezeAccount | CloseAccount
+"""Commands whose event ids come from `command_id` (movements: from the transaction id)."""
+RAISES: dict[type[Transition], str] = {
+    CreateAccount: "account.created",
+    ActivateAccount: "account.activated",
+    FreezeAccount: "account.frozen",
+    UnfreezeAccount: "account.unfrozen",
+    CloseAccount: "account.closed",
+}
 
 AccountCommand = (
     CreateAccount
@@ -171,6 +198,8 @@ class AccountCommandHandler:
     async def _applied_before(self, command: Command) -> CommandResult | None:
         """A movement refused by the account's state now (frozen since, balance spent since...)
         may be the retry of one that was applied: then it is answered as the first time."""
+        if isinstance(command, Transition):
+            return await self._transition_before(command)
         if isinstance(command, CreditAccount | DebitAccount):
             kind = "credit" if isinstance(command, CreditAccount) else "debit"
             moves = [(command.account_id, command.transaction_id, kind)]
@@ -200,17 +229,39 @@ class AccountCommandHandler:
         would_raise = [NewEvent(f"account.{kind}ed", {"amount": amount}) for _, _, kind in moves]
         return _earlier(target, would_raise, recorded)
 
+    async def _transition_before(self, command: Transition) -> CommandResult | None:
+        """The first recording of this command (same `command_id`), if there is one."""
+        if not command.command_id:
+            return None
+        event_id = command_event_id(
+            Account.aggregate_type, command.account_id, command.command_id, 0
+        )
+        event = await self.repository.recorded_event(event_id)
+        if event is None:
+            return None
+        if event.event_type != RAISES[type(command)]:
+            error = CommandIdReused(
+                f"command id {command.command_id} was already used on {command.account_id} "
+                f"for {event.event_type}"
+            )
+            return CommandResult(False, command.account_id, error=error)
+        version = event.aggregate_version
+        return CommandResult(True, command.account_id, version, (event,), already_applied=True)
+
     async def _on_account(
         self, command: AccountCommand, metadata: Mapping[str, Any] | None
     ) -> CommandResult:
+        command_id = command.command_id if isinstance(command, Transition) else None
         if isinstance(command, CreateAccount):
             account = await self.repository.load_or_new(command.account_id)
+            account.begin_command(command_id=command_id, metadata=metadata)
             account.create(command.owner_id, command.owner_name, command.currency)
         else:
             account = await self.repository.load(command.account_id)
+            account.begin_command(command_id=command_id, metadata=metadata)
             decide(account, command)
         raised = account.uncommitted_events
-        events = await self.repository.save(account, metadata=metadata)
+        events = await self.repository.save(account)
         if events and events[0].replayed:
             return _earlier(account.id, raised, events)
         return CommandResult(True, account.id, account.version, tuple(events))
@@ -227,12 +278,14 @@ class AccountCommandHandler:
                 f"cannot transfer {source.currency} to a {target.currency} account",
                 code="currency_mismatch",
             )
+        source.begin_command(metadata=metadata)
+        target.begin_command(metadata=metadata)
         link = {"transferId": command.transfer_id}
         txn = command.transfer_id
         source.debit(command.amount, txn, command.reason, counterpartyAccountId=target.id, **link)
         target.credit(command.amount, txn, command.reason, counterpartyAccountId=source.id, **link)
         raised = source.uncommitted_events + target.uncommitted_events
-        saved = await self.repository.save_all([source, target], metadata=metadata)
+        saved = await self.repository.save_all([source, target])
         events = [e for stream in saved for e in stream]
         if saved[0][0].replayed:
             return _earlier(source.id, raised, events)
@@ -242,18 +295,24 @@ class AccountCommandHandler:
 def _earlier(
     aggregate_id: str, raised: Sequence[NewEvent], recorded: Sequence[RecordedEvent]
 ) -> CommandResult:
-    """The store answered with an earlier recording of the same transaction ids.
+    """The store answered with an earlier recording of the same event ids.
 
-    The same transaction again is a success that moved nothing; the same transaction id
-    used for another movement is refused.
+    The same transaction (or command) again is a success that changed nothing; the same
+    transaction id used for another movement, or command id for another command, is refused.
     """
     for new, old in zip(raised, recorded, strict=True):
-        if new.event_type != old.event_type or new.data["amount"] != old.data["amount"]:
-            error = TransactionIdReused(
+        if new.event_type == old.event_type and new.data.get("amount") == old.data.get("amount"):
+            continue
+        if "transactionId" in old.data:
+            error: AccountError = TransactionIdReused(
                 f"transaction {old.data['transactionId']} was already recorded on "
                 f"{old.aggregate_id} as {old.event_type} of {old.data['amount']}"
             )
-            return CommandResult(False, aggregate_id, error=error)
+        else:
+            error = CommandIdReused(
+                f"this command id was already used on {old.aggregate_id} for {old.event_type}"
+            )
+        return CommandResult(False, aggregate_id, error=error)
     version = max(e.aggregate_version for e in recorded if e.aggregate_id == aggregate_id)
     return CommandResult(True, aggregate_id, version, tuple(recorded), already_applied=True)
 
