@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -111,10 +112,8 @@ async def handle(
     ticket = await tickets.load_or_new(ticket_id)
     begin(ticket, metadata)
     for action in actions:
-        try:
+        with contextlib.suppress(DomainError):  # refused: no event
             getattr(ticket, action)() if action != "note" else ticket.note(user)
-        except DomainError:
-            pass  # refused: no event
     raised = ticket.uncommitted_events
     recorded = await tickets.save(ticket, metadata=metadata)
     return [(r.metadata, e.metadata) for r, e in zip(raised, recorded, strict=True)]
