@@ -39,6 +39,7 @@ from esmongo.bank.account import (
     movement_event_id,
     parse_amount,
 )
+from esmongo.metrics import COMMAND_CONFLICTS_EXHAUSTED, COMMAND_CONFLICTS_RETRIED
 
 BACKOFF_BASE_S = 0.002
 BACKOFF_CAP_S = 0.1
@@ -172,6 +173,10 @@ class AccountCommandHandler:
                 return await self._on_account(command, metadata)
             except ConcurrencyError as exc:
                 last_error = exc
+                if attempt + 1 == self.max_attempts:
+                    COMMAND_CONFLICTS_EXHAUSTED.labels(type(command).__name__).inc()
+                    break
+                COMMAND_CONFLICTS_RETRIED.labels(type(command).__name__).inc()
                 # Jittered exponential backoff: writers racing for one stream spread out
                 # instead of colliding again on the next round trip.
                 pause = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
