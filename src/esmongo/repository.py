@@ -20,6 +20,7 @@ from esmongo.events import NO_STREAM, RecordedEvent
 from esmongo.metrics import REPLAY_DURATION, SNAPSHOT_LOADS
 from esmongo.snapshots import SnapshotStore, crosses_interval
 from esmongo.store import AppendRequest, EventStore
+from esmongo.unit_of_work import Writes
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,11 @@ class Repository(Generic[A]):
     # ---- save -------------------------------------------------------------------
 
     async def save(
-        self, aggregate: A, *, metadata: Mapping[str, Any] | None = None
+        self,
+        aggregate: A,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        writes: Writes | None = None,
     ) -> list[RecordedEvent]:
         """Append the aggregate's new events, expecting the version it was loaded at.
 
@@ -117,16 +122,23 @@ class Repository(Generic[A]):
         When every event id was recorded before (a retried command with stable event
         ids), the store returns that earlier recording and writes nothing; the aggregate
         in memory then does not match the store: load it again before using it.
+
+        `writes` (esmongo.unit_of_work): documents that commit with the events or not at
+        all, e.g. the record of the response to the request that ran this command.
         """
-        (recorded,) = await self.save_all([aggregate], metadata=metadata)
+        (recorded,) = await self.save_all([aggregate], metadata=metadata, writes=writes)
         return recorded
 
     async def save_all(
-        self, aggregates: Sequence[A], *, metadata: Mapping[str, Any] | None = None
+        self,
+        aggregates: Sequence[A],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        writes: Writes | None = None,
     ) -> list[list[RecordedEvent]]:
-        """Save several aggregates in one transaction: all of them, or none."""
+        """Save several aggregates in one transaction: all of them, or none (`writes` too)."""
         requests = [self._request(a, metadata) for a in aggregates]
-        recorded = await self.store.append_streams(requests)
+        recorded = await self.store.append_streams(requests, writes=writes)
         for aggregate, events in zip(aggregates, recorded, strict=True):
             self._after_save(aggregate, events)
         return recorded

@@ -40,6 +40,7 @@ from esmongo.bank.account import (
     parse_amount,
 )
 from esmongo.metrics import COMMAND_CONFLICTS_EXHAUSTED, COMMAND_CONFLICTS_RETRIED
+from esmongo.unit_of_work import Writes
 
 BACKOFF_BASE_S = 0.002
 BACKOFF_CAP_S = 0.1
@@ -146,6 +147,13 @@ class CommandResult:
     already_applied: bool = False
     """True when the transaction was recorded before: `events` are that first recording."""
 
+    @classmethod
+    def recorded(cls, aggregate_id: str, events: Sequence[RecordedEvent]) -> CommandResult:
+        """The result of a command that recorded `events` (`aggregate_id`: its target), as
+        `handle` returns it; for writes that must carry the response (unit of work)."""
+        version = max(e.aggregate_version for e in events if e.aggregate_id == aggregate_id)
+        return cls(True, aggregate_id, version, tuple(events))
+
     @property
     def event_ids(self) -> list[str]:
         return [e.event_id for e in self.events]
@@ -161,16 +169,26 @@ class AccountCommandHandler:
         self.max_attempts = max_attempts
 
     async def handle(
-        self, command: Command, metadata: Mapping[str, Any] | None = None
+        self,
+        command: Command,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        writes: Writes | None = None,
     ) -> CommandResult:
-        """Run a command. Rule violations come back as `error`, not as exceptions."""
-        target = command.from_account if isinstance(command, TransferFunds) else command.account_id
+        """Run a command. Rule violations come back as `error`, not as exceptions.
+
+        `writes` (esmongo.unit_of_work) commit in the transaction of the command's events, or
+        not at all: not when the command is refused, conflicts, or was applied before (an
+        idempotent retry: the first run committed its writes). A failing write fails the
+        command with nothing written, and is raised.
+        """
+        target = command_target(command)
         last_error: EsmongoError | None = None
         for attempt in range(self.max_attempts):
             try:
                 if isinstance(command, TransferFunds):
-                    return await self._transfer(command, metadata)
-                return await self._on_account(command, metadata)
+                    return await self._transfer(command, metadata, writes)
+                return await self._on_account(command, metadata, writes)
             except ConcurrencyError as exc:
                 last_error = exc
                 if attempt + 1 == self.max_attempts:
@@ -254,7 +272,7 @@ class AccountCommandHandler:
         return CommandResult(True, command.account_id, version, (event,), already_applied=True)
 
     async def _on_account(
-        self, command: AccountCommand, metadata: Mapping[str, Any] | None
+        self, command: AccountCommand, metadata: Mapping[str, Any] | None, writes: Writes | None
     ) -> CommandResult:
         command_id = command.command_id if isinstance(command, Transition) else None
         if isinstance(command, CreateAccount):
@@ -266,13 +284,13 @@ class AccountCommandHandler:
             account.begin_command(command_id=command_id, metadata=metadata)
             decide(account, command)
         raised = account.uncommitted_events
-        events = await self.repository.save(account)
+        events = await self.repository.save(account, writes=writes)
         if events and events[0].replayed:
             return _earlier(account.id, raised, events)
-        return CommandResult(True, account.id, account.version, tuple(events))
+        return CommandResult.recorded(account.id, events)
 
     async def _transfer(
-        self, command: TransferFunds, metadata: Mapping[str, Any] | None
+        self, command: TransferFunds, metadata: Mapping[str, Any] | None, writes: Writes | None
     ) -> CommandResult:
         if command.from_account == command.to_account:
             raise AccountError("cannot transfer to the same account", code="same_account")
@@ -290,11 +308,11 @@ class AccountCommandHandler:
         source.debit(command.amount, txn, command.reason, counterpartyAccountId=target.id, **link)
         target.credit(command.amount, txn, command.reason, counterpartyAccountId=source.id, **link)
         raised = source.uncommitted_events + target.uncommitted_events
-        saved = await self.repository.save_all([source, target])
+        saved = await self.repository.save_all([source, target], writes=writes)
         events = [e for stream in saved for e in stream]
         if saved[0][0].replayed:
             return _earlier(source.id, raised, events)
-        return CommandResult(True, source.id, source.version, tuple(events))
+        return CommandResult.recorded(source.id, events)
 
 
 def _earlier(
@@ -320,6 +338,11 @@ def _earlier(
         return CommandResult(False, aggregate_id, error=error)
     version = max(e.aggregate_version for e in recorded if e.aggregate_id == aggregate_id)
     return CommandResult(True, aggregate_id, version, tuple(recorded), already_applied=True)
+
+
+def command_target(command: Command) -> str:
+    """The account a command's result is about (a transfer's: the one debited)."""
+    return command.from_account if isinstance(command, TransferFunds) else command.account_id
 
 
 def decide(account: Account, command: AccountCommand) -> None:
