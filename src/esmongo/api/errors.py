@@ -19,6 +19,7 @@ from esmongo import (
     AggregateNotFoundError,
     ConcurrencyError,
     DomainError,
+    EventsCollectionSealed,
     EventValidationError,
     StreamArchived,
 )
@@ -78,6 +79,8 @@ def to_api_error(exc: Exception) -> ApiError:
         return ApiError(404, "account_not_found", str(exc))
     if isinstance(exc, StreamArchived):
         return ApiError(409, exc.code, str(exc))
+    if isinstance(exc, EventsCollectionSealed):  # paused by a switch, or a stale process
+        return ApiError(503, exc.code, str(exc))
     if isinstance(exc, ConcurrencyError):
         return ApiError(409, "concurrency_conflict", str(exc))
     if isinstance(exc, EventValidationError):
@@ -90,6 +93,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(body(exc.code, exc.message, exc.details), status_code=exc.status)
+
+    @app.exception_handler(EventsCollectionSealed)
+    async def paused(request: Request, exc: EventsCollectionSealed) -> JSONResponse:
+        """Writes paused by a migration switch: nothing was written or stored; retry."""
+        return JSONResponse(body(exc.code, str(exc)), status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
