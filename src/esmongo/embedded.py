@@ -174,13 +174,16 @@ class EmbeddedServer:
 
     def start(self) -> ServerInfo:
         """Reuse a live server recorded in the port file, or start a new one."""
+        return self._start(prefer=None)
+
+    def _start(self, prefer: int | None) -> ServerInfo:
         self.home.mkdir(parents=True, exist_ok=True)
         with self._lock, self._start_lock():
             running = self._read_port_file()
             if running is not None:
                 self.info = running
                 return running
-            self.info = self._spawn(self._choose_port())
+            self.info = self._spawn(self._choose_port(prefer))
             return self.info
 
     def keep_alive(self, interval_s: float = WATCH_INTERVAL_S) -> None:
@@ -258,7 +261,7 @@ class EmbeddedServer:
                 lost.port,
             )
             self._process = None
-            info = self.start()
+            info = self._start(prefer=lost.port)
         if info.port != lost.port:
             log.error(
                 "the embedded server came back on port %d, not %d (the port is taken): "
@@ -269,13 +272,15 @@ class EmbeddedServer:
         else:
             log.warning("the embedded server is back: pid %d, port %d", info.pid, info.port)
 
-    def _choose_port(self) -> int:
-        """The port of the previous server of this home if it is free, else a free one."""
-        try:
-            remembered = int(self.port_memo.read_text())
-        except (FileNotFoundError, ValueError):
-            return free_port()
-        return remembered if 0 < remembered < 65536 and port_is_free(remembered) else free_port()
+    def _choose_port(self, prefer: int | None) -> int:
+        """`prefer`, or the port of this home's previous server, if free; else a free one."""
+        candidates = [prefer]
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            candidates.append(int(self.port_memo.read_text()))
+        for port in candidates:
+            if port is not None and 0 < port < 65536 and port_is_free(port):
+                return port
+        return free_port()
 
     @contextlib.contextmanager
     def _start_lock(self) -> Iterator[None]:
