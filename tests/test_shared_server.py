@@ -197,6 +197,7 @@ def test_readyz_fails_fast_while_the_database_is_gone_and_recovers_when_it_is_ba
         assert database.start().port == info.port
         poll("serve is ready again", serve.ready, RECOVERY_BOUND_S)
         assert serve.get("/readyz").json()["checks"] == {"database": "ok", "projections": "running"}
+        serve.stop()  # while its database runs: its shutdown would wait for it
     finally:
         database.stop()
 
