@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import pymongo
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,6 +26,7 @@ from esmongo.projections import ProjectionDaemon
 from esmongo.schema_check import unreachable_versions
 
 log = logging.getLogger(__name__)
+READY_TIMEOUT_S = 2.0
 
 Starter = Callable[[Services], Awaitable[Callable[[], Awaitable[None]]]]
 """Starts background work (the projection daemon) and returns how to stop it."""
@@ -135,12 +137,16 @@ def create_app(
         svc: Services = request.app.state.services
         checks: dict[str, Any] = {}
         try:
-            await svc.bank.db.command("ping")
+            # Bounded: a probe must answer before its own timeout, not after the driver's 30 s.
+            with pymongo.timeout(READY_TIMEOUT_S):
+                await svc.bank.db.command("ping")
             checks["database"] = "ok"
         except Exception as exc:  # reported, not raised: this is a health check
             checks["database"] = f"unreachable: {type(exc).__name__}"
         if svc.projections is not None:
             checks["projections"] = "running" if svc.projections.running else "stopped"
+            if svc.projections.running and checks["database"] != "ok":
+                checks["projections"] = "stalled: the database is unreachable"
         ready = checks["database"] == "ok" and checks.get("projections", "running") == "running"
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
