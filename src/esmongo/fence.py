@@ -33,6 +33,9 @@ WRITABLE = "writable"
 SEALED_FOR = "sealedFor"
 """Field of the counter document: what closed the fence (a switch's target, or "rollback")."""
 
+FENCES = "fences"
+"""Field of the counter document: how many times the fence was closed."""
+
 
 class FenceHeld(EsmongoError):
     """The write fence is closed by another operation, or open on another collection."""
@@ -91,7 +94,13 @@ async def close(db: AsyncDatabase[Document], collection: str, reason: str) -> in
             raise FenceHeld(f"cannot pause writes to {collection}: the write fence is {what}")
         after = await counters.find_one_and_update(
             {"_id": SEQUENCE_COUNTER},
-            {"$set": {WRITABLE: None, SEALED_FOR: reason}, "$setOnInsert": {"value": 0}},
+            # The $inc makes this a real write even when resuming a closed fence: a no-op
+            # update takes no write lock, and so would not conflict with anything.
+            {
+                "$set": {WRITABLE: None, SEALED_FOR: reason},
+                "$inc": {FENCES: 1},
+                "$setOnInsert": {"value": 0},
+            },
             upsert=True,
             return_document=ReturnDocument.AFTER,
             session=session,
