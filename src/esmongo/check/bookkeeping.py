@@ -1,0 +1,126 @@
+"""The documents beside the events: the counter (and its `writable` seal), projection
+checkpoints and idempotency claims."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from esmongo.check.report import CheckReport, Finding, Fix
+from esmongo.check.scope import CHECKPOINTS, IDEMPOTENCY_KEYS, Document, Scope, cursor
+from esmongo.events import utc_now
+from esmongo.transactions import SEQUENCE_COUNTER
+
+STUCK_AFTER = timedelta(minutes=5)
+"""A claim of the old claim/complete scheme still open after this long was abandoned."""
+
+
+async def check_counter(scope: Scope, report: CheckReport, settle_s: float) -> None:
+    """The counter equals the head. The head is read before the counter: an append that
+    commits in between raises both, so head > counter is damage, never a race."""
+    head = await scope.head()
+    counter = await scope.counter()
+    value = int(counter["value"]) if counter and "value" in counter else None
+    if value is not None and value > head:  # an append may be committing: look again, once
+        await asyncio.sleep(settle_s)
+        head = await scope.head()
+    report.head, report.counter = head, value
+    where = {"collection": "counters", "_id": SEQUENCE_COUNTER}
+    if value is None:
+        if head:
+            report.add(
+                Finding(
+                    "counter",
+                    f"there is no sequence counter but events go up to #{head}",
+                    where,
+                    fix=Fix("raise_counter", {"head": head}),
+                    reason=f"create it at #{head}",
+                )
+            )
+    elif head > value:
+        report.add(
+            Finding(
+                "counter",
+                f"the counter is at #{value} but events go up to #{head}: the next appends "
+                "would take sequences already used",
+                where,
+                fix=Fix("raise_counter", {"head": head}),
+                reason=f"raise it to #{head} ($max: it never goes down)",
+            )
+        )
+    elif value > head:
+        report.add(
+            Finding(
+                "counter",
+                f"the counter is at #{value} but the head is #{head}: sequences "
+                f"#{head + 1}..#{value} were given out and are not in the log",
+                where,
+                reason="lowering the counter could hand an acknowledged, lost event's "
+                "sequence to a new one; find the events (see the sequence findings)",
+            )
+        )
+
+
+async def check_writable(scope: Scope, report: CheckReport) -> None:
+    """The counter's `writable` field names the active collection (absent: stores older
+    than the seal, nothing to compare)."""
+    counter = await scope.counter() or {}
+    if "writable" not in counter or counter["writable"] == scope.active:
+        return
+    where = {"collection": "counters", "_id": SEQUENCE_COUNTER}
+    writable = counter["writable"]
+    if writable is None:
+        problem = "no events collection is writable: a switch or rollback holds the seal"
+    else:
+        problem = f"appends may write to {writable}, but the active collection is {scope.active}"
+    report.add(
+        Finding(
+            "writable",
+            problem,
+            where | {"writable": writable, "active": scope.active},
+            reason="a switch or rollback is running or died half way: let it finish, or "
+            "run it again, or roll it back; a repair cannot tell which collection is right",
+        )
+    )
+
+
+async def check_checkpoints(scope: Scope, report: CheckReport) -> None:
+    """Checkpoints are read before the head, so one that passes it is not a race."""
+    found: list[Document] = []
+    async for doc in cursor(scope.db[CHECKPOINTS], {}, [("_id", 1)], {"position": 1}):
+        found.append(doc)  # one per projection: small
+    head = await scope.head()
+    for doc in found:
+        position = int(doc.get("position", 0))
+        if position > head:
+            report.add(
+                Finding(
+                    "checkpoints",
+                    f"projection {doc['_id']} is at #{position}, past the head #{head}",
+                    {"projection": doc["_id"], "position": position, "head": head},
+                    reason="its read model holds effects of events the log does not have (or "
+                    "it was restored from a newer database); lowering the checkpoint would "
+                    "keep those effects: restore the missing events, or rebuild the projection "
+                    "(esmongo projections rebuild NAME)",
+                )
+            )
+
+
+async def check_claims(scope: Scope, report: CheckReport, stuck_after: timedelta) -> None:
+    """Claims (`status: null`) of the old claim/complete scheme, open for too long: a crash
+    between the command and its stored response left them, and every retry gets 409."""
+    before = utc_now() - stuck_after
+    query = {"status": {"$type": "null"}, "createdAt": {"$lt": before}}
+    projection = {"createdAt": 1}
+    async for doc in cursor(scope.db[IDEMPOTENCY_KEYS], query, [("_id", 1)], projection):
+        report.add(
+            Finding(
+                "idempotency",
+                f"an idempotency key is claimed since {doc['createdAt'].isoformat()} with no "
+                "response: every retry with it is refused",
+                {"collection": IDEMPOTENCY_KEYS, "key": doc["_id"]},
+                fix=Fix("release_claim", {"key": doc["_id"], "createdAt": doc["createdAt"]}),
+                reason="delete the claim: commands derive their event ids from the key, "
+                "so the retry records nothing twice",
+            )
+        )
