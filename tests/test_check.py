@@ -16,7 +16,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from api_helpers import api_client
-from esmongo import Migration, Migrator, rollback_switch
+from esmongo import EventsCollectionSealed, Migration, Migrator, rollback_switch
 from esmongo.api.idempotency import IdempotencyKeys, StoredResponse
 from esmongo.bank import Bank, CreditAccount, bank_projections
 from esmongo.check import INVARIANTS, CheckReport, check, repair
@@ -86,6 +86,8 @@ async def test_a_healthy_store_passes_every_invariant(db: Db) -> None:
     assert await db["snapshots"].count_documents({}) >= 3  # checked, not vacuous
     assert await db["projection_checkpoints"].count_documents({}) >= 3
     assert report.to_dict()["ok"] is True
+    counter = await db["counters"].find_one({"_id": "event_sequence"})
+    assert counter is not None and counter["writable"] == "events_v2"  # the fence is checked
 
 
 async def sealed_event(db: Db, sealed: str, account_id: str, version: int) -> int:
@@ -305,16 +307,24 @@ async def test_a_snapshot_at_a_missing_version_is_deleted(db: Db) -> None:
 
 
 @pytest.mark.parametrize("writable", [None, "events"])
-async def test_a_counter_sealed_or_naming_another_collection_is_reported(
+async def test_a_write_fence_left_closed_or_on_another_collection_is_reopened(
     db: Db, writable: str | None
 ) -> None:
-    await store_with_history(db)
-    await db["counters"].update_one({"_id": "event_sequence"}, {"$set": {"writable": writable}})
+    """A switch or rollback that died holding the fence locks every append out."""
+    bank = await store_with_history(db)
+    counters = db["counters"]
+    fields = {"writable": writable, "sealedFor": "migration switch to events_v3"}
+    await counters.update_one({"_id": "event_sequence"}, {"$set": fields})
+    with pytest.raises(EventsCollectionSealed):
+        await bank.handle(CreditAccount("open0", Decimal("1.00"), "locked out"))
     report = await checked(db)
     (seal,) = of(report, "writable")
-    assert "not repairable" in seal and ("no events collection" if writable is None else "events")
-    await db["counters"].update_one({"_id": "event_sequence"}, {"$set": {"writable": "events_v2"}})
-    assert (await checked(db)).ok
+    expected = "holds the write fence" if writable is None else "may write to events,"
+    assert expected in seal and "repairable" in seal
+    after = await repaired(db, report)
+    assert after.ok
+    assert (await counters.find_one({"_id": "event_sequence"}) or {})["writable"] == "events_v2"
+    assert (await bank.handle(CreditAccount("open0", Decimal("1.00"), "again"))).success
 
 
 # ---- the command line and HTTP ---------------------------------------------------------

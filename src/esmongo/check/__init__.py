@@ -67,7 +67,7 @@ async def check(
     await streams.run()
     _attach_duplicates(sequences, streams, report)
     await check_counter(scope, report, settle_s)
-    await check_writable(scope, report)
+    await check_writable(scope, report, settle_s)
     await check_checkpoints(scope, report)
     await check_claims(scope, report, stuck_after)
     report.elapsed_s = time.perf_counter() - started

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from esmongo import fence
 from esmongo.check.report import CheckReport, Finding, Fix
 from esmongo.check.scope import CHECKPOINTS, IDEMPOTENCY_KEYS, Document, Scope, cursor
 from esmongo.events import utc_now
@@ -61,16 +62,22 @@ async def check_counter(scope: Scope, report: CheckReport, settle_s: float) -> N
         )
 
 
-async def check_writable(scope: Scope, report: CheckReport) -> None:
-    """The counter's `writable` field names the active collection (absent: stores older
-    than the seal, nothing to compare)."""
+async def check_writable(scope: Scope, report: CheckReport, settle_s: float) -> None:
+    """The write fence (the counter's `writable`) is open on the active collection. A
+    closed fence is reported when it stays closed across the check (a switch holds it for
+    its tail's verification; one that died holds it for ever)."""
     counter = await scope.counter() or {}
-    if "writable" not in counter or counter["writable"] == scope.active:
+    writable = counter.get(fence.WRITABLE, scope.active)
+    if writable is None and settle_s:
+        await asyncio.sleep(settle_s)
+        counter = await scope.counter() or {}
+        writable = counter.get(fence.WRITABLE, scope.active)
+    if writable == scope.active:
         return
     where = {"collection": "counters", "_id": SEQUENCE_COUNTER}
-    writable = counter["writable"]
     if writable is None:
-        problem = "no events collection is writable: a switch or rollback holds the seal"
+        holder = counter.get(fence.SEALED_FOR) or "a switch or rollback"
+        problem = f"appends are paused: {holder} holds the write fence"
     else:
         problem = f"appends may write to {writable}, but the active collection is {scope.active}"
     report.add(
@@ -78,8 +85,9 @@ async def check_writable(scope: Scope, report: CheckReport) -> None:
             "writable",
             problem,
             where | {"writable": writable, "active": scope.active},
-            reason="a switch or rollback is running or died half way: let it finish, or "
-            "run it again, or roll it back; a repair cannot tell which collection is right",
+            fix=Fix("reopen_fence", {"writable": writable}),
+            reason=f"open the fence on {scope.active}, the active collection (if a switch or "
+            "rollback is still running, it fails without losing anything: run it again)",
         )
     )
 

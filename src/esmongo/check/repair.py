@@ -3,25 +3,23 @@ what the check saw (the database may have moved on since)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import PyMongoError
 
+from esmongo import fence
 from esmongo.check.report import CheckReport, Finding, Fix
 from esmongo.check.scope import IDEMPOTENCY_KEYS, Document, Scope
 from esmongo.check.streams import dedupe_fix
-from esmongo.collection_names import ACTIVE, ARCHIVE, ARCHIVED_STREAMS, META, SNAPSHOTS
-from esmongo.transactions import SEQUENCE_COUNTER, backoff, begin, commit, transient
+from esmongo.collection_names import ARCHIVE, ARCHIVED_STREAMS, SNAPSHOTS
+from esmongo.transactions import SEQUENCE_COUNTER, run_in_transaction
 
 REPAIRS_FIELD = "repairs"
 """On the counter document: incremented by every repair transaction, so that it conflicts
 with every append and archive in flight (as they increment it too)."""
-ATTEMPTS = 20
 
 
 class Refused(Exception):
@@ -65,41 +63,52 @@ async def repair(scope: Scope, report: CheckReport) -> list[RepairOutcome]:
 
 
 async def _in_transaction(
-    scope: Scope, work: Callable[[AsyncClientSession, Document], Awaitable[str]]
+    scope: Scope,
+    work: Callable[[AsyncClientSession, Document], Awaitable[str]],
+    *,
+    fenced: bool = True,
 ) -> str:
-    """Run `work(session, counter)` in a transaction that takes the counter first, retried
-    on write conflicts with appends like they retry among themselves."""
-    for attempt in range(1, ATTEMPTS + 1):
-        async with scope.db.client.start_session() as session:
-            await begin(session)
-            try:
-                counter = await scope.counters.find_one_and_update(
-                    {"_id": SEQUENCE_COUNTER},
-                    {"$inc": {REPAIRS_FIELD: 1}},
-                    return_document=ReturnDocument.AFTER,
-                    session=session,
-                )
-                if counter is None:
-                    raise Refused("there is no sequence counter: run `esmongo init` first")
-                meta = await scope.db[META].find_one({"_id": ACTIVE}, session=session) or {}
-                if str(meta.get("name", scope.active)) != scope.active:
-                    raise Refused("the active collection changed since the check: check again")
-                if "writable" in counter and counter["writable"] != scope.active:
-                    raise Refused(f"{scope.active} is sealed (a switch is running): retry later")
-                message = await work(session, counter)
-                await commit(session)
-                return message
-            except PyMongoError as exc:
-                if session.in_transaction:
-                    await session.abort_transaction()
-                if not transient(exc) or attempt == ATTEMPTS:
-                    raise
-            except BaseException:
-                if session.in_transaction:
-                    await session.abort_transaction()
-                raise
-        await asyncio.sleep(backoff(attempt, 0.02))
-    raise AssertionError("unreachable")
+    """Run `work(session, counter)` in a transaction that takes the counter first, so that
+    it conflicts with every append, archive and fence move in flight (retried like them).
+    `fenced`: refused unless the write fence is open on the active collection."""
+
+    async def body(session: AsyncClientSession) -> str:
+        counter = await scope.counters.find_one_and_update(
+            {"_id": SEQUENCE_COUNTER},
+            {"$inc": {REPAIRS_FIELD: 1}},
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+        if counter is None:
+            raise Refused("there is no sequence counter: run `esmongo init` first")
+        if await fence.active_name(scope.db, session) != scope.active:
+            raise Refused("the active collection changed since the check: check again")
+        if fenced and counter.get(fence.WRITABLE, scope.active) != scope.active:
+            raise Refused(f"the write fence is not open on {scope.active}: repair it first")
+        return await work(session, counter)
+
+    return await run_in_transaction(scope.db.client, body)
+
+
+async def _reopen_fence(scope: Scope, args: dict[str, Any]) -> str:
+    """Open the write fence on the active collection, if it is still as the check saw it.
+
+    Lossless: esmongo_meta and the fence move together (esmongo.fence.open_on), so the
+    active collection is where every acknowledged event went. A switch or rollback still
+    running finds its fence gone and fails without switching; run it again.
+    """
+
+    async def work(session: AsyncClientSession, counter: Document) -> str:
+        if counter.get(fence.WRITABLE, scope.active) != args["writable"]:
+            raise Refused("the write fence moved since the check: check again")
+        await scope.counters.update_one(
+            {"_id": SEQUENCE_COUNTER},
+            {"$set": {fence.WRITABLE: scope.active}, "$unset": {fence.SEALED_FOR: ""}},
+            session=session,
+        )
+        return f"the write fence is open on {scope.active}"
+
+    return await _in_transaction(scope, work, fenced=False)
 
 
 async def _copy_back(scope: Scope, args: dict[str, Any]) -> str:
@@ -194,4 +203,5 @@ ACTIONS: dict[str, Callable[[Scope, dict[str, Any]], Awaitable[str]]] = {
     "raise_counter": _raise_counter,
     "release_claim": _release_claim,
     "delete_snapshot": _delete_snapshot,
+    "reopen_fence": _reopen_fence,
 }

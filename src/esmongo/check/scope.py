@@ -11,13 +11,12 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo.collection_names import ACTIVE, ARCHIVE, DEFAULT_EVENTS, META, MIGRATIONS
+from esmongo.collection_names import ACTIVE, ARCHIVE, COUNTERS, DEFAULT_EVENTS, META, MIGRATIONS
 from esmongo.transactions import SEQUENCE_COUNTER
 
 Document = dict[str, Any]
 Key = tuple[Any, ...]
 BATCH = 2000
-COUNTERS = "counters"
 CHECKPOINTS = "projection_checkpoints"
 """esmongo.projections.checkpoints.COLLECTION (not imported: the check sits below it)."""
 IDEMPOTENCY_KEYS = "idempotency_keys"
