@@ -19,12 +19,12 @@ STUCK_AFTER = timedelta(minutes=5)
 async def check_counter(scope: Scope, report: CheckReport, settle_s: float) -> None:
     """The counter equals the head. The head is read before the counter: an append that
     commits in between raises both, so head > counter is damage, never a race."""
-    head = await scope.head()
+    head = await scope.highest(report.head)
     counter = await scope.counter()
     value = int(counter["value"]) if counter and "value" in counter else None
     if value is not None and value > head:  # an append may be committing: look again, once
         await asyncio.sleep(settle_s)
-        head = await scope.head()
+        head = await scope.highest(head)
     report.head, report.counter = head, value
     where = {"collection": "counters", "_id": SEQUENCE_COUNTER}
     if value is None:
@@ -97,7 +97,7 @@ async def check_checkpoints(scope: Scope, report: CheckReport) -> None:
     found: list[Document] = []
     async for doc in cursor(scope.db[CHECKPOINTS], {}, [("_id", 1)], {"position": 1}):
         found.append(doc)  # one per projection: small
-    head = await scope.head()
+    head = await scope.highest(report.head)
     for doc in found:
         position = int(doc.get("position", 0))
         if position > head:

@@ -34,14 +34,15 @@ class SequencePass:
     report: CheckReport
     bound: int
     """Check sequences 1..bound (the counter, or a higher sequence found anywhere)."""
-    head_before: int
-    """The logs' head before the pass: a gap above it may be an append still committing."""
     settle_s: float = 1.0
     progress: Progress | None = None
     missing: list[tuple[int, int]] = field(default_factory=list)
     sealed_only: list[tuple[str, Document]] = field(default_factory=list)
     duplicates: dict[Stream, Duplicates] = field(default_factory=dict)
     overflow: dict[str, int] = field(default_factory=dict)
+    head: int = 0
+    """The highest sequence the pass saw in the logs: a gap above it may be an append
+    still committing (appends commit in sequence order, so nothing below can be)."""
 
     async def run(self) -> None:
         scope, cap = self.scope, self.report.max_listed
@@ -61,6 +62,7 @@ class SequencePass:
             previous = max(previous, sequence)
             group.append((index, doc))
             if index < logs:
+                self.head = sequence
                 self.report.events += 1
                 if self.progress is not None and self.report.events % BATCH == 0:
                     self.progress("sequence", sequence, self.bound)
@@ -70,6 +72,7 @@ class SequencePass:
             self._gap(previous + 1, self.bound, cap)
         if self.progress is not None:
             self.progress("sequence", self.bound, self.bound)
+        self.report.head = self.head
         await self._confirm()
 
     def _gap(self, low: int, high: int, cap: int) -> None:
@@ -116,10 +119,10 @@ class SequencePass:
     async def _confirm(self) -> None:
         """Drop what an append or an archive committing during the pass explains."""
         self.missing = await self._still_missing(self.missing)
-        late = [(lo, hi) for lo, hi in self.missing if hi > self.head_before]
+        late = [(lo, hi) for lo, hi in self.missing if hi > self.head]
         if late:  # perhaps an append still committing: give it time, once
             await asyncio.sleep(self.settle_s)
-            early = [(lo, hi) for lo, hi in self.missing if hi <= self.head_before]
+            early = [(lo, hi) for lo, hi in self.missing if hi <= self.head]
             self.missing = early + await self._still_missing(late)
         for low, high in self.missing:
             span = f"#{low}" if low == high else f"#{low}..#{high} ({high - low + 1} events)"
