@@ -27,7 +27,7 @@ from esmongo.check.repair import repair as _repair
 from esmongo.check.report import INVARIANTS, MAX_LISTED, CheckReport, Finding, Fix, Progress
 from esmongo.check.scope import Scope
 from esmongo.check.sequence import SequencePass
-from esmongo.check.streams import StreamPass
+from esmongo.check.streams import StreamPass, walk
 
 __all__ = [
     "INVARIANTS",
@@ -64,7 +64,7 @@ async def check(
     await sequences.run()
     streams = StreamPass(scope, report, progress, total=report.events)
     await streams.run()
-    _attach_duplicates(sequences, streams, report)
+    await _attach_duplicates(sequences, streams, report)
     await check_counter(scope, report, settle_s)
     await check_writable(scope, report, settle_s)
     await check_checkpoints(scope, report)
@@ -73,9 +73,17 @@ async def check(
     return report
 
 
-def _attach_duplicates(sequences: SequencePass, streams: StreamPass, report: CheckReport) -> None:
-    """Sequences held twice, reported per stream, repaired with that stream."""
+async def _attach_duplicates(
+    sequences: SequencePass, streams: StreamPass, report: CheckReport
+) -> None:
+    """Sequences held twice, reported per stream (once read again: an archive moving it
+    during the pass shows it in both), repaired with that stream."""
     for dup in sequences.duplicates.values():
+        if dup.same_events:
+            if not (await walk(sequences.scope, dup.stream)).split:
+                continue
+        elif len(await sequences.scope.located({"sequence": dup.first})) < 2:
+            continue
         fix = streams.fixes.get(dup.stream)
         if fix is not None:
             reason = "repaired with its stream (see the streams finding)"

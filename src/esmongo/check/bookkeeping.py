@@ -50,14 +50,15 @@ async def check_counter(scope: Scope, report: CheckReport, settle_s: float) -> N
             )
         )
     elif value > head:
+        given = f"#{value}" if value == head + 1 else f"#{head + 1}..#{value}"
         report.add(
             Finding(
                 "counter",
-                f"the counter is at #{value} but the head is #{head}: sequences "
-                f"#{head + 1}..#{value} were given out and are not in the log",
+                f"the counter is at #{value} but the head is #{head}: {given} were given out "
+                "and are not in the log",
                 where,
-                reason="lowering the counter could hand an acknowledged, lost event's "
-                "sequence to a new one; find the events (see the sequence findings)",
+                reason="the counter never goes down (a lost event's sequence would go to a "
+                "new one): repair or restore the missing events (see the sequence findings)",
             )
         )
 
@@ -106,10 +107,9 @@ async def check_checkpoints(scope: Scope, report: CheckReport) -> None:
                     "checkpoints",
                     f"projection {doc['_id']} is at #{position}, past the head #{head}",
                     {"projection": doc["_id"], "position": position, "head": head},
-                    reason="its read model holds effects of events the log does not have (or "
-                    "it was restored from a newer database); lowering the checkpoint would "
-                    "keep those effects: restore the missing events, or rebuild the projection "
-                    "(esmongo projections rebuild NAME)",
+                    reason="its read model holds effects of events the log lacks, which "
+                    "lowering the checkpoint would keep: restore the missing events, or "
+                    "rebuild the projection (esmongo projections rebuild NAME)",
                 )
             )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,9 @@ CHECKPOINTS = "projection_checkpoints"
 """esmongo.projections.checkpoints.COLLECTION (not imported: the check sits below it)."""
 IDEMPOTENCY_KEYS = "idempotency_keys"
 """esmongo.api.idempotency's collection (the service's; the check only reads and deletes)."""
+PAUSE_POINTS: dict[str, Callable[[], Awaitable[None]]] = {}
+"""Test hooks: a coroutine run at a named step of a pass ("sequence:event",
+"streams:event": after each event read), to make a race with a write deterministic."""
 EVENT_FIELDS = {
     "sequence": 1,
     "eventId": 1,

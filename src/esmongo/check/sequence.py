@@ -9,7 +9,15 @@ import asyncio
 from dataclasses import dataclass, field
 
 from esmongo.check.report import CheckReport, Finding, Fix, Progress
-from esmongo.check.scope import BATCH, EVENT_FIELDS, Document, Scope, cursor, merge
+from esmongo.check.scope import (
+    BATCH,
+    EVENT_FIELDS,
+    PAUSE_POINTS,
+    Document,
+    Scope,
+    cursor,
+    merge,
+)
 from esmongo.collection_names import ARCHIVE, ARCHIVED_STREAMS
 
 LOST = "not in any sealed collection either: restore these events from a backup"
@@ -64,6 +72,8 @@ class SequencePass:
             if index < logs:
                 self.head = sequence
                 self.report.events += 1
+                if (hook := PAUSE_POINTS.get("sequence:event")) is not None:
+                    await hook()
                 if self.progress is not None and self.report.events % BATCH == 0:
                     self.progress("sequence", sequence, self.bound)
         if group:

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from esmongo.check.report import CheckReport, Finding, Fix, Progress
-from esmongo.check.scope import BATCH, EVENT_FIELDS, Document, Scope, cursor, merge
+from esmongo.check.scope import (
+    BATCH,
+    EVENT_FIELDS,
+    PAUSE_POINTS,
+    Document,
+    Scope,
+    cursor,
+    merge,
+)
 from esmongo.collection_names import ARCHIVE, ARCHIVED_STREAMS, SNAPSHOTS
 
 Stream = tuple[str, str]
@@ -111,6 +119,8 @@ class StreamPass:
                     snap = await anext(snapshots, None)
             state.see(names[index], doc)
             seen += 1
+            if (hook := PAUSE_POINTS.get("streams:event")) is not None:
+                await hook()
             if self.progress is not None and seen % BATCH == 0:
                 self.progress("streams", seen, self.total)
         if state is not None:
