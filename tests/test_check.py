@@ -360,6 +360,32 @@ async def test_an_archive_during_the_check_is_not_damage(
     assert report.head == report.counter == 20 and report.streams == 4
 
 
+@pytest.mark.parametrize("opening", [1, 2])
+async def test_an_archive_between_a_pass_opening_its_cursors_is_not_damage(
+    db: Db, monkeypatch: pytest.MonkeyPatch, opening: int
+) -> None:
+    """The active log's cursor is opened before the archive's: a stream archived in between
+    is read in both (1: the sequence pass, 2: the streams pass)."""
+    bank = await Bank(db).init()
+    await closed_account(bank, "0old", movements=3)
+    await bank.archive_account("0old")
+    await open_account(bank, "a")
+    await closed_account(bank, "late", movements=3)
+    opened = 0
+
+    async def archive_at() -> None:
+        nonlocal opened
+        opened += 1
+        if opened == opening:
+            await bank.archive_account("late")
+
+    monkeypatch.setitem(check_scope.PAUSE_POINTS, "opened:events", archive_at)
+    report = await checked(db)
+    assert opened >= opening and await bank.store.archived("account", "late") is not None
+    assert report.ok, [f.line() for f in report.findings]
+    assert report.head == report.counter == 17 and report.streams == 3
+
+
 # ---- the command line and HTTP ---------------------------------------------------------
 
 

@@ -23,7 +23,8 @@ IDEMPOTENCY_KEYS = "idempotency_keys"
 """esmongo.api.idempotency's collection (the service's; the check only reads and deletes)."""
 PAUSE_POINTS: dict[str, Callable[[], Awaitable[None]]] = {}
 """Test hooks: a coroutine run at a named step of a pass ("sequence:event",
-"streams:event": after each event read), to make a race with a write deterministic."""
+"streams:event": after each event read; "opened:NAME": when a cursor on collection NAME
+returned its first document), to make a race with a write deterministic."""
 EVENT_FIELDS = {
     "sequence": 1,
     "eventId": 1,
@@ -122,6 +123,10 @@ async def cursor(
     projection: Document | None = None,
 ) -> AsyncGenerator[Document, None]:
     found = collection.find(query, projection, sort=sort, batch_size=BATCH)
+    opened = PAUSE_POINTS.get(f"opened:{collection.name}")
     async with found:
         async for doc in found:
+            if opened is not None:  # the query ran: what it reads is decided now on some servers
+                await opened()
+                opened = None
             yield doc
