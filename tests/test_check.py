@@ -332,12 +332,14 @@ async def test_a_write_fence_left_closed_or_on_another_collection_is_reopened(
 
 
 @pytest.mark.parametrize("step", ["sequence", "streams"])
-@pytest.mark.parametrize("at", [2, 9, 12, 15])
+@pytest.mark.parametrize("at", [2, 12])
 async def test_an_archive_during_the_check_is_not_damage(
     db: Db, monkeypatch: pytest.MonkeyPatch, step: str, at: int
 ) -> None:
     """A stream archived while a pass reads looks missing (read in neither collection) or
-    doubled (read in both) to that pass; what the check reports is read again first."""
+    doubled (read in both) to that pass on servers whose cursors see later writes
+    (MongoDB, in small batches); what the check reports is read again first. The embedded
+    server's cursors did not show the move (see the next test for one that does)."""
     bank = await Bank(db).init()
     await closed_account(bank, "0old", movements=3)
     await bank.archive_account("0old")  # the archive's cursor stays open in small batches
