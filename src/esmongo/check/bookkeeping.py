@@ -128,7 +128,7 @@ async def check_claims(scope: Scope, report: CheckReport, stuck_after: timedelta
                 "response: every retry with it is refused",
                 {"collection": IDEMPOTENCY_KEYS, "key": doc["_id"]},
                 fix=Fix("release_claim", {"key": doc["_id"], "createdAt": doc["createdAt"]}),
-                reason="delete the claim: commands derive their event ids from the key, "
-                "so the retry records nothing twice",
+                reason="delete the claim: the retry runs the command again, which records "
+                "nothing twice (its event ids are derived from the key)",
             )
         )
