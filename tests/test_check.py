@@ -37,7 +37,7 @@ MIGRATION = Migration("note-1", "account.activated", "1.0", "2.0", noted)
 
 async def store_with_history(db: Db) -> Bank:
     """Appends, snapshots, an archive before and after a migration switch, projections, a
-    completed and a fresh idempotency record: every kind of document the check reads."""
+    stored response and a fresh claim: every kind of document the check reads."""
     bank = await Bank(db, snapshot_every=3).init()
     for i in range(2):
         await closed_account(bank, f"gone{i}", movements=3)
@@ -53,10 +53,9 @@ async def store_with_history(db: Db) -> Bank:
     await bank.accounts.drain()
     for projection in bank_projections():
         await replay(bank.store, projection)
-    keys = IdempotencyKeys(db)
-    await keys.claim("done", "f1")
-    await keys.complete("done", StoredResponse(200, {"ok": True}))
-    await keys.claim("running", "f2")  # just claimed: in flight, not stuck
+    await IdempotencyKeys(db).store("done", "f1", StoredResponse(200, {"ok": True}))
+    now = utc_now()  # a claim of the old claim/complete scheme, just made: not stuck
+    await db["idempotency_keys"].insert_one({"_id": "running", "status": None, "createdAt": now})
     return bank
 
 
@@ -242,7 +241,8 @@ async def test_a_lost_event_is_a_hole_that_cannot_be_repaired(db: Db) -> None:
 
 
 async def test_a_stuck_idempotency_claim_is_released(db: Db) -> None:
-    """Items 5/13: a claim left by a crash between the command and its response."""
+    """Items 5/13: a claim of the old claim/complete scheme, left by a crash between the
+    command and its response (the new scheme makes none, and deletes one it finds)."""
     await store_with_history(db)
     old = utc_now() - timedelta(minutes=30)
     await db["idempotency_keys"].insert_one(

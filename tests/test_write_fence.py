@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from api_helpers import api_client
 from esmongo import (
     EventsCollectionSealed,
     EventStore,
@@ -21,6 +22,7 @@ from esmongo import (
     NewEvent,
     active_events_collection,
     batch_writer,
+    fence,
     rollback_switch,
     switchover,
     transactions,
@@ -212,3 +214,18 @@ async def test_a_switch_that_fails_reopens_writes_on_the_source(
         await migrator.switch("events_v3")
     await store.append("account", "a000", [NewEvent("account.debited", {})])  # writable again
     assert await active_events_collection(db) == "events"
+
+
+async def test_the_api_answers_503_while_writes_are_paused(db: AsyncDatabase[Document]) -> None:
+    """A held fence was a 500; it is a 503 that says writes are paused (nothing written)."""
+    async with api_client(db) as api:
+        body = {"accountId": "acc_1", "ownerId": "o", "ownerName": "O", "currency": "EUR"}
+        assert (await api.post("/accounts", json=body)).status_code == 201
+        await fence.close(db, "events", "migration switch to events_v9")
+        credit = await api.post("/accounts/acc_1/activate", headers={"Idempotency-Key": "k1"})
+        assert credit.status_code == 503, credit.text
+        assert credit.json()["error"]["code"] == "events_collection_sealed"
+        assert "paused" in credit.json()["error"]["message"]
+        await fence.open_on(db, "events", "migration switch to events_v9")
+        again = await api.post("/accounts/acc_1/activate", headers={"Idempotency-Key": "k1"})
+        assert again.status_code == 200, again.text

@@ -42,7 +42,7 @@ from esmongo.errors import (
 )
 from esmongo.events import ANY, STREAM_EXISTS, NewEvent, RecordedEvent, utc_now
 from esmongo.fence import refuse_unless_writable
-from esmongo.metrics import EVENTS_APPENDED
+from esmongo.metrics import EVENTS_APPENDED, STORE_APPENDS_TAKEN_OUT, STORE_TRANSACTION_RETRIES
 from esmongo.stream_versions import StreamVersions
 from esmongo.transactions import (
     TRANSACTION_TIMEOUT_S,
@@ -191,6 +191,7 @@ class BatchWriter:
                 if not (isinstance(exc.cause, PyMongoError) and transient(exc.cause)):
                     live = [a for a in live if a is not exc.append]
                     self.stats.taken_out += 1
+                    STORE_APPENDS_TAKEN_OUT.inc()
                     exc.append.fail(exc.cause)
                     continue
                 attempt += 1
@@ -200,6 +201,7 @@ class BatchWriter:
                         append.fail(exc.cause)
                     break
                 self.stats.retries += 1
+                STORE_TRANSACTION_RETRIES.inc()
                 await asyncio.sleep(pause)
                 continue
             except _ArchivedInBatch as exc:
@@ -214,6 +216,7 @@ class BatchWriter:
                 culprits = _culprits(exc, live) if isinstance(exc, BulkWriteError) else {}
                 if culprits:
                     self.stats.taken_out += len(culprits)
+                    STORE_APPENDS_TAKEN_OUT.inc(len(culprits))
                     blamed.extend(culprits.items())
                     live = [a for a in live if a not in culprits]
                     continue
@@ -225,6 +228,7 @@ class BatchWriter:
                         append.fail(failure)
                     break
                 self.stats.retries += 1
+                STORE_TRANSACTION_RETRIES.inc()
                 await asyncio.sleep(pause)
                 continue
             took = time.perf_counter() - began

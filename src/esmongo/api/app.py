@@ -15,6 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.api import commands, errors, operations, queries, temporal
 from esmongo.api.auth import ApiKeys
+from esmongo.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from esmongo.api.context import Services
 from esmongo.api.idempotency import IdempotencyKeys
 from esmongo.api.metadata import CORRELATION_HEADER, correlation_id
@@ -75,8 +76,14 @@ def create_app(
     settings: Settings | None = None,
     db: AsyncDatabase[dict[str, Any]] | None = None,
     background: Starter | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
-    """The service on `db` (tests) or on the database `settings` name (opened at startup)."""
+    """The service on `db` (tests) or on the database `settings` name (opened at startup).
+
+    Request bodies over `max_body_bytes` are refused with a 413 before they are parsed.
+    """
+    if max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be at least 1, not {max_body_bytes}")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -103,6 +110,7 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # inside `correlate`, below
 
     @app.middleware("http")
     async def correlate(request: Request, call_next: Any) -> Response:

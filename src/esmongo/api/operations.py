@@ -59,7 +59,7 @@ async def projections(
 ) -> list[dict[str, Any]]:
     """Each projection: checkpoint, lag in events and seconds, lease holder, dead letters."""
     names = [p.name for p in svc.projection_defs]
-    statuses = await projection_status(svc.bank.db, names, update_metrics=True)
+    statuses = await projection_status(svc.bank.store, names, update_metrics=True)
     result = []
     for status in statuses:
         item = plain(status.to_dict())
