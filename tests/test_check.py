@@ -257,6 +257,25 @@ async def test_a_stuck_idempotency_claim_is_released(db: Db) -> None:
     assert await db["idempotency_keys"].find_one({"_id": "running"}) is not None
 
 
+async def test_a_stored_transient_conflict_is_forgotten(db: Db) -> None:
+    """Item 14: a 409 concurrency_conflict stored under the key replayed to every retry."""
+    await store_with_history(db)
+    body = '{"error": {"code": "concurrency_conflict", "message": "try again"}}'
+    refused = '{"error": {"code": "insufficient_funds", "message": "no"}}'
+    await db["idempotency_keys"].insert_many(
+        [
+            {"_id": "conflict", "fingerprint": "f", "status": 409, "body": body},
+            {"_id": "final", "fingerprint": "f", "status": 409, "body": refused},
+        ]
+    )
+    report = await checked(db)
+    (stored,) = of(report, "idempotency")
+    assert "key=conflict" in stored and "concurrency_conflict" in stored
+    assert (await repaired(db, report)).ok
+    assert await db["idempotency_keys"].find_one({"_id": "conflict"}) is None
+    assert await db["idempotency_keys"].find_one({"_id": "final"}) is not None  # final: kept
+
+
 async def test_a_counter_behind_the_head_is_raised(db: Db) -> None:
     bank = await store_with_history(db)
     head = await bank.store.head_sequence()

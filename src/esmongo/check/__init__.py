@@ -20,6 +20,7 @@ from esmongo.check.bookkeeping import (
     check_checkpoints,
     check_claims,
     check_counter,
+    check_transient_responses,
     check_writable,
 )
 from esmongo.check.repair import RepairOutcome
@@ -69,6 +70,7 @@ async def check(
     await check_writable(scope, report, settle_s)
     await check_checkpoints(scope, report)
     await check_claims(scope, report, stuck_after)
+    await check_transient_responses(scope, report)
     report.elapsed_s = time.perf_counter() - started
     return report
 

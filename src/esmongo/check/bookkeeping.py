@@ -132,3 +132,22 @@ async def check_claims(scope: Scope, report: CheckReport, stuck_after: timedelta
                 "nothing twice (its event ids are derived from the key)",
             )
         )
+
+
+TRANSIENT = {"status": 409, "body": {"$regex": '"code": ?"concurrency_conflict"'}}
+"""A stored conflict (item 14 of issue 10): a transient outcome the retry should have run
+again, replayed to every retry instead."""
+
+
+async def check_transient_responses(scope: Scope, report: CheckReport) -> None:
+    async for doc in cursor(scope.db[IDEMPOTENCY_KEYS], TRANSIENT, [("_id", 1)], {"_id": 1}):
+        report.add(
+            Finding(
+                "idempotency",
+                "an idempotency key stores a 409 concurrency_conflict: every retry with it "
+                "replays that transient conflict instead of running again",
+                {"collection": IDEMPOTENCY_KEYS, "key": doc["_id"]},
+                fix=Fix("forget_response", {"key": doc["_id"]}),
+                reason="delete it: the command recorded nothing, its retry runs it again",
+            )
+        )

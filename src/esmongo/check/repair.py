@@ -11,6 +11,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from esmongo import fence
+from esmongo.check.bookkeeping import TRANSIENT
 from esmongo.check.report import CheckReport, Finding, Fix
 from esmongo.check.scope import IDEMPOTENCY_KEYS, Document, Scope
 from esmongo.check.streams import dedupe_fix
@@ -186,6 +187,13 @@ async def _release_claim(scope: Scope, args: dict[str, Any]) -> str:
     return "claim deleted"
 
 
+async def _forget_response(scope: Scope, args: dict[str, Any]) -> str:
+    result = await scope.db[IDEMPOTENCY_KEYS].delete_one({"_id": args["key"], **TRANSIENT})
+    if result.deleted_count == 0:
+        raise Refused("the stored response changed meanwhile")
+    return "stored conflict deleted"
+
+
 async def _delete_snapshot(scope: Scope, args: dict[str, Any]) -> str:
     kind, ident = args["stream"]
     version = int(args["version"])
@@ -204,4 +212,5 @@ ACTIONS: dict[str, Callable[[Scope, dict[str, Any]], Awaitable[str]]] = {
     "release_claim": _release_claim,
     "delete_snapshot": _delete_snapshot,
     "reopen_fence": _reopen_fence,
+    "forget_response": _forget_response,
 }
