@@ -454,7 +454,7 @@ async def test_the_command_exits_1_when_a_repair_is_refused(db: Db, server_uri: 
 def test_the_command_exits_2_without_a_database(db: Db) -> None:
     result = esmongo("mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300", db, "check")
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "cannot reach" in result.stderr
+    assert "nothing listening at 127.0.0.1:9" in result.stderr
 
 
 async def test_admin_check_over_http_is_for_admins(db: Db) -> None:
