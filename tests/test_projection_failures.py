@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import Insert, RecordedEvent, Update
+from esmongo import EventStore, Insert, RecordedEvent, Update
 from esmongo.bank import AccountsReadModel, TransactionsReadModel
 from esmongo.projections import (
     Checkpoints,
@@ -75,7 +75,7 @@ async def test_skip_policy_dead_letters_then_retry_after_the_fix(db: Db) -> None
     actual = await read_models(db)
     for event in poisoned:
         assert event.event_id not in actual["transactions_read"]
-    (status,) = await projection_status(db, ["transactions_read"])
+    (status,) = await projection_status(store, ["transactions_read"])
     assert status.dead_letters == len(poisoned) and status.lag_events == 0
 
     # Still broken: the retry fails and counts one more attempt.
@@ -123,7 +123,7 @@ async def test_stop_policy_blocks_before_the_event_until_it_is_retried(db: Db) -
         assert checkpoint is not None
         assert (checkpoint.position, checkpoint.blocked_at) == (bad.sequence - 1, bad.sequence)
         assert runner.state == RunnerState.BLOCKED
-        (status,) = await projection_status(db, ["accounts_read"])
+        (status,) = await projection_status(store, ["accounts_read"])
         assert status.state == "blocked" and status.dead_letters == 1
         letter = await DeadLetters(db).get("accounts_read", bad.sequence)
         assert letter is not None and letter.policy == "stop"
@@ -179,3 +179,57 @@ async def test_a_write_the_server_refuses_is_isolated_to_its_event(db: Db) -> No
     assert {k: v for k, v in stored["transactions_read"].items() if k != victim.event_id} == (
         expected
     )
+
+
+async def test_a_restart_retries_the_blocking_event_and_goes_on_once_it_is_fixed(db: Db) -> None:
+    """docs/projections.md: restarting a STOP-blocked projection tries the event again."""
+    store, load = await loaded_store(db, 120, poison_every=0)
+    load.poison_every = 1
+    await load.append(1)  # one poison movement
+    load.poison_every = 0
+    await load.append(60)
+    bad = min(
+        (e for e in await all_events(store) if e.data.get("reason") == "poison"),
+        key=lambda e: e.sequence,
+    )
+    PoisonedAccounts.broken = True
+    try:
+        first = ProjectionRunner(store, PoisonedAccounts(), batch_size=40)
+        await first.init()
+        with pytest.raises(ProjectionBlocked):
+            await first.catch_up()
+        dead = DeadLetters(db)
+        letter = await dead.get("accounts_read", bad.sequence)
+        assert letter is not None and letter.attempts == PoisonedAccounts.max_attempts
+
+        # Restarted, still broken: it tries again and stays blocked; the attempts add up.
+        with pytest.raises(ProjectionBlocked):
+            await ProjectionRunner(store, PoisonedAccounts(), batch_size=40).catch_up()
+        letter = await dead.get("accounts_read", bad.sequence)
+        assert letter is not None and letter.attempts == 2 * PoisonedAccounts.max_attempts
+        checkpoint = await Checkpoints(db).get("accounts_read")
+        assert checkpoint is not None
+        assert (checkpoint.position, checkpoint.blocked_at) == (bad.sequence - 1, bad.sequence)
+
+        # The fix deployed: a new daemon (new store object) on the same database goes on.
+        PoisonedAccounts.broken = False
+        restarted = EventStore(db)
+        daemon = ProjectionDaemon(
+            restarted, [PoisonedAccounts()], batch_size=40, lease_ttl_s=3, idle_poll_s=0.1
+        )
+        daemon.start()
+        try:
+            await daemon.runner("accounts_read").wait_until(
+                await restarted.head_sequence(), timeout_s=20
+            )
+        finally:
+            await daemon.stop()
+    finally:
+        PoisonedAccounts.broken = True
+    assert await dead.count() == 0
+    checkpoint = await Checkpoints(db).get("accounts_read")
+    assert checkpoint is not None and checkpoint.blocked_at is None
+    (status,) = await projection_status(store, ["accounts_read"])
+    assert status.state != "blocked" and status.lag_events == 0
+    expected = fold(await all_events(store))
+    assert_same({"accounts_read": expected["accounts_read"]}, await read_models(db))

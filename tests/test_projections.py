@@ -210,12 +210,12 @@ async def test_status_metrics_and_lag(db: Db) -> None:
         "esmongo_projections_batch_duration_seconds_count", {"projection": "accounts_read"}
     )
     assert batches is not None and batches >= 3
-    (status,) = await projection_status(db, ["accounts_read"])
+    (status,) = await projection_status(store, ["accounts_read"])
     assert (status.position, status.lag_events, status.lag_seconds) == (head, 0, 0.0)
     assert status.state == "idle" and status.dead_letters == 0
     await asyncio.sleep(0.05)
     await BankLoad(store, seed=99, synthetic_time=False).append(40)
-    (status,) = await projection_status(db, ["accounts_read"], update_metrics=True)
+    (status,) = await projection_status(store, ["accounts_read"], update_metrics=True)
     assert status.lag_events == await store.head_sequence() - head
     assert status.lag_seconds > 0
     assert status.to_dict()["lagEvents"] == status.lag_events

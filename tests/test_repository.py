@@ -103,18 +103,35 @@ async def test_two_new_aggregates_with_one_id_cannot_both_be_created(
     assert (await carts.load("c1")).items == ["apple"]
 
 
-async def test_save_metadata_is_merged_into_each_event(
+async def test_command_metadata_is_merged_into_each_event(
     carts: Repository[Cart], store: EventStore
 ) -> None:
     cart = Cart("c1")
+    metadata = {"userId": "u1", "source": "api", "correlationId": "k"}
+    cart.begin_command(metadata=metadata)
     cart.add("apple")
-    await carts.save(cart, metadata={"userId": "u1", "source": "api", "correlationId": "k"})
+    (raised,) = cart.uncommitted_events
+    await carts.save(cart, metadata=metadata)  # checked: the events carry it
     (event,) = [e async for e in store.read_stream("cart", "c1")]
-    # The event's own metadata wins over the save's.
+    # The event's own metadata wins over the command's.
     assert event.metadata["source"] == "cart"
     assert event.metadata["userId"] == "u1"
     assert event.metadata["correlationId"] == "k"
     assert [e.event_id async for e in store.read_by_correlation("k")] == [event.event_id]
+    # What the handler saw is what the store recorded.
+    assert raised.metadata == event.metadata
+
+
+async def test_metadata_given_only_to_save_is_refused(
+    carts: Repository[Cart], store: EventStore
+) -> None:
+    """Added after the handlers ran, it would be stored but unseen by them (item 7)."""
+    cart = Cart("c1")
+    cart.add("apple")
+    with pytest.raises(ValueError, match=r"begin_command\(metadata=") as caught:
+        await carts.save(cart, metadata={"userId": "u1"})
+    assert "cart/c1" in str(caught.value) and "userId" in str(caught.value)
+    assert await store.head_sequence() == 0
 
 
 async def test_save_all_is_all_or_nothing(carts: Repository[Cart], store: EventStore) -> None:

@@ -4,7 +4,7 @@ The public API: the event store, events, aggregates, repository, snapshots and t
 schema registry. See README.md and docs/.
 """
 
-from esmongo.aggregate import Aggregate, EventLike, applies
+from esmongo.aggregate import Aggregate, EventLike, applies, command_event_id
 from esmongo.archive import ArchiveReport
 from esmongo.catalog import SchemaCatalog
 from esmongo.errors import (
@@ -118,6 +118,7 @@ __all__ = [
     "Update",
     "active_events_collection",
     "applies",
+    "command_event_id",
     "handles",
     "new_event_id",
     "projection_status",

@@ -2,7 +2,8 @@
 
 Command methods check the rules against the current state and call `raise_event`; state
 changes only in handlers registered with `@applies(event_type)`, which replay calls in the
-same way. So the state after a command equals the state after replaying its events.
+same way. So the state after a command equals the state after replaying its events: a raised
+event carries, when its handler runs, exactly the metadata and time the store will record.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from datetime import datetime
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from esmongo.errors import UnknownEventTypeError
-from esmongo.events import DEFAULT_EVENT_VERSION, NewEvent, RecordedEvent, new_event_id, utc_now
+from esmongo.events import (
+    DEFAULT_EVENT_VERSION,
+    NewEvent,
+    RecordedEvent,
+    new_event_id,
+    stable_event_id,
+    utc_now,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,8 @@ class EventLike(Protocol):
 
 
 A = TypeVar("A", bound="Aggregate")
+TIMESTAMP = "timestamp"
+"""The metadata key the store sets to the event's time (so handlers see it when raised too)."""
 Handler = Callable[[Any, EventLike], None]
 _HANDLES = "__esmongo_applies__"
 
@@ -46,6 +56,12 @@ def applies(
         return fn
 
     return mark
+
+
+def command_event_id(aggregate_type: str, aggregate_id: str, command_id: str, index: int) -> str:
+    """The id of the `index`-th event (from 0) a command raises on one aggregate: the same
+    command retried raises the same ids, so the store records it once."""
+    return stable_event_id(aggregate_type, aggregate_id, "command", command_id, str(index))
 
 
 class Aggregate:
@@ -78,8 +94,24 @@ class Aggregate:
         self.id = aggregate_id
         self.version = 0
         self._uncommitted: list[NewEvent] = []
+        self._command_id: str | None = None
+        self._command_raised = 0
+        self._metadata: Mapping[str, Any] = {}
 
     # ---- command side -----------------------------------------------------------
+
+    def begin_command(
+        self, *, command_id: str | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        """Say what the events of the next command carry, before it raises them.
+
+        `command_id` (e.g. from an Idempotency-Key) derives their ids (`command_event_id`), so
+        a retried command is recorded once. `metadata` (who, where, correlation) is merged into
+        each event as it is raised: its handler then sees what replay will see.
+        """
+        self._command_id = command_id
+        self._command_raised = 0
+        self._metadata = dict(metadata or {})
 
     def raise_event(
         self,
@@ -92,15 +124,23 @@ class Aggregate:
     ) -> NewEvent:
         """Apply a new event now and keep it to be saved.
 
-        Give `event_id` (see `stable_event_id`) when the event must be recorded at most once.
+        Give `event_id` (see `stable_event_id`) when the event must be recorded at most once;
+        without it, a command begun with a `command_id` derives one. The event's metadata is
+        the command's, then `metadata`, then its time under "timestamp", as the store records.
         """
+        if event_id is None and self._command_id is not None:
+            event_id = command_event_id(
+                self.aggregate_type, self.id, self._command_id, self._command_raised
+            )
+        self._command_raised += 1
+        timestamp = utc_now()
         event = NewEvent(
             event_type=event_type,
             data=data,
             event_version=event_version,
-            metadata=metadata or {},
+            metadata={**self._metadata, **(metadata or {}), TIMESTAMP: timestamp},
             event_id=event_id or new_event_id(),
-            timestamp=utc_now(),
+            timestamp=timestamp,
         )
         self._dispatch(event)
         self.version += 1

@@ -34,20 +34,17 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from esmongo.collection_names import (
-    ACTIVE,
     ARCHIVE,
     ARCHIVED_STREAMS,
-    DEFAULT_EVENTS,
-    META,
     SNAPSHOTS,
 )
 from esmongo.errors import (
     AggregateNotFoundError,
     ConcurrencyError,
-    EventsCollectionSealed,
     StreamId,
 )
 from esmongo.events import utc_now
+from esmongo.fence import refuse_unless_writable
 from esmongo.transactions import (
     DURABLE,
     TRANSACTION_TIMEOUT_S,
@@ -220,13 +217,8 @@ class Archive:
                 if before is not None:
                     await session.abort_transaction()
                     return before, True
-                meta = await self.db[META].find_one({"_id": ACTIVE}, session=session)
-                active = str(meta["name"]) if meta else DEFAULT_EVENTS
-                if active != self.active.name:
-                    raise EventsCollectionSealed(
-                        f"the active events collection is {active}, not {self.active.name}: "
-                        "restart this process so that it opens the active one"
-                    )
+                # A migration switch closes this fence on the counter: never both at once.
+                refuse_unless_writable(counter, self.active.name)
                 cursor = self.active.find(
                     where, sort=[("aggregateVersion", ASCENDING)], session=session
                 )

@@ -36,6 +36,7 @@ from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from esmongo import fence
 from esmongo.collection_names import (
     ACTIVE,
     ARCHIVE,
@@ -281,11 +282,15 @@ async def restore(
     counter = {
         "value": report.head_sequence,
         "archives": int((last or {}).get("number", 0)),
-        # The one collection appends may write to: the restored log, whatever an `init`
-        # of this database before the restore wrote there.
-        "writable": layout.events,
+        # The write fence opens on the restored log, whatever an `init` of this database
+        # before the restore wrote there (esmongo.fence).
+        fence.WRITABLE: layout.events,
     }
-    await db["counters"].update_one({"_id": SEQUENCE_COUNTER}, {"$set": counter}, upsert=True)
+    await db["counters"].update_one(
+        {"_id": SEQUENCE_COUNTER},
+        {"$set": counter, "$unset": {fence.SEALED_FOR: ""}},
+        upsert=True,
+    )
     return report
 
 

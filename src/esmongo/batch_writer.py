@@ -41,7 +41,8 @@ from esmongo.errors import (
     StreamId,
 )
 from esmongo.events import ANY, STREAM_EXISTS, NewEvent, RecordedEvent, utc_now
-from esmongo.metrics import EVENTS_APPENDED
+from esmongo.fence import refuse_unless_writable
+from esmongo.metrics import EVENTS_APPENDED, STORE_APPENDS_TAKEN_OUT, STORE_TRANSACTION_RETRIES
 from esmongo.stream_versions import StreamVersions
 from esmongo.transactions import (
     TRANSACTION_TIMEOUT_S,
@@ -53,6 +54,7 @@ from esmongo.transactions import (
     commit,
     transient,
 )
+from esmongo.unit_of_work import Writes, by_collection, resolve
 from esmongo.writers import Writers
 
 if TYPE_CHECKING:
@@ -67,6 +69,15 @@ DUPLICATE_KEY = 11000
 DOCUMENT_VALIDATION = 121
 ARCHIVES_FIELD = "archives"
 """Incremented on the counter document by every archive (esmongo.archive)."""
+
+
+class _WritesFailed(Exception):
+    """Raised inside a batch's transaction: the unit-of-work writes of one append failed."""
+
+    def __init__(self, append: PendingAppend, cause: Exception) -> None:
+        super().__init__(f"an append's writes failed: {cause}")
+        self.append = append
+        self.cause = cause
 
 
 class _ArchivedInBatch(Exception):
@@ -101,6 +112,8 @@ class PendingAppend:
     keys: frozenset[Hashable]
     count: int
     size: int
+    writes: Writes | None = None
+    """Documents that commit with these events or not at all (esmongo.unit_of_work)."""
     heads: list[int] = field(default_factory=list)
     """For each request, the version it appends after (set by the version check)."""
     retries: int = 0
@@ -133,20 +146,29 @@ class BatchWriter:
         self.counters = counters
         self.versions = versions
         self.archive = archive
+        self.database = events.database
         self.archives_seen: int | None = None
         """`archives` on the counter as a transaction read it (None: not read yet)."""
         self.stats = WriteStats()
         self._transaction_s = TYPICAL_TRANSACTION_S  # moving average of committed ones
 
     async def flush(self, batch: list[PendingAppend]) -> None:
-        """Write one batch, settling each append; those that must try again go round again."""
+        """Write one batch, settling each append; those that must try again go round again.
+
+        A failure that no single append owns (an error outside the database's, a document
+        the driver cannot encode) fails a lone append; a batch is split so that each append
+        runs alone and gets its own outcome.
+        """
         pending = batch
         while pending:
             try:
                 pending = await self._commit_round(pending)
             except Exception as exc:
-                for append in pending:
-                    append.fail(exc)
+                pending = [a for a in pending if not a.future.done()]
+                if len(pending) == 1:
+                    pending[0].fail(exc)
+                for append in pending if len(pending) > 1 else []:
+                    await self.flush([append])
                 return
 
     async def _commit_round(self, batch: list[PendingAppend]) -> list[PendingAppend]:
@@ -165,6 +187,28 @@ class BatchWriter:
             began = time.perf_counter()
             try:
                 recorded = await self._transaction(live, known)
+            except EventsCollectionSealed as exc:
+                for append in live:
+                    append.fail(exc)
+                break
+            except _WritesFailed as exc:
+                if not (isinstance(exc.cause, PyMongoError) and transient(exc.cause)):
+                    live = [a for a in live if a is not exc.append]
+                    self.stats.taken_out += 1
+                    STORE_APPENDS_TAKEN_OUT.inc()
+                    exc.append.fail(exc.cause)
+                    continue
+                attempt += 1
+                pause = backoff(attempt, self._transaction_s)
+                if time.monotonic() + pause > deadline:
+                    for append in live:
+                        append.fail(exc.cause)
+                    break
+                self.stats.retries += 1
+                STORE_TRANSACTION_RETRIES.inc()
+                await self.writers.conflicted()  # a dead writer may hold what they write
+                await asyncio.sleep(pause)
+                continue
             except _ArchivedInBatch as exc:
                 refused = [a for a in live if any(r.stream in exc.streams for r in a.requests)]
                 live = [a for a in live if a not in refused]
@@ -177,6 +221,7 @@ class BatchWriter:
                 culprits = _culprits(exc, live) if isinstance(exc, BulkWriteError) else {}
                 if culprits:
                     self.stats.taken_out += len(culprits)
+                    STORE_APPENDS_TAKEN_OUT.inc(len(culprits))
                     blamed.extend(culprits.items())
                     live = [a for a in live if a not in culprits]
                     continue
@@ -188,6 +233,7 @@ class BatchWriter:
                         append.fail(failure)
                     break
                 self.stats.retries += 1
+                STORE_TRANSACTION_RETRIES.inc()
                 await self.writers.conflicted()  # a dead writer may hold the counter
                 await asyncio.sleep(pause)
                 continue
@@ -237,6 +283,7 @@ class BatchWriter:
             await begin(session)
             try:
                 counter = await bump_counter(self.counters, "value", total, session)
+                refuse_unless_writable(counter, self.events.name)
                 archives = int(counter.get(ARCHIVES_FIELD, 0))
                 await self._refuse_archived(batch, known, archives, session)
                 sequence = int(counter["value"]) - total
@@ -253,12 +300,28 @@ class BatchWriter:
                     recorded.append(streams)
                 docs = [e.to_document() for streams in recorded for s in streams for e in s]
                 await self.events.insert_many(docs, ordered=False, session=session)
+                for append, streams in zip(batch, recorded, strict=True):
+                    if append.writes is not None:
+                        await self._write_also(append, streams, session)
             except Exception:
                 if session.in_transaction:
                     await session.abort_transaction()
                 raise
             await commit(session)
         return recorded
+
+    async def _write_also(
+        self,
+        append: PendingAppend,
+        recorded: list[list[RecordedEvent]],
+        session: AsyncClientSession,
+    ) -> None:
+        """The append's unit-of-work writes, in the batch's transaction (_WritesFailed)."""
+        try:
+            for name, operations in by_collection(resolve(append.writes, recorded)):
+                await self.database[name].bulk_write(operations, ordered=True, session=session)
+        except Exception as exc:
+            raise _WritesFailed(append, exc) from exc
 
     async def _refuse_archived(
         self,

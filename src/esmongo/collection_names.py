@@ -4,6 +4,8 @@ Persistence (the store, the archive) reads some that services (migrations, backu
 write, so the names live here, below both.
 """
 
+COUNTERS = "counters"
+"""The global sequence counter document (and the write fence on it: esmongo.fence)."""
 DEFAULT_EVENTS = "events"
 """The events collection until a migration switches to another (then see META/ACTIVE)."""
 ARCHIVE = "events_archive"

@@ -70,3 +70,22 @@ PROJECTION_LEASE_HELD = Gauge(
     "1 when this process holds the projection's lease (is its active runner), else 0.",
     ["projection"],
 )
+COMMAND_CONFLICTS_RETRIED = Counter(
+    "esmongo_commands_conflicts_retried_total",
+    "Commands decided again after a version conflict (another writer changed the aggregate).",
+    ["command"],
+)
+COMMAND_CONFLICTS_EXHAUSTED = Counter(
+    "esmongo_commands_conflicts_exhausted_total",
+    "Commands that still conflicted after their last attempt (answered as a conflict).",
+    ["command"],
+)
+STORE_TRANSACTION_RETRIES = Counter(
+    "esmongo_store_transaction_retries_total",
+    "Append transactions run again after a transient failure (a write conflict on the counter).",
+)
+STORE_APPENDS_TAKEN_OUT = Counter(
+    "esmongo_store_appends_taken_out_total",
+    "Appends taken out of a group-commit batch by an error of their own (a version conflict, "
+    "a duplicate event id, a failing unit-of-work write); the rest of the batch commits.",
+)

@@ -30,6 +30,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from esmongo import fence
 from esmongo.collection_names import ARCHIVED_STREAMS, MIGRATIONS
 from esmongo.events import utc_now
 from esmongo.schema import SchemaRegistry, version_chain
@@ -42,8 +43,10 @@ from esmongo.switchover import (
     VerifyReport,
     active_events_collection,
     max_sequence,
+    pause_point,
     record_switch,
     seal,
+    switch_reason,
     unseal,
     verify_copy,
 )
@@ -485,10 +488,25 @@ class Migrator:
         return ([m.id for m in steps], steps[-1].to_version) if steps else None
 
     async def verify(
-        self, target: str, progress: Progress | None = None, *, after_sequence: int = 0
+        self,
+        target: str,
+        progress: Progress | None = None,
+        *,
+        after_sequence: int = 0,
+        through: int | None = None,
     ) -> VerifyReport:
         """Compare the source and `target` (see `switchover.verify_copy`): `ok` or what
-        differs. A full pass that is ok records how far it verified (`verifiedThrough`)."""
+        differs. A full pass that is ok records how far it verified (`verifiedThrough`).
+
+        By default it checks what the target holds so far (through its highest sequence),
+        so it passes while the application keeps appending; the switch checks the rest
+        with writes paused."""
+        if through is None:
+            through = await max_sequence(self.db[target])
+            if not through and await self.db[await self.source_name()].find_one({}) is not None:
+                report = VerifyReport(await self.source_name(), target)
+                report.problem(f"{target} holds no event yet: run the migration first")
+                return report
         return await verify_copy(
             self.db,
             await self.source_name(),
@@ -497,6 +515,7 @@ class Migrator:
             batch_size=self.batch_size,
             progress=progress,
             after_sequence=after_sequence,
+            through=through,
         )
 
     async def switch(
@@ -504,15 +523,18 @@ class Migrator:
     ) -> VerifyReport:
         """Make `target` the active events collection, keeping the source for audit.
 
-        Seals the source first (writers to it fail from then on), copies what was appended
-        since the last run (`catch_up`), verifies, and only then records the switch. On any
-        failure the source is unsealed and nothing is switched (MigrationError). Restart
-        the processes that use the store afterwards so they open the new collection.
+        Closes the write fence on the source first (esmongo.fence: every append in flight
+        commits before it, none after), copies what was appended since the last run
+        (`catch_up`), verifies up to the head, and only then makes the target active and
+        opens the fence on it, in one transaction. On any failure the fence reopens on the
+        source and nothing is switched (MigrationError). Processes still writing to the
+        source are refused (EventsCollectionSealed): restart them so they open the new
+        collection.
 
-        Writes pause while sealed, for as long as the verification takes. With `tail_only`,
-        after a full `verify()` that passed, only what was copied since is compared (plus
-        the counts of the verified prefix): a short pause on a large store, trusting that
-        nothing but this migrator wrote to the target in between.
+        Writes pause while the fence is closed, for as long as the verification takes.
+        With `tail_only`, after a full `verify()` that passed, only what was copied since
+        is compared (plus the counts of the verified prefix): a short pause on a large
+        store, trusting that nothing but this migrator wrote to the target in between.
         """
         source = await self.source_name()
         if source != await active_events_collection(self.db):
@@ -523,8 +545,11 @@ class Migrator:
             after = int((run_doc or {}).get("verifiedThrough") or 0)
             if not after:
                 raise MigrationError(f"{target} has no passed full verification: run verify()")
-        await seal(self.db, source)
+        reason = switch_reason(target)
+        head = await fence.close(self.db, source, reason)
         try:
+            await pause_point("switch:fenced")
+            await seal(self.db, source)  # also refuse writers that bypass the store
             if catch_up:
                 run = await self.run(target)
                 if not run.complete:
@@ -532,17 +557,18 @@ class Migrator:
                         f"catching up failed on {run.failure_count} event(s); "
                         f"first: {run.failures[0]}"
                     )
-            report = await self.verify(target, after_sequence=after)
+            report = await self.verify(target, after_sequence=after, through=head)
             if not report.ok:
                 first = report.problems[0] if report.problems else "the checksums differ"
                 raise MigrationError(
                     f"verification of {target} failed ({report.problem_count} problem(s)); "
                     f"first: {first}"
                 )
+            await record_switch(self.db, source, target, self.ids)
         except BaseException:
             await unseal(self.db, source)
+            await fence.open_on(self.db, source, reason)
             raise
-        await record_switch(self.db, source, target, self.ids)
         return report
 
 

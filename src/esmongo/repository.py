@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +20,7 @@ from esmongo.events import NO_STREAM, RecordedEvent
 from esmongo.metrics import REPLAY_DURATION, SNAPSHOT_LOADS
 from esmongo.snapshots import SnapshotStore, crosses_interval
 from esmongo.store import AppendRequest, EventStore
+from esmongo.unit_of_work import Writes
 
 log = logging.getLogger(__name__)
 
@@ -108,31 +108,53 @@ class Repository(Generic[A]):
     # ---- save -------------------------------------------------------------------
 
     async def save(
-        self, aggregate: A, *, metadata: Mapping[str, Any] | None = None
+        self,
+        aggregate: A,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        writes: Writes | None = None,
     ) -> list[RecordedEvent]:
         """Append the aggregate's new events, expecting the version it was loaded at.
+
+        `metadata` is only checked: the events must have been raised with it (see
+        `Aggregate.begin_command`), so that the handlers saw what the store records.
 
         When every event id was recorded before (a retried command with stable event
         ids), the store returns that earlier recording and writes nothing; the aggregate
         in memory then does not match the store: load it again before using it.
+
+        `writes` (esmongo.unit_of_work): documents that commit with the events or not at
+        all, e.g. the record of the response to the request that ran this command.
         """
-        (recorded,) = await self.save_all([aggregate], metadata=metadata)
+        (recorded,) = await self.save_all([aggregate], metadata=metadata, writes=writes)
         return recorded
 
     async def save_all(
-        self, aggregates: Sequence[A], *, metadata: Mapping[str, Any] | None = None
+        self,
+        aggregates: Sequence[A],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        writes: Writes | None = None,
     ) -> list[list[RecordedEvent]]:
-        """Save several aggregates in one transaction: all of them, or none."""
+        """Save several aggregates in one transaction: all of them, or none (`writes` too)."""
         requests = [self._request(a, metadata) for a in aggregates]
-        recorded = await self.store.append_streams(requests)
+        recorded = await self.store.append_streams(requests, writes=writes)
         for aggregate, events in zip(aggregates, recorded, strict=True):
             self._after_save(aggregate, events)
         return recorded
 
     def _request(self, aggregate: A, metadata: Mapping[str, Any] | None) -> AppendRequest:
         events = aggregate.uncommitted_events
-        if metadata:
-            events = [dataclasses.replace(e, metadata={**metadata, **e.metadata}) for e in events]
+        for event in events:
+            missing = sorted(k for k in metadata or {} if k not in event.metadata)
+            if missing:
+                # Added now, it would be stored but unseen by the handler that already ran:
+                # a snapshot of this object would then differ from a replay.
+                raise ValueError(
+                    f"{self.aggregate_type}/{aggregate.id}: event {event.event_type} was raised "
+                    f"without the metadata {missing} given to save; pass metadata to "
+                    "aggregate.begin_command(metadata=...) before the command raises events"
+                )
         expected = aggregate.loaded_version or NO_STREAM
         return AppendRequest(self.aggregate_type, aggregate.id, events, expected)
 

@@ -31,6 +31,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from esmongo import fence
 from esmongo.archive import Archive, ArchiveReport, merged
 from esmongo.batch_writer import BatchWriter, PendingAppend, WriteStats
 from esmongo.errors import EventValidationError, StreamId
@@ -41,6 +42,7 @@ from esmongo.schema import SchemaRegistry, Upcasters
 from esmongo.stream_versions import StreamVersions
 from esmongo.transactions import DURABLE as DURABLE  # re-exported: their home was here
 from esmongo.transactions import SEQUENCE_COUNTER as SEQUENCE_COUNTER
+from esmongo.unit_of_work import Writes
 from esmongo.writers import Liveness, Writers
 
 Document = dict[str, Any]
@@ -164,13 +166,15 @@ class EventStore:
         return self._writer.stats
 
     async def init(self) -> None:
-        """Create the indexes (archive included) and the sequence counter. Idempotent."""
+        """Create the indexes (archive included) and the sequence counter (with its write
+        fence, esmongo.fence). Idempotent."""
         await self.events.create_indexes(EVENT_INDEXES)
         await self.archive.init(EVENT_INDEXES)
         await self.counters.update_one(
             {"_id": SEQUENCE_COUNTER}, {"$setOnInsert": {"value": 0}}, upsert=True
         )
         await self.writers.sweep()  # a predecessor that died inside an append
+        await fence.adopt(self.db)
 
     # ---- writes -------------------------------------------------------------------
 
@@ -180,20 +184,31 @@ class EventStore:
         aggregate_id: str,
         events: Sequence[NewEvent],
         expected_version: Expected = ANY,
+        *,
+        writes: Writes | None = None,
     ) -> list[RecordedEvent]:
-        """Append to one stream, atomically. Returns the events as recorded."""
+        """Append to one stream, atomically. Returns the events as recorded.
+
+        `writes`: other documents that commit with these events or not at all
+        (esmongo.unit_of_work)."""
         request = AppendRequest(aggregate_type, aggregate_id, list(events), expected_version)
-        (recorded,) = await self.append_streams([request])
+        (recorded,) = await self.append_streams([request], writes=writes)
         return recorded
 
-    async def append_streams(self, requests: Sequence[AppendRequest]) -> list[list[RecordedEvent]]:
+    async def append_streams(
+        self, requests: Sequence[AppendRequest], *, writes: Writes | None = None
+    ) -> list[list[RecordedEvent]]:
         """Append to several streams in one transaction: all of them, or none.
 
         A request whose event ids were all recorded before returns those recorded events
-        and writes nothing (a retried append is idempotent).
+        (upcast, like every read) and writes nothing, `writes` included: a retried append
+        is idempotent, and the first one committed its writes.
         """
         if not all(r.events for r in requests):
-            written = iter(await self.append_streams([r for r in requests if r.events]))
+            kept = [r for r in requests if r.events]
+            if not kept and writes is not None:
+                raise ValueError("writes need at least one event to commit with")
+            written = iter(await self.append_streams(kept, writes=writes))
             return [next(written) if r.events else [] for r in requests]
         if not requests:
             return []
@@ -213,6 +228,7 @@ class EventStore:
             keys=frozenset(streams),
             count=len(ids),
             size=self._estimate_size(requests) if self._group is not None else 0,
+            writes=writes,
         )
         if self._group is not None:
             self._group.submit(pending)
@@ -220,6 +236,8 @@ class EventStore:
             await self._writer.flush([pending])
         recorded = await pending.future
         APPEND_LATENCY.observe(time.perf_counter() - started)
+        if self.upcasters and any(e.replayed for events in recorded for e in events):
+            return [[self.upcasters.upcast(e) for e in events] for events in recorded]
         return recorded
 
     def _estimate_size(self, requests: Sequence[AppendRequest]) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from esmongo import fence
 from esmongo.collection_names import ACTIVE, ARCHIVE, DEFAULT_EVENTS, META, MIGRATIONS
 from esmongo.errors import EsmongoError
 from esmongo.events import utc_now
@@ -43,6 +44,16 @@ IDENTITY = ("sequence", "eventId", "aggregateType", "aggregateId", "aggregateVer
 
 class MigrationError(EsmongoError):
     """A migration cannot run, verify, switch or roll back as asked."""
+
+
+PAUSE_POINTS: dict[str, Callable[[], Awaitable[None]]] = {}
+"""Test hooks: a coroutine run at a named step of a switch or rollback (to pause it there)."""
+
+
+async def pause_point(name: str) -> None:
+    hook = PAUSE_POINTS.get(name)
+    if hook is not None:
+        await hook()
 
 
 async def active_events_collection(db: AsyncDatabase[Document]) -> str:
@@ -69,17 +80,27 @@ async def max_sequence(collection: AsyncCollection[Document]) -> int:
     return int(doc["sequence"]) if doc else 0
 
 
+def switch_reason(target: str) -> str:
+    """What a switch to `target` writes on the fence it holds (esmongo.fence)."""
+    return f"migration switch to {target}"
+
+
+ROLLBACK = "migration rollback"
+
+
 async def record_switch(
     db: AsyncDatabase[Document], source: str, target: str, migration_ids: Sequence[str]
 ) -> None:
+    """Make `target` active and open the write fence on it, in one transaction."""
     now = utc_now()
-    await db[META].update_one(
-        {"_id": ACTIVE},
-        {
+    await fence.open_on(
+        db,
+        target,
+        switch_reason(target),
+        meta_update={
             "$set": {"name": target, "switchedAt": now, "migrationIds": list(migration_ids)},
             "$push": {"previous": source},
         },
-        upsert=True,
     )
     await db[MIGRATIONS].update_one(
         {"_id": target}, {"$set": {"status": "switched", "switchedAt": now}}
@@ -90,30 +111,40 @@ async def rollback_switch(db: AsyncDatabase[Document]) -> str:
     """Make the previous events collection active again; returns its name.
 
     Only while lossless: refused when the active collection holds events the previous
-    one lacks (appended since the switch); migrate back instead. The active one is sealed.
-    Restart the processes that use the store afterwards, as after a switch.
+    one lacks (appended since the switch); migrate back instead. The heads are compared
+    with the write fence closed (esmongo.fence), so no append can commit in between; the
+    active one is then sealed. Restart the processes that use the store afterwards, as
+    after a switch.
     """
     meta = await db[META].find_one({"_id": ACTIVE})
     if meta is None or not meta.get("previous"):
         raise MigrationError("no switch to roll back: the events collection was never switched")
     current, previous = str(meta["name"]), str(meta["previous"][-1])
-    current_head = await max_sequence(db[current])
-    previous_head = await max_sequence(db[previous])
-    if current_head != previous_head:
-        raise MigrationError(
-            f"{current} holds events up to #{current_head} but {previous} only up to "
-            f"#{previous_head}: rolling back would lose the events appended since the "
-            "switch. Migrate them back into a new collection instead."
+    await fence.close(db, current, ROLLBACK)
+    try:
+        await pause_point("rollback:fenced")
+        current_head = await max_sequence(db[current])
+        previous_head = await max_sequence(db[previous])
+        if current_head != previous_head:
+            raise MigrationError(
+                f"{current} holds events up to #{current_head} but {previous} only up to "
+                f"#{previous_head}: rolling back would lose the events appended since the "
+                "switch. Migrate them back into a new collection instead."
+            )
+        await unseal(db, previous)
+        await fence.open_on(
+            db,
+            previous,
+            ROLLBACK,
+            meta_update={
+                "$set": {"name": previous, "switchedAt": utc_now(), "rolledBackFrom": current},
+                "$pop": {"previous": 1},
+            },
         )
+    except BaseException:
+        await fence.open_on(db, current, ROLLBACK)
+        raise
     await seal(db, current)
-    await unseal(db, previous)
-    await db[META].update_one(
-        {"_id": ACTIVE},
-        {
-            "$set": {"name": previous, "switchedAt": utc_now(), "rolledBackFrom": current},
-            "$pop": {"previous": 1},
-        },
-    )
     await db[MIGRATIONS].update_one(
         {"_id": current}, {"$set": {"status": "rolled_back", "rolledBackAt": utc_now()}}
     )
@@ -162,6 +193,7 @@ async def verify_copy(
     batch_size: int = 1000,
     progress: Progress | None = None,
     after_sequence: int = 0,
+    through: int | None = None,
 ) -> VerifyReport:
     """Compare source and target in one merge pass by sequence.
 
@@ -176,6 +208,9 @@ async def verify_copy(
     as many events as the full verification up to N saw (`verifiedThrough`,
     `verifiedCount` of the run): for a switch, so that the pause in writes lasts as long
     as the tail, not the whole store.
+
+    `through` T bounds the check to sequences up to T, so that it can pass while writes
+    continue (what is appended after T is the switch's tail, checked under the fence).
     """
     started = time.perf_counter()
     report = VerifyReport(source, target, verified_from=after_sequence + 1)
@@ -184,7 +219,10 @@ async def verify_copy(
         report.problem(f"{target} was not written by a migration")
     elif run.get("failureCount"):
         report.problem(f"the copy into {target} had {run['failureCount']} failure(s)")
-    tail: Document = {"sequence": {"$gt": after_sequence}}
+    bounds: Document = {"$gt": after_sequence}
+    if through is not None:
+        bounds["$lte"] = through
+    tail: Document = {"sequence": bounds}
     # Whole-collection counts (cheap, unlike filtered ones); the prefix is what the tail is not.
     held = [await db[name].count_documents({}) for name in (source, target)]
     total = held[0] - (int(run.get("verifiedCount", 0)) if run and after_sequence else 0)
@@ -254,6 +292,8 @@ async def verify_copy(
             f"{source} holds {report.source_count} events, {target} {report.target_count}"
             + (f" after #{after_sequence}" if after_sequence else "")
         )
+    if not after_sequence and through is not None:
+        held = [report.source_count, report.target_count]  # the verified prefix
     if run is not None and report.ok:
         await db[MIGRATIONS].update_one(
             {"_id": target},

@@ -7,17 +7,22 @@ transaction takes (`backoff`), and a commit whose outcome is unknown is sent aga
 
 from __future__ import annotations
 
+import asyncio
 import random
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from pymongo import ReadPreference, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.mongo_client import AsyncMongoClient
 from pymongo.errors import BulkWriteError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 Document = dict[str, Any]
+T = TypeVar("T")
 
 SEQUENCE_COUNTER = "event_sequence"
 DURABLE = WriteConcern("majority", j=True)
@@ -87,3 +92,35 @@ async def commit(session: AsyncClientSession) -> None:
                 "UnknownTransactionCommitResult"
             ):
                 raise
+
+
+async def run_in_transaction(
+    client: AsyncMongoClient[Document],
+    body: Callable[[AsyncClientSession], Awaitable[T]],
+    *,
+    typical: float = TYPICAL_TRANSACTION_S * 4,
+) -> T:
+    """Run `body` in a transaction and commit, retrying transient failures (write conflicts
+    on the counter) with `backoff` for up to TRANSACTION_TIMEOUT_S. Any other error aborts
+    and is raised; `body` may also abort and return early."""
+    deadline = time.monotonic() + TRANSACTION_TIMEOUT_S
+    attempt = 0
+    while True:
+        try:
+            async with client.start_session() as session:
+                await begin(session)
+                try:
+                    result = await body(session)
+                except BaseException:
+                    if session.in_transaction:
+                        await session.abort_transaction()
+                    raise
+                if session.in_transaction:
+                    await commit(session)
+                return result
+        except PyMongoError as exc:
+            attempt += 1
+            pause = backoff(attempt, typical)
+            if not transient(exc) or time.monotonic() + pause > deadline:
+                raise
+            await asyncio.sleep(pause)

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import pymongo
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,6 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.api import commands, errors, operations, queries, temporal
 from esmongo.api.auth import ApiKeys
+from esmongo.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from esmongo.api.context import Services
 from esmongo.api.idempotency import IdempotencyKeys
 from esmongo.api.metadata import CORRELATION_HEADER, correlation_id
@@ -24,6 +26,7 @@ from esmongo.projections import ProjectionDaemon
 from esmongo.schema_check import unreachable_versions
 
 log = logging.getLogger(__name__)
+READY_TIMEOUT_S = 2.0
 
 Starter = Callable[[Services], Awaitable[Callable[[], Awaitable[None]]]]
 """Starts background work (the projection daemon) and returns how to stop it."""
@@ -75,8 +78,14 @@ def create_app(
     settings: Settings | None = None,
     db: AsyncDatabase[dict[str, Any]] | None = None,
     background: Starter | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
-    """The service on `db` (tests) or on the database `settings` name (opened at startup)."""
+    """The service on `db` (tests) or on the database `settings` name (opened at startup).
+
+    Request bodies over `max_body_bytes` are refused with a 413 before they are parsed.
+    """
+    if max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be at least 1, not {max_body_bytes}")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -103,6 +112,7 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # inside `correlate`, below
 
     @app.middleware("http")
     async def correlate(request: Request, call_next: Any) -> Response:
@@ -127,12 +137,16 @@ def create_app(
         svc: Services = request.app.state.services
         checks: dict[str, Any] = {}
         try:
-            await svc.bank.db.command("ping")
+            # Bounded: a probe must answer before its own timeout, not after the driver's 30 s.
+            with pymongo.timeout(READY_TIMEOUT_S):
+                await svc.bank.db.command("ping")
             checks["database"] = "ok"
         except Exception as exc:  # reported, not raised: this is a health check
             checks["database"] = f"unreachable: {type(exc).__name__}"
         if svc.projections is not None:
             checks["projections"] = "running" if svc.projections.running else "stopped"
+            if svc.projections.running and checks["database"] != "ok":
+                checks["projections"] = "stalled: the database is unreachable"
         ready = checks["database"] == "ok" and checks.get("projections", "running") == "running"
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

@@ -5,19 +5,19 @@ objects, and some are built in closures (one route per transition).
 """
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import JSONResponse
+from pymongo.errors import PyMongoError
 
-from esmongo import AggregateNotFoundError, ConcurrencyError, DomainError
+from esmongo import AggregateNotFoundError, ConcurrencyError, DomainError, RecordedEvent
 from esmongo.api.auth import Principal, Role
 from esmongo.api.context import Services, ServicesDep, check_access, require
 from esmongo.api.errors import ApiError, to_api_error
 from esmongo.api.errors import body as error_body
 from esmongo.api.idempotency import (
-    KeyInFlight,
     KeyReused,
     StoredResponse,
     request_fingerprint,
@@ -46,7 +46,9 @@ from esmongo.bank import (
     FreezeAccount,
     TransferFunds,
     UnfreezeAccount,
+    command_target,
 )
+from esmongo.unit_of_work import DocumentWrite
 
 router = APIRouter(tags=["commands"], responses=ERRORS)
 
@@ -62,7 +64,29 @@ AccountId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 STAFF = (Role.ADMIN, Role.TELLER)
 ANYONE_WITH_ACCOUNTS = (Role.ADMIN, Role.TELLER, Role.CUSTOMER)
 
-Respond = Callable[[str | None], Awaitable[tuple[int, dict[str, Any]]]]
+Render = Callable[[CommandResult], tuple[int, dict[str, Any]]]
+"""The success response of a command from its result."""
+Prepare = Callable[[str | None], tuple[Command, Render]]
+"""The command to run, given a stable token derived from the Idempotency-Key (None without)."""
+
+
+def _replay(stored: StoredResponse) -> JSONResponse:
+    response = JSONResponse(stored.body, status_code=stored.status)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _reused() -> ApiError:
+    return ApiError(
+        422,
+        "idempotency_key_reused",
+        "this Idempotency-Key was used with another request; use a new key",
+    )
+
+
+def _final(error: Exception) -> bool:
+    """A refusal that running the command again would repeat; a conflict is transient."""
+    return not isinstance(error, ConcurrencyError)
 
 
 async def idempotent(
@@ -71,51 +95,69 @@ async def idempotent(
     who: Principal,
     key: str | None,
     payload: Any,
-    respond: Respond,
+    prepare: Prepare,
 ) -> JSONResponse:
-    """Run `respond` once per (caller, key, request); replay its response afterwards.
+    """Run the command once per (caller, key, request); replay its final response afterwards.
 
-    `respond` gets a stable token derived from the key (None without a key) to build
-    stable transaction ids, so even a lost idempotency record cannot move money twice.
+    The response is stored in the transaction of the command's events (see
+    esmongo.api.idempotency), so it exists if and only if the effect does. The command's
+    event ids derive from the key's token, so a concurrent or repeated request with the key
+    is an idempotent retry that reads the stored response.
     """
+    metadata = event_metadata(request, who)
     if key is None:
-        status, body = await respond(None)
+        command, render = prepare(None)
+        result = await svc.bank.handle(command, metadata)
+        if not result.success:
+            assert result.error is not None
+            raise to_api_error(result.error)
+        status, body = render(result)
         return JSONResponse(body, status_code=status)
     scoped = scoped_key(who.user_id, key)
     fingerprint = request_fingerprint(request.method, request.url.path, payload)
     try:
-        earlier = await svc.idempotency.claim(scoped, fingerprint)
+        earlier = await svc.idempotency.find(scoped, fingerprint)
+        if earlier is not None:
+            return _replay(earlier)
+        command, render = prepare(scoped[:32])
+        target = command_target(command)
+
+        def writes(recorded: list[list[RecordedEvent]]) -> list[DocumentWrite]:
+            events = [e for stream in recorded for e in stream]
+            status, body = render(CommandResult.recorded(target, events))
+            return [svc.idempotency.record(scoped, fingerprint, StoredResponse(status, body))]
+
+        try:
+            result = await svc.bank.handle(command, metadata, writes=writes)
+        except PyMongoError as exc:
+            # Our record's insert failed: the key answered a request meanwhile (or another).
+            earlier = await svc.idempotency.find(scoped, fingerprint)
+            if earlier is None:
+                raise exc from None
+            return _replay(earlier)
+        if result.success and not result.already_applied:
+            status, body = render(result)
+            return JSONResponse(body, status_code=status)
+        if result.success:
+            # Applied before: by a request with this key (its response is stored with its
+            # events), or by one without it (same transaction id): answer and store now.
+            earlier = await svc.idempotency.find(scoped, fingerprint)
+            if earlier is not None:
+                return _replay(earlier)
+            status, body = render(result)
+        else:
+            assert result.error is not None
+            error = to_api_error(result.error)
+            if not _final(result.error):
+                raise error  # transient: not stored, the retry runs the command again
+            status, body = error.status, error_body(error.code, error.message, error.details)
+        stored = await svc.idempotency.store(scoped, fingerprint, StoredResponse(status, body))
     except KeyReused:
-        raise ApiError(
-            422,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with another request; use a new key",
-        ) from None
-    except KeyInFlight:
-        raise ApiError(
-            409, "idempotency_key_in_flight", "a request with this Idempotency-Key is running"
-        ) from None
-    if earlier is not None:
-        response = JSONResponse(earlier.body, status_code=earlier.status)
+        raise _reused() from None
+    response = JSONResponse(stored.body, status_code=stored.status)
+    if stored.body != body or stored.status != status:
         response.headers["Idempotent-Replayed"] = "true"
-        return response
-    try:
-        status, body = await respond(scoped[:32])
-    except ApiError as exc:
-        status, body = exc.status, error_body(exc.code, exc.message, exc.details)
-    except BaseException:
-        await svc.idempotency.release(scoped)
-        raise
-    await svc.idempotency.complete(scoped, StoredResponse(status, body))
-    return JSONResponse(body, status_code=status)
-
-
-async def _run(request: Request, svc: Services, who: Principal, command: Command) -> CommandResult:
-    result = await svc.bank.handle(command, event_metadata(request, who))
-    if not result.success:
-        assert result.error is not None
-        raise to_api_error(result.error)
-    return result
+    return response
 
 
 def _out(result: CommandResult) -> dict[str, Any]:
@@ -142,12 +184,12 @@ async def create_account(
     owner_id = body.ownerId or who.user_id
     owner_name = body.ownerName or (who.user_name if owner_id == who.user_id else owner_id)
 
-    async def respond(token: str | None) -> tuple[int, dict[str, Any]]:
+    def prepare(token: str | None) -> tuple[Command, Render]:
         account_id = body.accountId or f"acc_{token or uuid.uuid4().hex}"[:36]
-        command = CreateAccount(account_id, owner_id, owner_name, body.currency)
-        return 201, _out(await _run(request, svc, who, command))
+        command = CreateAccount(account_id, owner_id, owner_name, body.currency, command_id=token)
+        return command, lambda result: (201, _out(result))
 
-    return await idempotent(request, svc, who, idempotency_key, body.model_dump(), respond)
+    return await idempotent(request, svc, who, idempotency_key, body.model_dump(), prepare)
 
 
 def _movement(kind: str, roles: tuple[Role, ...]) -> None:
@@ -164,12 +206,12 @@ def _movement(kind: str, roles: tuple[Role, ...]) -> None:
         if not who.sees_all_accounts():  # staff: the command itself says 404
             await check_access(svc, who, account_id)
 
-        async def respond(token: str | None) -> tuple[int, dict[str, Any]]:
+        def prepare(token: str | None) -> tuple[Command, Render]:
             txn = body.transactionId or f"txn_{token or uuid.uuid4().hex}"
             command = make(account_id, body.amount, txn, body.reason)
-            return 200, _out(await _run(request, svc, who, command))
+            return command, lambda result: (200, _out(result))
 
-        return await idempotent(request, svc, who, idempotency_key, body.model_dump(), respond)
+        return await idempotent(request, svc, who, idempotency_key, body.model_dump(), prepare)
 
     endpoint.__name__ = f"{kind}_account"
     endpoint.__doc__ = f"{kind.capitalize()} an active account. The amount is a decimal string."
@@ -180,7 +222,9 @@ _movement("credit", STAFF)
 _movement("debit", ANYONE_WITH_ACCOUNTS)
 
 
-def _transition(name: str, make: Callable[[str, Any], Command], body_model: Any) -> None:
+def _transition(
+    name: str, make: Callable[[str, Any, str | None], Command], body_model: Any
+) -> None:
     async def endpoint(
         request: Request,
         account_id: AccountId,
@@ -191,20 +235,21 @@ def _transition(name: str, make: Callable[[str, Any], Command], body_model: Any)
     ) -> JSONResponse:
         payload = body.model_dump() if body is not None else {}
 
-        async def respond(token: str | None) -> tuple[int, dict[str, Any]]:
-            return 200, _out(await _run(request, svc, who, make(account_id, body)))
+        def prepare(token: str | None) -> tuple[Command, Render]:
+            return make(account_id, body, token), lambda result: (200, _out(result))
 
-        return await idempotent(request, svc, who, idempotency_key, payload, respond)
+        return await idempotent(request, svc, who, idempotency_key, payload, prepare)
 
     endpoint.__name__ = f"{name}_account"
     endpoint.__doc__ = f"{name.capitalize()} an account (staff only)."
     router.post(f"/accounts/{{account_id}}/{name}", response_model=CommandOut)(endpoint)
 
 
-_transition("activate", lambda a, b: ActivateAccount(a), CloseBody | None)
-_transition("freeze", lambda a, b: FreezeAccount(a, b.reason if b else ""), FreezeBody)
-_transition("unfreeze", lambda a, b: UnfreezeAccount(a), CloseBody | None)
-_transition("close", lambda a, b: CloseAccount(a, b.reason if b else None), CloseBody | None)
+# The token derived from the Idempotency-Key is the command id: a retry is recognised.
+_transition("activate", lambda a, b, t: ActivateAccount(a, t), CloseBody | None)
+_transition("freeze", lambda a, b, t: FreezeAccount(a, b.reason if b else "", t), FreezeBody)
+_transition("unfreeze", lambda a, b, t: UnfreezeAccount(a, t), CloseBody | None)
+_transition("close", lambda a, b, t: CloseAccount(a, b.reason if b else None, t), CloseBody | None)
 
 
 @router.post("/transfers", status_code=201, response_model=TransferOut)
@@ -219,12 +264,14 @@ async def transfer(
     if not who.sees_all_accounts():  # staff: the command itself says 404
         await check_access(svc, who, body.fromAccountId)
 
-    async def respond(token: str | None) -> tuple[int, dict[str, Any]]:
+    def prepare(token: str | None) -> tuple[Command, Render]:
         transfer_id = body.transferId or f"trf_{token or uuid.uuid4().hex}"
         command = TransferFunds(
             body.fromAccountId, body.toAccountId, body.amount, transfer_id, body.reason
         )
-        result = await _run(request, svc, who, command)
+        return command, lambda result: (201, transfer_out(transfer_id, result))
+
+    def transfer_out(transfer_id: str, result: CommandResult) -> dict[str, Any]:
         out = TransferOut(
             transferId=transfer_id,
             fromAccountId=body.fromAccountId,
@@ -234,9 +281,9 @@ async def transfer(
             sequence=result.last_sequence,
             alreadyApplied=result.already_applied,
         )
-        return 201, out.model_dump(mode="json")
+        return out.model_dump(mode="json")
 
-    return await idempotent(request, svc, who, idempotency_key, body.model_dump(), respond)
+    return await idempotent(request, svc, who, idempotency_key, body.model_dump(), prepare)
 
 
 @router.post("/accounts/{account_id}/archive", response_model=ArchiveOut)

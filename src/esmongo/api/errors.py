@@ -1,7 +1,8 @@
 """Every error the API returns: a status and a JSON body saying what was wrong.
 
 Body: {"error": {"code": "...", "message": "...", "details": [...]}}. Bad input is a 4xx,
-never a 500.
+never a 500. Error bodies are bounded (MAX_DETAILS details, texts cut at MAX_TEXT): a request
+with thousands of bad fields must not be answered with megabytes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from esmongo import (
     AggregateNotFoundError,
     ConcurrencyError,
     DomainError,
+    EventsCollectionSealed,
     EventValidationError,
     StreamArchived,
 )
@@ -35,6 +37,8 @@ UNPROCESSABLE = {
     "currency_mismatch",
 }
 NOT_FOUND = {"account_not_found"}
+MAX_DETAILS = 20
+MAX_TEXT = 200
 
 
 class ApiError(Exception):
@@ -45,10 +49,19 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.details = status, code, message, details
 
 
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """`text`, cut to `limit` characters with a marker saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 def body(code: str, message: str, details: list[Any] | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
+    error: dict[str, Any] = {"code": code, "message": clip(message, 4 * MAX_TEXT)}
     if details:
-        error["details"] = details
+        error["details"] = details[:MAX_DETAILS]
+        if len(details) > MAX_DETAILS:
+            error["message"] += f" (first {MAX_DETAILS} of {len(details)} problems listed)"
     return {"error": error}
 
 
@@ -66,6 +79,8 @@ def to_api_error(exc: Exception) -> ApiError:
         return ApiError(404, "account_not_found", str(exc))
     if isinstance(exc, StreamArchived):
         return ApiError(409, exc.code, str(exc))
+    if isinstance(exc, EventsCollectionSealed):  # paused by a switch, or a stale process
+        return ApiError(503, exc.code, str(exc))
     if isinstance(exc, ConcurrencyError):
         return ApiError(409, "concurrency_conflict", str(exc))
     if isinstance(exc, EventValidationError):
@@ -79,26 +94,34 @@ def install(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(body(exc.code, exc.message, exc.details), status_code=exc.status)
 
+    @app.exception_handler(EventsCollectionSealed)
+    async def paused(request: Request, exc: EventsCollectionSealed) -> JSONResponse:
+        """Writes paused by a migration switch: nothing was written or stored; retry."""
+        return JSONResponse(body(exc.code, str(exc)), status_code=503, headers={"Retry-After": "1"})
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
         details = [
             {
-                "field": ".".join(str(p) for p in e.get("loc", ())),
-                "message": e.get("msg", ""),
-                "type": e.get("type", ""),
+                "field": clip(".".join(str(p) for p in e.get("loc", ()))),
+                "message": clip(str(e.get("msg", ""))),
+                "type": clip(str(e.get("type", ""))),
             }
-            for e in exc.errors()
+            for e in errors[:MAX_DETAILS]
         ]
-        fields = ", ".join(d["field"] for d in details)
-        return JSONResponse(
-            body("invalid_request", f"invalid request: {fields}", details), status_code=422
-        )
+        fields = ", ".join(d["field"] for d in details[:5])
+        more = f" and {len(errors) - 5} more" if len(errors) > 5 else ""
+        content = body("invalid_request", f"invalid request: {fields}{more}", details)
+        if len(errors) > MAX_DETAILS:
+            content["error"]["message"] += f" (first {MAX_DETAILS} listed)"
+        return JSONResponse(content, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(
-            body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+            body(code, clip(str(exc.detail))), status_code=exc.status_code, headers=exc.headers
         )
 
     @app.exception_handler(Exception)

@@ -1,9 +1,13 @@
-"""`Idempotency-Key` on POSTs: the same key and body replays the first response.
+"""`Idempotency-Key` on POSTs: the same key and body replays the first final response.
 
-A key is claimed before the command runs (unique `_id`), so two concurrent requests with
-the same key cannot both run it. The command itself is idempotent too (stable event ids
-derived from the key), so a crash between the append and the stored response cannot
-record twice: the retry runs again and the store returns the first recording.
+The response to a command that records events is stored in the same transaction as those
+events (the store's unit of work, `record`): a response exists if and only if the effect
+does, so no crash or failed write can leave a key locked or a retry unanswerable. There is
+no claim before the command: two requests with one key both run it, and the stable event
+ids derived from the key make the second an idempotent retry of the first, which then reads
+the stored response. A command refused by the domain records no event; its (final) refusal
+is stored with a plain insert (`store`). Transient outcomes (a conflict that outlived its
+retries) are never stored: the retry runs again.
 """
 
 from __future__ import annotations
@@ -14,14 +18,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, InsertOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from esmongo import utc_now
+from esmongo.unit_of_work import DocumentWrite
 
 DEFAULT_TTL = timedelta(hours=24)
+COLLECTION = "idempotency_keys"
 
 
 @dataclass(frozen=True)
@@ -32,10 +38,6 @@ class StoredResponse:
 
 class KeyReused(Exception):
     """The key was used before with another request."""
-
-
-class KeyInFlight(Exception):
-    """The first request with this key has not finished yet."""
 
 
 def request_fingerprint(method: str, path: str, body: Any) -> str:
@@ -50,7 +52,7 @@ def scoped_key(user_id: str, key: str) -> str:
 
 class IdempotencyKeys:
     def __init__(self, db: AsyncDatabase[dict[str, Any]], ttl: timedelta = DEFAULT_TTL) -> None:
-        self.collection: AsyncCollection[dict[str, Any]] = db.get_collection("idempotency_keys")
+        self.collection: AsyncCollection[dict[str, Any]] = db.get_collection(COLLECTION)
         self.ttl = ttl
 
     async def init(self) -> None:
@@ -58,38 +60,50 @@ class IdempotencyKeys:
             [IndexModel([("expiresAt", ASCENDING)], expireAfterSeconds=0, name="ttl")]
         )
 
-    async def claim(self, scoped: str, fingerprint: str) -> StoredResponse | None:
-        """Claim the key for this request. Returns the stored response of an earlier one."""
-        now = utc_now()
-        try:
-            await self.collection.insert_one(
-                {
-                    "_id": scoped,
-                    "fingerprint": fingerprint,
-                    "status": None,
-                    "body": None,
-                    "createdAt": now,
-                    "expiresAt": now + self.ttl,
-                }
-            )
-            return None
-        except DuplicateKeyError:
-            pass
+    async def find(self, scoped: str, fingerprint: str) -> StoredResponse | None:
+        """The response stored under the key; KeyReused if it answered another request."""
         doc = await self.collection.find_one({"_id": scoped})
-        if doc is None:  # expired between the two calls: claim again
-            return await self.claim(scoped, fingerprint)
+        if doc is None:
+            return None
+        if doc.get("status") is None:
+            # A claim left by a version that claimed keys before running the command: it
+            # answers nothing; the stable event ids make running the command again safe.
+            await self.collection.delete_one({"_id": scoped, "status": None})
+            return None
         if doc["fingerprint"] != fingerprint:
             raise KeyReused
-        if doc["status"] is None:
-            raise KeyInFlight
         return StoredResponse(doc["status"], json.loads(doc["body"]))
 
-    async def complete(self, scoped: str, response: StoredResponse) -> None:
-        await self.collection.update_one(
-            {"_id": scoped},
-            {"$set": {"status": response.status, "body": json.dumps(response.body)}},
-        )
+    def _document(self, scoped: str, fingerprint: str, response: StoredResponse) -> dict[str, Any]:
+        now = utc_now()
+        return {
+            "_id": scoped,
+            "fingerprint": fingerprint,
+            "status": response.status,
+            "body": json.dumps(response.body),
+            "createdAt": now,
+            "expiresAt": now + self.ttl,
+        }
 
-    async def release(self, scoped: str) -> None:
-        """Forget a claim whose request failed unexpectedly, so it can be retried."""
-        await self.collection.delete_one({"_id": scoped, "status": None})
+    def record(self, scoped: str, fingerprint: str, response: StoredResponse) -> DocumentWrite:
+        """The write that stores `response` in the transaction of the events it answers for.
+
+        Its unique `_id` fails that append alone if the key answered another request first.
+        """
+        document = self._document(scoped, fingerprint, response)
+        return DocumentWrite(COLLECTION, InsertOne(document))
+
+    async def store(
+        self, scoped: str, fingerprint: str, response: StoredResponse
+    ) -> StoredResponse:
+        """Store a final response that recorded no event; the earlier one if there is one
+        (KeyReused if it answered another request)."""
+        for _ in range(3):
+            try:
+                await self.collection.insert_one(self._document(scoped, fingerprint, response))
+                return response
+            except DuplicateKeyError:
+                earlier = await self.find(scoped, fingerprint)
+                if earlier is not None:
+                    return earlier
+        return response  # the key keeps expiring under us: answer without storing

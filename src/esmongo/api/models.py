@@ -8,11 +8,56 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from bson import ObjectId
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from esmongo import RecordedEvent
 
-Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+ID_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
+URL_DELIMITERS = "/?#%"
+Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+
+
+def account_id_problem(value: str) -> str | None:
+    """Why `value` cannot be an account id, or None.
+
+    An account id is a URL path segment (/accounts/{id}/...): it must travel as it is,
+    without percent-encoding, and must not be a segment that clients and proxies rewrite.
+    """
+    if not value:
+        return "must not be empty"
+    if len(value) > 64:
+        return f"must be at most 64 characters, not {len(value)}"
+    if value in (".", ".."):
+        return f"{value!r} is a relative path segment: clients and proxies resolve it away"
+    for char in value:
+        if char in ID_CHARACTERS:
+            continue
+        if char in URL_DELIMITERS:
+            return f"{char!r} delimits a URL: a path cannot carry it as it is"
+        if char.isspace():
+            return f"whitespace ({char!r}) cannot travel in a URL path as it is"
+        if not char.isprintable():
+            return f"control character {char!r} cannot travel in a URL path"
+        return f"{char!r} is not allowed: use letters, digits and _ . : - (ASCII)"
+    return None
+
+
+def _account_id(value: str) -> str:
+    problem = account_id_problem(value)
+    if problem is not None:
+        raise ValueError(f"account id {problem}")
+    return value
+
+
+AccountIdentifier = Annotated[
+    str,
+    AfterValidator(_account_id),
+    Field(
+        json_schema_extra={"pattern": ID_PATTERN, "minLength": 1, "maxLength": 64},
+        description="Letters, digits and _ . : - (at most 64); not '.' or '..'.",
+    ),
+]
 Amount = Annotated[
     str,
     StringConstraints(pattern=r"^(0|[1-9][0-9]{0,12})(\.[0-9]{1,2})?$"),
@@ -31,7 +76,7 @@ class Body(BaseModel):
 
 
 class CreateAccountBody(Body):
-    accountId: Identifier | None = Field(None, description="Generated when omitted.")
+    accountId: AccountIdentifier | None = Field(None, description="Generated when omitted.")
     ownerId: Identifier | None = Field(None, description="Customers open accounts for themselves.")
     ownerName: Text | None = None
     currency: Currency = "USD"
@@ -162,5 +207,5 @@ def plain(value: Any) -> Any:
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut} for status in (401, 403, 404, 409, 422)
+    status: {"model": ErrorOut} for status in (401, 403, 404, 409, 413, 422)
 }

@@ -1,4 +1,4 @@
-"""Operations over HTTP: projection status and rebuilds, dead letters."""
+"""Operations over HTTP: projection status and rebuilds, dead letters, the store check."""
 
 import asyncio
 import logging
@@ -10,6 +10,7 @@ from esmongo.api.auth import Principal, Role
 from esmongo.api.context import Services, ServicesDep, require
 from esmongo.api.errors import ApiError
 from esmongo.api.models import ERRORS, plain
+from esmongo.check import check
 from esmongo.projections import (
     DeadLetter,
     DeadLetterError,
@@ -58,7 +59,7 @@ async def projections(
 ) -> list[dict[str, Any]]:
     """Each projection: checkpoint, lag in events and seconds, lease holder, dead letters."""
     names = [p.name for p in svc.projection_defs]
-    statuses = await projection_status(svc.bank.db, names, update_metrics=True)
+    statuses = await projection_status(svc.bank.store, names, update_metrics=True)
     result = []
     for status in statuses:
         item = plain(status.to_dict())
@@ -154,3 +155,14 @@ async def discard_dead_letter(
     except DeadLetterError as exc:
         raise ApiError(409, "discard_failed", str(exc)) from exc
     return {"id": dead_letter_id, "discarded": True}
+
+
+@router.get("/admin/check", response_model=dict[str, Any])
+async def check_store(
+    svc: ServicesDep, who: Annotated[Principal, require(*OPERATORS)]
+) -> dict[str, Any]:
+    """`esmongo check` over HTTP (read-only; repairs are the CLI's `--repair`): every
+    invariant of the store, with what is wrong and where. Streams the whole log: slow on
+    a large store."""
+    report = await check(svc.bank.db)
+    return report.to_dict()

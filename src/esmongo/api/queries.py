@@ -1,7 +1,6 @@
 """The query side: read models for current state, the event store for history."""
 
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -10,6 +9,7 @@ from esmongo.api.auth import Principal, Role
 from esmongo.api.context import ServicesDep, check_access, require
 from esmongo.api.errors import ApiError
 from esmongo.api.models import ERRORS, EventOut, EventsOut, HistoryOut, Page, plain
+from esmongo.api.params import decimal_param, utc_param
 
 router = APIRouter(tags=["queries"], responses=ERRORS)
 
@@ -17,18 +17,6 @@ AccountId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 READERS = (Role.ADMIN, Role.TELLER, Role.AUDITOR, Role.CUSTOMER)
 STAFF_READERS = (Role.ADMIN, Role.TELLER, Role.AUDITOR)
 ACCOUNTS_PROJECTION = "accounts_read"
-
-
-def _decimal(value: str | None, name: str) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        parsed = Decimal(value)
-    except InvalidOperation:
-        raise ApiError(422, "invalid_request", f"{name} must be a decimal string") from None
-    if not parsed.is_finite():
-        raise ApiError(422, "invalid_request", f"{name} must be a finite decimal")
-    return parsed
 
 
 @router.get("/accounts/{account_id}", response_model=dict[str, Any])
@@ -78,7 +66,7 @@ async def list_accounts(
         query["owner.userId"] = owner
     if status is not None:
         query["status"] = status
-    low, high = _decimal(min_balance, "min_balance"), _decimal(max_balance, "max_balance")
+    low, high = decimal_param(min_balance, "min_balance"), decimal_param(max_balance, "max_balance")
     balance: dict[str, Any] = {}
     if low is not None:
         balance["$gte"] = low
@@ -128,7 +116,7 @@ async def list_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventsOut:
     """Events by type and time window, or by correlation id, paginated by sequence."""
-    since, until = (t.replace(tzinfo=UTC) if t and t.tzinfo is None else t for t in (since, until))
+    since, until = utc_param(since, "from"), utc_param(until, "to")
     events = [
         EventOut.of(e)
         async for e in svc.bank.store.read_all(

@@ -11,6 +11,7 @@ from esmongo.api.auth import Principal, Role
 from esmongo.api.context import ServicesDep, check_access, require
 from esmongo.api.errors import ApiError
 from esmongo.api.models import ERRORS, plain
+from esmongo.api.params import utc_param
 from esmongo.bank import Account, balance_history
 
 router = APIRouter(tags=["time travel"], responses=ERRORS)
@@ -18,18 +19,6 @@ router = APIRouter(tags=["time travel"], responses=ERRORS)
 AccountId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 READERS = (Role.ADMIN, Role.TELLER, Role.AUDITOR, Role.CUSTOMER)
 STAFF_READERS = (Role.ADMIN, Role.TELLER, Role.AUDITOR)
-# datetime's own range, less a day so that adding the time zone cannot overflow it.
-EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9998, 12, 31, tzinfo=UTC)
-
-
-def _utc(moment: datetime | None, name: str) -> datetime | None:
-    """Naive times are taken as UTC; times outside BSON's practical range are refused."""
-    if moment is None:
-        return None
-    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    if not EARLIEST <= aware <= LATEST:
-        raise ApiError(422, "invalid_request", f"{name} must be between 1970 and 9998")
-    return aware.astimezone(UTC)
 
 
 @router.get("/accounts/{account_id}/state", response_model=dict[str, Any])
@@ -43,9 +32,10 @@ async def state_at(
     """The account replayed up to `at` and/or `version`: what it was then."""
     if at is None and version is None:
         raise ApiError(422, "invalid_request", "give at=<time> or version=<n> (or both)")
+    moment = utc_param(at, "at")
     await check_access(svc, who, account_id)
     queries = TemporalQueries(svc.bank.store, Account, snapshots=svc.bank.snapshots)
-    account = await queries.state_at(account_id, at=_utc(at, "at"), version=version)
+    account = await queries.state_at(account_id, at=moment, version=version)
     if account is None:
         raise ApiError(404, "not_yet_created", f"account {account_id} did not exist then")
     return plain(account.view())  # type: ignore[no-any-return]
@@ -62,11 +52,11 @@ async def account_balance_history(
     until: Annotated[datetime | None, Query(alias="to", description="Default: now.")] = None,
 ) -> dict[str, Any]:
     """The opening balance, then one point per credit or debit with the balance after it."""
-    await check_access(svc, who, account_id)
-    end = _utc(until, "to") or datetime.now(UTC)
-    start = _utc(since, "from") or end - timedelta(days=30)
+    end = utc_param(until, "to") or datetime.now(UTC)
+    start = utc_param(since, "from") or end - timedelta(days=30)
     if start > end:
         raise ApiError(422, "invalid_request", "from must not be after to")
+    await check_access(svc, who, account_id)
     try:
         history = await balance_history(svc.bank.store, account_id, start, end)
     except AggregateNotFoundError as exc:
@@ -102,7 +92,7 @@ async def accounts_at(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     """Every account as it was at `at` (one pass over the account events), with totals."""
-    moment = _utc(at, "at")
+    moment = utc_param(at, "at")
     assert moment is not None
     queries = TemporalQueries(svc.bank.store, Account)
     where = None if status is None else (lambda a: str(a.status) == status)

@@ -7,6 +7,7 @@ from esmongo.bank.account import (
     AccountError,
     AccountNotActive,
     AccountStatus,
+    CommandIdReused,
     InsufficientFunds,
     InvalidAmount,
     InvalidCurrency,
@@ -27,6 +28,7 @@ from esmongo.bank.commands import (
     FreezeAccount,
     TransferFunds,
     UnfreezeAccount,
+    command_target,
 )
 from esmongo.bank.history import BalanceHistory, BalancePoint, balance_history
 from esmongo.bank.read_models import (
@@ -56,6 +58,7 @@ __all__ = [
     "Bank",
     "CloseAccount",
     "Command",
+    "CommandIdReused",
     "CommandResult",
     "CreateAccount",
     "CreditAccount",
@@ -71,5 +74,6 @@ __all__ = [
     "UnfreezeAccount",
     "balance_history",
     "bank_projections",
+    "command_target",
     "parse_amount",
 ]

@@ -54,6 +54,12 @@ class TransactionIdReused(AccountError):
     code = "transaction_id_reused"
 
 
+class CommandIdReused(AccountError):
+    """A command id (Idempotency-Key) recorded before for another command on the account."""
+
+    code = "command_id_reused"
+
+
 def parse_amount(value: object) -> Decimal:
     """A positive amount with at most two decimals. Floats are refused: they lose cents."""
     if isinstance(value, bool | float):

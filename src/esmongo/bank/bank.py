@@ -21,6 +21,7 @@ from esmongo import (
 from esmongo.bank.account import Account, AccountError, AccountStatus
 from esmongo.bank.commands import AccountCommandHandler, Command, CommandResult
 from esmongo.bank.schemas import ACCOUNT_SCHEMAS
+from esmongo.unit_of_work import Writes
 
 
 class AccountNotClosed(AccountError):
@@ -72,9 +73,15 @@ class Bank:
         return self
 
     async def handle(
-        self, command: Command, metadata: Mapping[str, Any] | None = None
+        self,
+        command: Command,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        writes: Writes | None = None,
     ) -> CommandResult:
-        return await self.handler.handle(command, metadata)
+        """Run a command; `writes` commit with its events or not at all (see
+        AccountCommandHandler.handle)."""
+        return await self.handler.handle(command, metadata, writes=writes)
 
     async def archive_account(self, account_id: str) -> ArchiveReport:
         """Move a closed account's stream to the archive (esmongo.EventStore.archive_stream).

@@ -2,6 +2,11 @@
 
 A conflict means someone else changed the account since it was loaded. The command is
 decided again on the fresh state (its rules are checked again), so retrying is safe.
+
+Every command can be retried after an unknown outcome: money movements derive their event
+ids from the transaction id, the other commands from their `command_id`. A retry the
+account's state now refuses (already active, already exists...) is answered with the first
+recording when that recording exists.
 """
 
 from __future__ import annotations
@@ -24,14 +29,18 @@ from esmongo import (
     RecordedEvent,
     Repository,
     StreamArchived,
+    command_event_id,
 )
 from esmongo.bank.account import (
     Account,
     AccountError,
+    CommandIdReused,
     TransactionIdReused,
     movement_event_id,
     parse_amount,
 )
+from esmongo.metrics import COMMAND_CONFLICTS_EXHAUSTED, COMMAND_CONFLICTS_RETRIED
+from esmongo.unit_of_work import Writes
 
 BACKOFF_BASE_S = 0.002
 BACKOFF_CAP_S = 0.1
@@ -43,6 +52,8 @@ class CreateAccount:
     owner_id: str
     owner_name: str
     currency: str = "USD"
+    command_id: str | None = None
+    """Derives the event ids: the same command retried with it is recorded once."""
 
 
 @dataclass(frozen=True)
@@ -64,23 +75,31 @@ class DebitAccount:
 @dataclass(frozen=True)
 class ActivateAccount:
     account_id: str
+    command_id: str | None = None
+    """Derives the event ids: the same command retried with it is recorded once."""
 
 
 @dataclass(frozen=True)
 class FreezeAccount:
     account_id: str
     reason: str
+    command_id: str | None = None
+    """Derives the event ids: the same command retried with it is recorded once."""
 
 
 @dataclass(frozen=True)
 class UnfreezeAccount:
     account_id: str
+    command_id: str | None = None
+    """Derives the event ids: the same command retried with it is recorded once."""
 
 
 @dataclass(frozen=True)
 class CloseAccount:
     account_id: str
     reason: str | None = None
+    command_id: str | None = None
+    """Derives the event ids: the same command retried with it is recorded once."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +112,16 @@ class TransferFunds:
     transfer_id: str = field(default_factory=lambda: f"trf_{uuid.uuid4().hex}")
     reason: str | None = None
 
+
+Transition = CreateAccount | ActivateAccount | FreezeAccount | UnfreezeAccount | CloseAccount
+"""Commands whose event ids come from `command_id` (movements: from the transaction id)."""
+RAISES: dict[type[Transition], str] = {
+    CreateAccount: "account.created",
+    ActivateAccount: "account.activated",
+    FreezeAccount: "account.frozen",
+    UnfreezeAccount: "account.unfrozen",
+    CloseAccount: "account.closed",
+}
 
 AccountCommand = (
     CreateAccount
@@ -118,6 +147,13 @@ class CommandResult:
     already_applied: bool = False
     """True when the transaction was recorded before: `events` are that first recording."""
 
+    @classmethod
+    def recorded(cls, aggregate_id: str, events: Sequence[RecordedEvent]) -> CommandResult:
+        """The result of a command that recorded `events` (`aggregate_id`: its target), as
+        `handle` returns it; for writes that must carry the response (unit of work)."""
+        version = max(e.aggregate_version for e in events if e.aggregate_id == aggregate_id)
+        return cls(True, aggregate_id, version, tuple(events))
+
     @property
     def event_ids(self) -> list[str]:
         return [e.event_id for e in self.events]
@@ -133,18 +169,32 @@ class AccountCommandHandler:
         self.max_attempts = max_attempts
 
     async def handle(
-        self, command: Command, metadata: Mapping[str, Any] | None = None
+        self,
+        command: Command,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        writes: Writes | None = None,
     ) -> CommandResult:
-        """Run a command. Rule violations come back as `error`, not as exceptions."""
-        target = command.from_account if isinstance(command, TransferFunds) else command.account_id
+        """Run a command. Rule violations come back as `error`, not as exceptions.
+
+        `writes` (esmongo.unit_of_work) commit in the transaction of the command's events, or
+        not at all: not when the command is refused, conflicts, or was applied before (an
+        idempotent retry: the first run committed its writes). A failing write fails the
+        command with nothing written, and is raised.
+        """
+        target = command_target(command)
         last_error: EsmongoError | None = None
         for attempt in range(self.max_attempts):
             try:
                 if isinstance(command, TransferFunds):
-                    return await self._transfer(command, metadata)
-                return await self._on_account(command, metadata)
+                    return await self._transfer(command, metadata, writes)
+                return await self._on_account(command, metadata, writes)
             except ConcurrencyError as exc:
                 last_error = exc
+                if attempt + 1 == self.max_attempts:
+                    COMMAND_CONFLICTS_EXHAUSTED.labels(type(command).__name__).inc()
+                    break
+                COMMAND_CONFLICTS_RETRIED.labels(type(command).__name__).inc()
                 # Jittered exponential backoff: writers racing for one stream spread out
                 # instead of colliding again on the next round trip.
                 pause = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
@@ -171,6 +221,8 @@ class AccountCommandHandler:
     async def _applied_before(self, command: Command) -> CommandResult | None:
         """A movement refused by the account's state now (frozen since, balance spent since...)
         may be the retry of one that was applied: then it is answered as the first time."""
+        if isinstance(command, Transition):
+            return await self._transition_before(command)
         if isinstance(command, CreditAccount | DebitAccount):
             kind = "credit" if isinstance(command, CreditAccount) else "debit"
             moves = [(command.account_id, command.transaction_id, kind)]
@@ -200,23 +252,45 @@ class AccountCommandHandler:
         would_raise = [NewEvent(f"account.{kind}ed", {"amount": amount}) for _, _, kind in moves]
         return _earlier(target, would_raise, recorded)
 
+    async def _transition_before(self, command: Transition) -> CommandResult | None:
+        """The first recording of this command (same `command_id`), if there is one."""
+        if not command.command_id:
+            return None
+        event_id = command_event_id(
+            Account.aggregate_type, command.account_id, command.command_id, 0
+        )
+        event = await self.repository.recorded_event(event_id)
+        if event is None:
+            return None
+        if event.event_type != RAISES[type(command)]:
+            error = CommandIdReused(
+                f"command id {command.command_id} was already used on {command.account_id} "
+                f"for {event.event_type}"
+            )
+            return CommandResult(False, command.account_id, error=error)
+        version = event.aggregate_version
+        return CommandResult(True, command.account_id, version, (event,), already_applied=True)
+
     async def _on_account(
-        self, command: AccountCommand, metadata: Mapping[str, Any] | None
+        self, command: AccountCommand, metadata: Mapping[str, Any] | None, writes: Writes | None
     ) -> CommandResult:
+        command_id = command.command_id if isinstance(command, Transition) else None
         if isinstance(command, CreateAccount):
             account = await self.repository.load_or_new(command.account_id)
+            account.begin_command(command_id=command_id, metadata=metadata)
             account.create(command.owner_id, command.owner_name, command.currency)
         else:
             account = await self.repository.load(command.account_id)
+            account.begin_command(command_id=command_id, metadata=metadata)
             decide(account, command)
         raised = account.uncommitted_events
-        events = await self.repository.save(account, metadata=metadata)
+        events = await self.repository.save(account, writes=writes)
         if events and events[0].replayed:
             return _earlier(account.id, raised, events)
-        return CommandResult(True, account.id, account.version, tuple(events))
+        return CommandResult.recorded(account.id, events)
 
     async def _transfer(
-        self, command: TransferFunds, metadata: Mapping[str, Any] | None
+        self, command: TransferFunds, metadata: Mapping[str, Any] | None, writes: Writes | None
     ) -> CommandResult:
         if command.from_account == command.to_account:
             raise AccountError("cannot transfer to the same account", code="same_account")
@@ -227,35 +301,48 @@ class AccountCommandHandler:
                 f"cannot transfer {source.currency} to a {target.currency} account",
                 code="currency_mismatch",
             )
+        source.begin_command(metadata=metadata)
+        target.begin_command(metadata=metadata)
         link = {"transferId": command.transfer_id}
         txn = command.transfer_id
         source.debit(command.amount, txn, command.reason, counterpartyAccountId=target.id, **link)
         target.credit(command.amount, txn, command.reason, counterpartyAccountId=source.id, **link)
         raised = source.uncommitted_events + target.uncommitted_events
-        saved = await self.repository.save_all([source, target], metadata=metadata)
+        saved = await self.repository.save_all([source, target], writes=writes)
         events = [e for stream in saved for e in stream]
         if saved[0][0].replayed:
             return _earlier(source.id, raised, events)
-        return CommandResult(True, source.id, source.version, tuple(events))
+        return CommandResult.recorded(source.id, events)
 
 
 def _earlier(
     aggregate_id: str, raised: Sequence[NewEvent], recorded: Sequence[RecordedEvent]
 ) -> CommandResult:
-    """The store answered with an earlier recording of the same transaction ids.
+    """The store answered with an earlier recording of the same event ids.
 
-    The same transaction again is a success that moved nothing; the same transaction id
-    used for another movement is refused.
+    The same transaction (or command) again is a success that changed nothing; the same
+    transaction id used for another movement, or command id for another command, is refused.
     """
     for new, old in zip(raised, recorded, strict=True):
-        if new.event_type != old.event_type or new.data["amount"] != old.data["amount"]:
-            error = TransactionIdReused(
+        if new.event_type == old.event_type and new.data.get("amount") == old.data.get("amount"):
+            continue
+        if "transactionId" in old.data:
+            error: AccountError = TransactionIdReused(
                 f"transaction {old.data['transactionId']} was already recorded on "
                 f"{old.aggregate_id} as {old.event_type} of {old.data['amount']}"
             )
-            return CommandResult(False, aggregate_id, error=error)
+        else:
+            error = CommandIdReused(
+                f"this command id was already used on {old.aggregate_id} for {old.event_type}"
+            )
+        return CommandResult(False, aggregate_id, error=error)
     version = max(e.aggregate_version for e in recorded if e.aggregate_id == aggregate_id)
     return CommandResult(True, aggregate_id, version, tuple(recorded), already_applied=True)
+
+
+def command_target(command: Command) -> str:
+    """The account a command's result is about (a transfer's: the one debited)."""
+    return command.from_account if isinstance(command, TransferFunds) else command.account_id
 
 
 def decide(account: Account, command: AccountCommand) -> None:

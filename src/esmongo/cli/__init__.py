@@ -2,6 +2,7 @@
 
 from esmongo.cli import (  # noqa: F401 - registers commands
     archive,
+    check,
     projections,
     schemas,
     service,

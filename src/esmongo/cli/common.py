@@ -1,6 +1,7 @@
 """What every command shares: the app, consoles, opening the database, progress bars.
 
-Exit codes: 0 done, 1 the work failed (the message says why), 2 bad configuration.
+Exit codes: 0 done, 1 the work failed (the message says why), 2 bad configuration; every
+error is one line on stderr (cli/errors.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,16 +23,17 @@ from rich.progress import (
 )
 
 from esmongo.bank import Bank
-from esmongo.errors import ConfigurationError, EsmongoError
+from esmongo.cli.errors import Cli, err, fail, fail_with
 from esmongo.mongo import Connection, Settings, redact
 
-app = typer.Typer(
+__all__ = ["app", "console", "err", "fail", "group", "progress_bars", "run", "run_async"]
+
+app = Cli(
     help="esmongo: event sourcing on MongoDB.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
 console = Console()
-err = Console(stderr=True)
 T = TypeVar("T")
 Advance = Callable[..., None]
 
@@ -44,20 +45,14 @@ def group(name: str, help: str) -> typer.Typer:
     return sub
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print the reason (verbatim: no markup, no emoji codes) and make the exit."""
-    err.print(f"[red]error:[/] {escape(message)}", emoji=False)
-    return typer.Exit(code)
-
-
 def run_async(main: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine; esmongo's errors become a message and an exit code."""
+    """Run a coroutine; any error becomes one line and an exit code (cli/errors.py)."""
     try:
         return asyncio.run(main)
-    except ConfigurationError as exc:
-        raise fail(str(exc), 2) from exc
-    except EsmongoError as exc:
-        raise fail(str(exc)) from exc
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise fail_with(exc) from None
 
 
 def run(work: Callable[[Bank], Awaitable[T]], *, init: bool = True) -> T:

@@ -46,7 +46,7 @@ def status() -> None:
     async def work(bank: Bank) -> None:
         names = [p.name for p in bank_projections()]
         table = Table("projection", "state", "checkpoint", "head", "lag", "lag s", "owner", "dead")
-        for s in await projection_status(bank.db, names):
+        for s in await projection_status(bank.store, names):
             table.add_row(
                 s.name,
                 s.state,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +16,45 @@ from esmongo.mongo import Connection, Settings, redact
 keys_app = group("keys", "API keys.")
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The bound socket the service will listen on; a busy port is a configuration error.
+
+    Bound before anything is announced (or the database opened), so a port in use fails
+    at once, with exit code 2 and one line, instead of after printing "serving".
+    """
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise fail(f"cannot listen on {host}: {exc.strerror}", 2) from None
+    family, kind, proto, _, address = found[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise fail(
+                f"{host}:{port} is in use: stop what listens there or choose another --port", 2
+            ) from None
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 2) from None
+    return sock
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free).")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            envvar="ESMONGO_MAX_BODY_BYTES",
+            help="Larger request bodies are refused with 413 before they are parsed "
+            "[default: 65536].",
+        ),
+    ] = None,
 ) -> None:
     """Run the accounts API and the projection daemon (Ctrl-C stops)."""
     import uvicorn
@@ -26,24 +62,35 @@ def serve(
     from esmongo.api import ApiKeys, create_app
     from esmongo.api.app import run_projection_daemon
     from esmongo.api.auth import ensure_dev_admin_key
+    from esmongo.api.body_limit import DEFAULT_MAX_BODY_BYTES
+
+    body_limit = DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes
+    sock = listen_socket(host, port)
+    port = sock.getsockname()[1]
+
+    def say(line: str) -> None:
+        console.print(line, soft_wrap=True)  # whole lines: the URL and key get copied
 
     async def main() -> None:
         settings = Settings.from_env()
         async with Connection(settings) as conn:
             keys = ApiKeys(conn.db)
             await keys.init()
-            service = create_app(db=conn.db, background=run_projection_daemon)
+            service = create_app(
+                db=conn.db, background=run_projection_daemon, max_body_bytes=body_limit
+            )
             url = f"http://{host}:{port}"
-            console.print(f"esmongo serving [bold]{url}[/] (API docs: {url}/docs)")
-            console.print(f"database {settings.database} on {redact(conn.uri)}")
+            say(f"esmongo serving [bold]{url}[/] (API docs: {url}/docs)")
+            say(f"database {settings.database} on {redact(conn.uri)}")
             if conn.server is not None:
                 key = await ensure_dev_admin_key(keys, settings.home / "dev-admin-key")
-                console.print(f"development admin key: [bold]{key}[/]")
-                console.print(f'  try: curl -H "Authorization: Bearer {key}" {url}/accounts')
+                say(f"development admin key: [bold]{key}[/]")
+                say(f'  try: curl -H "Authorization: Bearer {key}" {url}/accounts')
             config = uvicorn.Config(service, host=host, port=port, log_level=log_level)
-            await uvicorn.Server(config).serve()
+            await uvicorn.Server(config).serve(sockets=[sock])
 
-    run_async(main())
+    with sock:
+        run_async(main())
 
 
 @app.command()
@@ -90,12 +137,29 @@ def keys_create(
     run(work)
 
 
+def _check_backup_target(directory: Path) -> None:
+    """Refuse a target that cannot become an empty directory before opening the database."""
+    if directory.exists():
+        if not directory.is_dir():
+            raise fail(f"{directory} is not a directory: give a new or empty directory")
+        if any(directory.iterdir()):
+            raise fail(f"{directory} is not empty: give a new or empty directory")
+        return
+    for parent in directory.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise fail(f"{parent} is not a directory, so {directory} cannot be created")
+            return
+
+
 @app.command("backup")
 def backup_cmd(
     directory: Annotated[Path, typer.Argument(help="A new or empty directory.")],
 ) -> None:
     """Back up events, schemas and keys (mongodump layout; read models are rebuilt)."""
     from esmongo.backup import backup
+
+    _check_backup_target(directory)
 
     async def work(bank: Bank) -> None:
         with progress_bars() as advance:
@@ -122,6 +186,11 @@ def restore_cmd(
     """Restore a backup into the configured database, which must hold no events yet, nor
     any state derived from events (unless --drop-state)."""
     from esmongo.backup import restore
+
+    if not directory.exists():
+        raise fail(f"{directory}: no such directory (give a directory made by esmongo backup)")
+    if not directory.is_dir():
+        raise fail(f"{directory} is not a directory (give a directory made by esmongo backup)")
 
     async def work(bank: Bank) -> None:
         with progress_bars() as advance:

@@ -13,6 +13,8 @@ from esmongo.bank import Bank
 from esmongo.cli.common import console, fail, group, progress_bars, run
 from esmongo.events import RecordedEvent
 
+MAX_SEQUENCE = 2**62  # BSON integers are 64-bit: larger values cannot even be compared
+
 events_app = group("events", "Read the event store.")
 snapshots_app = group("snapshots", "Manage aggregate snapshots.")
 
@@ -30,7 +32,9 @@ def events_list(
     correlation: Annotated[
         str | None, typer.Option("--correlation", help="Only this correlation id.")
     ] = None,
-    after: Annotated[int, typer.Option(help="Only events after this sequence.")] = 0,
+    after: Annotated[
+        int, typer.Option(min=0, max=MAX_SEQUENCE, help="Only events after this sequence.")
+    ] = 0,
     since: Annotated[datetime | None, typer.Option(help="From this time (UTC if naive).")] = None,
     until: Annotated[datetime | None, typer.Option(help="Before this time.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many events.")] = 50,
@@ -95,7 +99,9 @@ def events_tail(
 @snapshots_app.command("create")
 def snapshots_create(
     aggregate_type: Annotated[str, typer.Option("--type", help="Aggregate type.")] = "account",
-    min_events: Annotated[int, typer.Option(min=1, help="Only aggregates with this many.")] = 50,
+    min_events: Annotated[
+        int, typer.Option(min=1, max=MAX_SEQUENCE, help="Only aggregates with this many.")
+    ] = 50,
 ) -> None:
     """Snapshot every aggregate of a type that has at least --min-events events."""
 

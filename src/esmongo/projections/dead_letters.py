@@ -235,7 +235,7 @@ class DeadLetters:
 
 
 async def _event_at(store: EventStore, sequence: int) -> RecordedEvent:
-    async for event in store.read_all(sequence - 1, limit=1):
-        if event.sequence == sequence:
-            return event
-    raise DeadLetterError(f"no event at sequence {sequence}")
+    event = await store.event_at(sequence)  # the active log, then the archive
+    if event is None:
+        raise DeadLetterError(f"no event at sequence {sequence}")
+    return event

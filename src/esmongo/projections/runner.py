@@ -271,8 +271,17 @@ class ProjectionRunner:
             await finish_swap(self.db, self.name, fence)
             checkpoint = await self.checkpoints.raise_fence(self.name, fence)
         self.position = checkpoint.position
-        self.blocked_at = checkpoint.blocked_at
+        # A STOP block is not kept across a restart or takeover: the new holder tries the
+        # blocking event again (its dead letter is open), and either applies it, removing
+        # the dead letter in the batch's transaction, or blocks there again.
+        self.blocked_at = None
         self._open_dead = await self.dead_letters.open_sequences(self.name, self.position)
+        if checkpoint.blocked_at is not None:
+            log.info(
+                "projection %s: retrying the event %d it was blocked at",
+                self.name,
+                checkpoint.blocked_at,
+            )
 
     async def release(self) -> None:
         """Release the lease if this runner holds it (after `catch_up(release=False)`)."""

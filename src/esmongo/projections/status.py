@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
-
 from esmongo.events import utc_now
 from esmongo.metrics import (
     PROJECTION_DEAD_LETTERS,
@@ -23,7 +21,7 @@ from esmongo.mongo import CODEC_OPTIONS
 from esmongo.projections.checkpoints import Checkpoint, Checkpoints
 from esmongo.projections.dead_letters import DeadLetters
 from esmongo.projections.leases import Leases, LeaseState
-from esmongo.store import SEQUENCE_COUNTER
+from esmongo.store import EventStore
 
 Document = dict[str, Any]
 
@@ -76,25 +74,30 @@ def _state(checkpoint: Checkpoint | None, lease: LeaseState | None, now: datetim
 
 
 async def projection_status(
-    db: AsyncDatabase[Document],
+    store: EventStore,
     names: Sequence[str] | None = None,
     *,
-    events_collection: str = "events",
     update_metrics: bool = False,
 ) -> list[ProjectionStatus]:
     """Status of the named projections (default: every one with a checkpoint).
 
+    The head and the first unapplied event come from `store` (its active log, then the
+    archive), so the lag stays true after a migration switch or an archive.
     With `update_metrics`, the Prometheus lag and dead-letter gauges are set from it
     (for a process that serves /metrics without running the projections itself).
     """
-    db = db.with_options(codec_options=CODEC_OPTIONS)
+    if not isinstance(store, EventStore):
+        raise TypeError(
+            f"projection_status takes the EventStore (it reads the head and the events "
+            f"through it), not {type(store).__name__}"
+        )
+    db = store.db.with_options(codec_options=CODEC_OPTIONS)
     checkpoints, leases, dead = Checkpoints(db), Leases(db), DeadLetters(db)
     if names is None:
         names = sorted(
             [doc["_id"] async for doc in checkpoints.collection.find({}, {"_id": 1})],
         )
-    counter = await db["counters"].find_one({"_id": SEQUENCE_COUNTER})
-    head = int(counter["value"]) if counter else 0
+    head = await store.head_sequence()
     now = utc_now()
     result = []
     for name in names:
@@ -104,11 +107,9 @@ async def projection_status(
         lag = max(0, head - position)
         lag_seconds = 0.0
         if lag:
-            first = await db[events_collection].find_one(
-                {"sequence": position + 1}, {"timestamp": 1}
-            )
+            first = await store.event_at(position + 1)
             if first is not None:
-                lag_seconds = max(0.0, (now - first["timestamp"]).total_seconds())
+                lag_seconds = max(0.0, (now - first.timestamp).total_seconds())
         stats = checkpoint.stats if checkpoint else {}
         status = ProjectionStatus(
             name=name,

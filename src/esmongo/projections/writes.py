@@ -5,14 +5,16 @@ I/O. The runner can then merge a batch: twenty credits to one account become one
 ($inc amounts summed, the last $set kept), and each collection gets one `bulk_write`.
 Merging never changes the result: an update that cannot be folded into the previous one
 for the same document (conflicting paths, operators whose combination depends on the
-stored value) starts a new operation, and ordered bulk writes keep the per-document order.
+stored value) starts a new operation, an update is never folded past a write that may
+touch the same document (esmongo.projections.keys), and ordered bulk writes keep the
+per-document order.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import decimal
-from collections.abc import Collection, Hashable, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -22,6 +24,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.mongo import CODEC_OPTIONS
+from esmongo.projections.keys import OpenKeys, check_key, match_key
 
 Document = dict[str, Any]
 BulkOp = InsertOne[Document] | UpdateOne | DeleteOne
@@ -45,6 +48,9 @@ class Update:
     unset: Collection[str] = ()
     upsert: bool = True
 
+    def __post_init__(self) -> None:
+        check_key(self.key, what=f"Update of {self.collection}")
+
 
 @dataclass(frozen=True)
 class Insert:
@@ -61,16 +67,11 @@ class Delete:
     collection: str
     key: Mapping[str, Any]
 
+    def __post_init__(self) -> None:
+        check_key(self.key, what=f"Delete from {self.collection}")
+
 
 Write = Update | Insert | Delete
-
-
-def _freeze(value: Any) -> Hashable:
-    if isinstance(value, Mapping):
-        return tuple((k, _freeze(v)) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value  # type: ignore[no-any-return]
 
 
 def _conflicts(a: str, b: str) -> bool:
@@ -248,16 +249,16 @@ class WritePlan:
 
     def __init__(self) -> None:
         self._ops: dict[str, list[_PendingUpdate | BulkOp]] = {}
-        self._open: dict[str, dict[Hashable, _PendingUpdate]] = {}
+        self._open: dict[str, OpenKeys[_PendingUpdate]] = {}
         self.writes = 0
         """How many writes the handlers returned (before merging)."""
 
     def add(self, write: Write) -> None:
         self.writes += 1
         ops = self._ops.setdefault(write.collection, [])
-        open_updates = self._open.setdefault(write.collection, {})
+        open_updates = self._open.setdefault(write.collection, OpenKeys())
         if isinstance(write, Update):
-            key = _freeze(write.key)
+            key = match_key(write.key)
             pending = open_updates.get(key)
             if pending is not None:
                 try:
@@ -266,7 +267,7 @@ class WritePlan:
                 except _Merge:
                     pass
             pending = _PendingUpdate(write)
-            open_updates[key] = pending
+            open_updates.open(key, pending)
             ops.append(pending)
             return
         # An insert or delete may touch a document a pending update also matches:

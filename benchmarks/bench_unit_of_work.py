@@ -1,0 +1,141 @@
+"""An idempotency record in the append's transaction vs a claim before and a completion after.
+
+    python benchmarks/bench_unit_of_work.py [--quick]
+
+Rows, each a command's writes on a new stream, sequential (one writer) and 16 concurrent:
+- raw: a raw PyMongo transaction (counter $inc + insert_one), the baseline;
+- claim + complete: insert the claim, `append`, update the claim with the response
+  (what the service did before the unit of work: three writes, two of them outside);
+- unit of work: `append(..., writes=[InsertOne(record)])`, one transaction.
+Ratios are against raw in the same run. Rounds alternate so drift hits all rows alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+from pathlib import Path
+
+from pymongo import InsertOne, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.write_concern import WriteConcern
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import Stopwatch, Timing, benchmark_db, console, print_table
+from esmongo import EventStore, NewEvent, utc_now
+from esmongo.mongo import Document
+from esmongo.store import EVENT_INDEXES
+from esmongo.unit_of_work import DocumentWrite
+
+DURABLE = WriteConcern("majority", j=True)
+
+
+def record(key: str) -> Document:
+    now = utc_now()
+    return {"_id": key, "status": 201, "body": '{"ok": true}', "createdAt": now}
+
+
+async def raw(db: AsyncDatabase[Document], key: str) -> None:
+    """PyMongo's own retrying transaction: counter $inc + insert_one."""
+    counters = db.get_collection("raw_counters", write_concern=DURABLE)
+    events = db.get_collection("raw_events", write_concern=DURABLE)
+
+    async def body(session: AsyncClientSession) -> None:
+        counter = await counters.find_one_and_update(
+            {"_id": "seq"},
+            {"$inc": {"value": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+        assert counter is not None
+        seq = counter["value"]
+        doc = {
+            "_id": seq,
+            "sequence": seq,
+            "eventId": key,
+            "aggregateType": "acct",
+            "aggregateId": key,
+            "aggregateVersion": 1,
+            "data": {"n": 1},
+            "timestamp": utc_now(),
+        }
+        await events.insert_one(doc, session=session)
+
+    async with db.client.start_session() as session:
+        await session.with_transaction(body)
+
+
+async def claim_complete(store: EventStore, key: str) -> None:
+    keys = store.db.get_collection("claimed_keys", write_concern=DURABLE)
+    await keys.insert_one({**record(key), "status": None, "body": None})
+    await store.append("acct", key, [NewEvent("thing.made", {"n": 1})])
+    await keys.update_one({"_id": key}, {"$set": {"status": 201, "body": '{"ok": true}'}})
+
+
+async def unit_of_work(store: EventStore, key: str) -> None:
+    write = DocumentWrite("uow_keys", InsertOne(record(key)))
+    await store.append("acct", key, [NewEvent("thing.made", {"n": 1})], writes=[write])
+
+
+async def run(n: int, writers: int, rounds: int) -> None:
+    async with benchmark_db("bench_uow") as db:
+        store = EventStore(db)
+        await store.init()
+        await db.get_collection("raw_events").create_indexes(EVENT_INDEXES)
+        shapes = {
+            "raw transaction": lambda k: raw(db, k),
+            "claim + append + complete": lambda k: claim_complete(store, k),
+            "append with writes (unit of work)": lambda k: unit_of_work(store, k),
+        }
+        results: dict[tuple[str, int], list[Timing]] = {}
+        for _ in range(rounds):
+            for width in (1, writers):
+                for label, op in shapes.items():
+                    watch = Stopwatch()
+
+                    async def worker(count: int, op=op, watch=watch) -> None:  # type: ignore[no-untyped-def]
+                        for _ in range(count):
+                            with watch.lap():
+                                await op(uuid.uuid4().hex)
+
+                    await asyncio.gather(*(worker(n // width) for _ in range(width)))
+                    results.setdefault((label, width), []).append(
+                        watch.timing(label, (n // width) * width)
+                    )
+        rows = []
+        for width in (1, writers):
+            base = max(t.rate for t in results[("raw transaction", width)])
+            for label in shapes:
+                best = max(results[(label, width)], key=lambda t: t.rate)
+                rows.append(
+                    [
+                        f"{width}",
+                        label,
+                        f"{best.rate:,.0f}/s",
+                        f"{best.p50_ms:.1f}",
+                        f"{best.rate / base:.2f}x",
+                    ]
+                )
+        print_table(
+            f"A command's writes, {n} per row, best of {rounds} alternating rounds",
+            ["writers", "shape", "rate", "p50 ms", "vs raw"],
+            rows,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    n, rounds = (160, 2) if args.quick else (640, 3)
+    asyncio.run(run(n, 16, rounds))
+    console.print("done")
+
+
+if __name__ == "__main__":
+    main()

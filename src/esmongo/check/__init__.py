@@ -1,0 +1,111 @@
+"""`esmongo check`: the event store's invariants, verified on a live database (an fsck).
+
+Streaming: each pass is a merge of cursors in index order, so memory stays bounded
+whatever the number of events; findings are listed up to `max_listed` per invariant and
+counted beyond. What a pass finds is read again before it is reported, so an append or an
+archive committing during the pass is not mistaken for damage. `repair` fixes what can be
+fixed without losing anything (docs/operations.md lists what and how).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from esmongo.check.bookkeeping import (
+    STUCK_AFTER,
+    check_checkpoints,
+    check_claims,
+    check_counter,
+    check_transient_responses,
+    check_writable,
+)
+from esmongo.check.repair import RepairOutcome
+from esmongo.check.repair import repair as _repair
+from esmongo.check.report import INVARIANTS, MAX_LISTED, CheckReport, Finding, Fix, Progress
+from esmongo.check.scope import Scope
+from esmongo.check.sequence import SequencePass
+from esmongo.check.streams import StreamPass, walk
+
+__all__ = [
+    "INVARIANTS",
+    "CheckReport",
+    "Finding",
+    "Fix",
+    "RepairOutcome",
+    "check",
+    "repair",
+]
+
+Document = dict[str, Any]
+
+
+async def check(
+    db: AsyncDatabase[Document],
+    *,
+    progress: Progress | None = None,
+    stuck_after: timedelta = STUCK_AFTER,
+    max_listed: int = MAX_LISTED,
+    settle_s: float = 1.0,
+) -> CheckReport:
+    """Verify every invariant of the event store in `db`; read-only.
+
+    `settle_s`: how long to wait, once, for appends that may still be committing when a
+    sequence above the head (or a counter ahead of it) looks missing.
+    """
+    started = time.perf_counter()
+    scope = await Scope.of(db)
+    report = CheckReport(scope.active, list(scope.sealed), max_listed=max_listed)
+    counter = await scope.counter()
+    bound = await scope.highest(int((counter or {}).get("value", 0)), scope.sealed)
+    sequences = SequencePass(scope, report, bound, settle_s, progress)
+    await sequences.run()
+    streams = StreamPass(scope, report, progress, total=report.events)
+    await streams.run()
+    await _attach_duplicates(sequences, streams, report)
+    await check_counter(scope, report, settle_s)
+    await check_writable(scope, report, settle_s)
+    await check_checkpoints(scope, report)
+    await check_claims(scope, report, stuck_after)
+    await check_transient_responses(scope, report)
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+async def _attach_duplicates(
+    sequences: SequencePass, streams: StreamPass, report: CheckReport
+) -> None:
+    """Sequences held twice, reported per stream (once read again: an archive moving it
+    during the pass shows it in both), repaired with that stream."""
+    for dup in sequences.duplicates.values():
+        if dup.same_events:
+            if not (await walk(sequences.scope, dup.stream)).split:
+                continue
+        elif len(await sequences.scope.located({"sequence": dup.first})) < 2:
+            continue
+        fix = streams.fixes.get(dup.stream)
+        if fix is not None:
+            reason = "repaired with its stream (see the streams finding)"
+        elif not dup.same_events:
+            reason = "different events share these sequences: decide by hand which stands"
+        else:
+            reason = "its stream is in two collections and cannot be repaired automatically"
+        span = f"#{dup.first}" if dup.first == dup.last else f"#{dup.first}..#{dup.last}"
+        report.add(
+            Finding(
+                "sequence",
+                f"{dup.count} sequence(s) in {span} are held twice "
+                f"({' and '.join(sorted(dup.collections))})",
+                {"stream": dup.stream, "sequence": dup.first},
+                fix=fix,
+                reason=reason,
+            )
+        )
+
+
+async def repair(db: AsyncDatabase[Document], report: CheckReport) -> list[RepairOutcome]:
+    """Fix what `report` found repairable (each distinct fix once); check again after."""
+    return await _repair(await Scope.of(db), report)

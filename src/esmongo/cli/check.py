@@ -1,0 +1,58 @@
+"""`esmongo check [--repair]`: the event store's invariants on a live database (an fsck).
+
+Exit codes: 0 healthy (after the repair, with --repair), 1 problems found, 2 configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from esmongo.bank import Bank
+from esmongo.check import CheckReport, check, repair
+from esmongo.cli.common import app, console, err, progress_bars, run
+
+
+def _say(line: str) -> None:
+    """One line per finding, never wrapped, printed verbatim."""
+    console.print(line, soft_wrap=True, markup=False, emoji=False, highlight=False)
+
+
+def _show(report: CheckReport) -> None:
+    for finding in report.findings:
+        _say(finding.line())
+    for invariant, count in report.unlisted.items():
+        _say(f"{invariant}: {count} more finding(s) not listed")
+    state = "healthy" if report.ok else f"{len(report.findings)} problem(s)"
+    err.print(
+        f"[dim]{report.events} events, {report.streams} streams, head #{report.head}, "
+        f"counter {report.counter}, in {report.elapsed_s:.1f} s: {state}[/]"
+    )
+
+
+@app.command("check")
+def check_command(
+    fix: Annotated[
+        bool, typer.Option("--repair", help="Fix what can be fixed without losing anything.")
+    ] = False,
+) -> None:
+    """Verify the store's invariants: sequence, counter, streams, sealed collections,
+    checkpoints, idempotency claims, snapshots. Exit 0 healthy, 1 problems found."""
+
+    async def work(bank: Bank) -> bool:
+        with progress_bars() as advance:
+            report = await check(bank.db, progress=advance)
+        _show(report)
+        if report.ok or not fix:
+            return report.ok
+        for outcome in await repair(bank.db, report):
+            _say(outcome.line())
+        with progress_bars() as advance:
+            after = await check(bank.db, progress=advance)
+        _say("after the repair:" if after.findings else "after the repair: healthy")
+        _show(after)
+        return after.ok
+
+    if not run(work, init=False):
+        raise typer.Exit(1)
