@@ -51,9 +51,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import console, percentile, print_table
 from esmongo import NO_STREAM, NewEvent, utc_now
-from esmongo.embedded import EmbeddedServer
-from esmongo.mongo import CODEC_OPTIONS, Document
-from esmongo.store import SEQUENCE_COUNTER, EventStore
+from esmongo.codec import CODEC_OPTIONS, Document
+from esmongo.connect.embedded import EmbeddedServer
+from esmongo.store import EventStore
+from esmongo.store.transactions import SEQUENCE_COUNTER
 
 DURABLE = WriteConcern("majority", j=True)
 VARIANTS = ("raw", "esmongo", "esmongo+gc")

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import benchmark_server, console, database
 from esmongo import AppendRequest, EventStore, NewEvent
-from esmongo.check import check
+from esmongo.ops.check import check
 
 STREAM_EVENTS = 10
 STREAMS_PER_BATCH = 50

@@ -33,7 +33,7 @@ from common import (
 from esmongo import NO_STREAM, NewEvent
 from esmongo.api import ApiKeys, Role
 from esmongo.bank import ActivateAccount, Bank, CreateAccount, CreditAccount, DebitAccount
-from esmongo.embedded import free_port
+from esmongo.connect.embedded import free_port
 
 CLIENTS = 16
 

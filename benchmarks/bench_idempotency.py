@@ -28,7 +28,7 @@ from common import Stopwatch, Timing, benchmark_db, console, print_table
 from esmongo import RecordedEvent, utc_now
 from esmongo.api.idempotency import IdempotencyKeys, StoredResponse
 from esmongo.bank import ActivateAccount, Bank, CommandResult, CreateAccount, CreditAccount
-from esmongo.unit_of_work import DocumentWrite
+from esmongo.store.unit_of_work import DocumentWrite
 
 Run = Callable[[Bank, IdempotencyKeys, str, str], Awaitable[None]]
 

@@ -34,7 +34,8 @@ from esmongo import (
     active_events_collection,
 )
 from esmongo.bank import Account, balance_history
-from esmongo.store import DURABLE, EVENT_INDEXES
+from esmongo.store.event_store import EVENT_INDEXES
+from esmongo.store.transactions import DURABLE
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

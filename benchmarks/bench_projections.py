@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import benchmark_server, console, database, percentile, print_table
 from esmongo import AppendRequest, EventStore, NewEvent, RecordedEvent
 from esmongo.bank import bank_projections
-from esmongo.mongo import Document
+from esmongo.codec import Document
 from esmongo.projections import BatchReport, ProjectionDaemon, ProjectionRunner
 from esmongo.projections.source import SharedSource
 

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import Stopwatch, Timing, benchmark_db, console, print_table
 from esmongo import NO_STREAM, NewEvent, Repository, utc_now
 from esmongo.bank import Account, Bank
-from esmongo.mongo import Document
-from esmongo.store import EVENT_INDEXES
+from esmongo.codec import Document
+from esmongo.store.event_store import EVENT_INDEXES
 
 DURABLE = WriteConcern("majority", j=True)
 

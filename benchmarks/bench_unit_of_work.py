@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import Stopwatch, Timing, benchmark_db, console, print_table
 from esmongo import EventStore, NewEvent, utc_now
-from esmongo.mongo import Document
-from esmongo.store import EVENT_INDEXES
-from esmongo.unit_of_work import DocumentWrite
+from esmongo.codec import Document
+from esmongo.store.event_store import EVENT_INDEXES
+from esmongo.store.unit_of_work import DocumentWrite
 
 DURABLE = WriteConcern("majority", j=True)
 

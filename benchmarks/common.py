@@ -15,8 +15,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from rich.console import Console
 from rich.table import Table
 
-from esmongo.embedded import EmbeddedServer
-from esmongo.mongo import CODEC_OPTIONS, Document
+from esmongo.codec import CODEC_OPTIONS, Document
+from esmongo.connect.embedded import EmbeddedServer
 
 console = Console()
 

@@ -12,8 +12,8 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from command_counter import FindCounter
-from esmongo.embedded import EmbeddedServer
-from esmongo.mongo import CODEC_OPTIONS, Document
+from esmongo.codec import CODEC_OPTIONS, Document
+from esmongo.connect.embedded import EmbeddedServer
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,11 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-import esmongo.batch_writer
-import esmongo.transactions
+import esmongo.store.batch_writer
+import esmongo.store.transactions
 from esmongo import EventStore, NewEvent
-from esmongo.mongo import CODEC_OPTIONS
-from esmongo.writers import Liveness
+from esmongo.codec import CODEC_OPTIONS
+from esmongo.store.writers import Liveness
 
 LIVENESS = Liveness(heartbeat_s=0.2, stale_after_s=1.0)
 
@@ -26,14 +26,14 @@ async def main(uri: str, name: str) -> None:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
     store = EventStore(client.get_database(name, codec_options=CODEC_OPTIONS), liveness=LIVENESS)
     await store.init()
-    bump = esmongo.transactions.bump_counter
+    bump = esmongo.store.transactions.bump_counter
 
     async def bump_and_hang(*args: Any, **kwargs: Any) -> Any:
         await bump(*args, **kwargs)
         print("holding", flush=True)
         await asyncio.Event().wait()  # killed here, the transaction open
 
-    setattr(esmongo.batch_writer, "bump_counter", bump_and_hang)  # noqa: B010
+    setattr(esmongo.store.batch_writer, "bump_counter", bump_and_hang)  # noqa: B010
     await store.append("order", "doomed", [NewEvent("order.placed", {"n": 1})])
 
 

@@ -147,7 +147,7 @@ def test_unknown_event_type_warns_once_and_is_skipped(caplog: pytest.LogCaptureF
         pass
 
     counter = Lenient("c1")
-    with caplog.at_level(logging.WARNING, logger="esmongo.aggregate"):
+    with caplog.at_level(logging.WARNING, logger="esmongo.model.aggregate"):
         counter.apply(recorded("counter.added", 1, {"n": 5}))
         counter.apply(recorded("counter.renamed", 2, {"name": "x"}))
         counter.apply(recorded("counter.renamed", 3, {"name": "y"}))

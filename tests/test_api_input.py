@@ -20,7 +20,7 @@ from esmongo.api import create_app
 from esmongo.api.body_limit import DEFAULT_MAX_BODY_BYTES
 from esmongo.api.errors import MAX_DETAILS
 from esmongo.api.server import serve_in_thread
-from esmongo.mongo import Settings
+from esmongo.connect.connection import Settings
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from esmongo.api import create_app
 from esmongo.api.auth import KEY_PREFIX, hash_key
 from esmongo.api.server import serve_in_thread
-from esmongo.mongo import Settings
+from esmongo.connect.connection import Settings
 
 ADMIN_KEY = KEY_PREFIX + "schemathesis-admin-key"
 

@@ -28,7 +28,6 @@ from esmongo import (
     StreamArchived,
     TemporalQueries,
 )
-from esmongo import archive as archive_module
 from esmongo.api.app import run_projection_daemon
 from esmongo.bank import (
     Account,
@@ -45,6 +44,7 @@ from esmongo.bank import (
 )
 from esmongo.cli import app as cli_app
 from esmongo.projections import replay
+from esmongo.store import archive as archive_module
 from projection_helpers import all_events, assert_same, fold, read_models
 
 Db = AsyncDatabase[dict[str, Any]]
@@ -471,7 +471,7 @@ async def test_a_migration_after_and_during_archiving_verifies_and_switches(
 async def test_backup_and_restore_keep_the_archive(bank: Bank, db: Db, tmp_path: Any) -> None:
     import uuid
 
-    from esmongo.backup import backup, restore
+    from esmongo.ops.backup import backup, restore
 
     for i in range(3):
         await closed_account(bank, f"gone{i}", movements=3)

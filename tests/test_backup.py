@@ -17,10 +17,10 @@ from pymongo.errors import WriteError
 from typer.testing import CliRunner
 
 from esmongo import Migrator
-from esmongo.backup import BackupError, backup, restore
 from esmongo.bank import ActivateAccount, Bank, CreateAccount, CreditAccount, TransferFunds
 from esmongo.cli import app as cli_app
-from esmongo.mongo import CODEC_OPTIONS
+from esmongo.codec import CODEC_OPTIONS
+from esmongo.ops.backup import BackupError, backup, restore
 
 Db = AsyncDatabase[dict[str, Any]]
 

@@ -43,7 +43,7 @@ from esmongo.bank import (
     UnfreezeAccount,
     parse_amount,
 )
-from esmongo.mongo import Document
+from esmongo.codec import Document
 
 # ---- amounts (pure) -------------------------------------------------------------------
 

@@ -19,8 +19,8 @@ from esmongo.bank import (
     DebitAccount,
     TransferFunds,
 )
-from esmongo.mongo import Document
-from esmongo.unit_of_work import DocumentWrite, Writes
+from esmongo.codec import Document
+from esmongo.store.unit_of_work import DocumentWrite, Writes
 
 
 @pytest.fixture

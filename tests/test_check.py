@@ -19,9 +19,9 @@ from api_helpers import api_client
 from esmongo import EventsCollectionSealed, Migration, Migrator, rollback_switch
 from esmongo.api.idempotency import IdempotencyKeys, StoredResponse
 from esmongo.bank import Bank, CreditAccount, bank_projections
-from esmongo.check import INVARIANTS, CheckReport, check, repair
-from esmongo.check import scope as check_scope
 from esmongo.events import utc_now
+from esmongo.ops.check import INVARIANTS, CheckReport, check, repair
+from esmongo.ops.check import scope as check_scope
 from esmongo.projections import replay
 from test_archive import closed_account, open_account
 

@@ -19,7 +19,7 @@ from esmongo.bank import (
     FreezeAccount,
     UnfreezeAccount,
 )
-from esmongo.mongo import Document
+from esmongo.codec import Document
 
 
 @pytest.fixture

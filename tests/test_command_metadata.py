@@ -23,7 +23,7 @@ from esmongo import (
     SnapshotStore,
     applies,
 )
-from esmongo.mongo import Document
+from esmongo.codec import Document
 
 
 class Ticket(Aggregate):

@@ -14,9 +14,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo import ConcurrencyError, EventStore, NewEvent
 from esmongo.bank import Account, ActivateAccount, Bank, CreateAccount, CreditAccount
-from esmongo.mongo import Document
-from esmongo.transactions import SEQUENCE_COUNTER, begin
-from esmongo.unit_of_work import DocumentWrite
+from esmongo.codec import Document
+from esmongo.store.transactions import SEQUENCE_COUNTER, begin
+from esmongo.store.unit_of_work import DocumentWrite
 
 
 def sample(name: str, **labels: str) -> float:

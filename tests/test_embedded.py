@@ -29,7 +29,9 @@ from esmongo import (
     Settings,
     SnapshotStore,
 )
-from esmongo.embedded import (
+from esmongo.codec import CODEC_OPTIONS, Document
+from esmongo.connect.connection import check_replica_set, redact
+from esmongo.connect.embedded import (
     EmbeddedServer,
     answers_hello,
     find_server_command,
@@ -37,7 +39,6 @@ from esmongo.embedded import (
     pid_alive,
     server_uri,
 )
-from esmongo.mongo import CODEC_OPTIONS, Document, check_replica_set, redact
 
 
 def dead_pid() -> int:
@@ -307,7 +308,7 @@ def test_server_dies_with_its_owner(tmp_path: Path) -> None:
     """An owner killed outright (kill -9, a CI timeout) leaves no server running."""
     script = (
         "import sys, time\n"
-        "from esmongo.embedded import EmbeddedServer\n"
+        "from esmongo.connect.embedded import EmbeddedServer\n"
         "info = EmbeddedServer(sys.argv[1]).start()\n"
         "print(info.pid, flush=True)\n"
         "time.sleep(120)\n"

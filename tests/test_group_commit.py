@@ -23,9 +23,9 @@ from esmongo import (
     RecordedEvent,
     StreamId,
 )
+from esmongo.codec import Document
 from esmongo.events import Expected
-from esmongo.group_commit import GroupCommit
-from esmongo.mongo import Document
+from esmongo.store.group_commit import GroupCommit
 
 
 async def new_store(db: AsyncDatabase[Document], **options: Any) -> EventStore:

@@ -25,7 +25,7 @@ from esmongo import (
     active_events_collection,
     rollback_switch,
 )
-from esmongo.mongo import Document
+from esmongo.codec import Document
 
 
 def to_v2(data: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -17,7 +17,7 @@ from esmongo import (
     StreamId,
     applies,
 )
-from esmongo.mongo import Document
+from esmongo.codec import Document
 
 
 class Cart(Aggregate):

@@ -24,7 +24,7 @@ from esmongo import (
     Upcasters,
     applies,
 )
-from esmongo.mongo import Document
+from esmongo.codec import Document
 
 USER = EventSchema(
     "user.registered",

@@ -18,8 +18,8 @@ from esmongo import (
     Upcasters,
     unreachable_versions,
 )
-from esmongo.mongo import Document
-from esmongo.schema_check import StoredVersion, check_versions, stored_schemas, sync
+from esmongo.codec import Document
+from esmongo.ops.schema_check import StoredVersion, check_versions, stored_schemas, sync
 
 ANYTHING: dict[str, Any] = {"type": "object"}
 

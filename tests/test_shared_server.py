@@ -21,7 +21,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from esmongo.embedded import EmbeddedServer, answers_hello, free_port, pid_alive
+from esmongo.connect.embedded import EmbeddedServer, answers_hello, free_port, pid_alive
 from esmongo.projections.leases import COLLECTION as LEASES
 
 ESMONGO = str(Path(sys.executable).parent / "esmongo")

@@ -33,8 +33,8 @@ from esmongo.bank import (
     CreditAccount,
     DebitAccount,
 )
-from esmongo.mongo import Document
-from esmongo.snapshots import crosses_interval
+from esmongo.codec import Document
+from esmongo.model.snapshots import crosses_interval
 
 # ---- a small aggregate with snapshot support ------------------------------------------
 
@@ -196,7 +196,7 @@ async def test_unreadable_snapshot_falls_back_to_replay(
     repo = tallies(store, snapshots, every=3)
     await save_marks(repo, "t1", 1, 2, 3)
     await db["snapshots"].update_one({"aggregateId": "t1"}, {"$unset": {"state.marks": ""}})
-    with caplog.at_level(logging.ERROR, logger="esmongo.repository"):
+    with caplog.at_level(logging.ERROR, logger="esmongo.model.repository"):
         tally = await repo.load("t1")
     assert (tally.total, tally.marks, tally.version) == (6, [1, 2, 3], 3)
     assert any("tally/t1" in r.getMessage() for r in caplog.records)
@@ -224,7 +224,7 @@ async def test_unencodable_state_fails_the_snapshot_not_the_save(
     store: EventStore, snapshots: SnapshotStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     repo = tallies(store, snapshots, every=2, cls=Unencodable)
-    with caplog.at_level(logging.ERROR, logger="esmongo.repository"):
+    with caplog.at_level(logging.ERROR, logger="esmongo.model.repository"):
         tally = await save_marks(repo, "t1", 1, 2, 3)
     assert tally.version == 3
     assert await store.stream_version("tally", "t1") == 3
@@ -238,7 +238,7 @@ async def test_failing_snapshot_state_fails_the_snapshot_not_the_save(
     store: EventStore, snapshots: SnapshotStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     repo = tallies(store, snapshots, every=2, cls=Unsnapshotable)
-    with caplog.at_level(logging.ERROR, logger="esmongo.repository"):
+    with caplog.at_level(logging.ERROR, logger="esmongo.model.repository"):
         tally = await save_marks(repo, "t1", 1, 2, 3)
     assert (tally.version, tally.uncommitted_events) == (3, [])
     assert await store.stream_version("tally", "t1") == 3

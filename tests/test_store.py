@@ -26,8 +26,8 @@ from esmongo import (
     StreamId,
     UnknownEventTypeError,
 )
+from esmongo.codec import Document
 from esmongo.events import Expected
-from esmongo.mongo import Document
 
 WRITERS = 8
 

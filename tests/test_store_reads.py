@@ -10,7 +10,7 @@ from bson.decimal128 import Decimal128
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo import EventStore, NewEvent, RecordedEvent
-from esmongo.mongo import Document
+from esmongo.codec import Document
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -27,7 +27,7 @@ from esmongo import (
     TemporalQueries,
 )
 from esmongo.bank import ACCOUNT_SCHEMAS, Account, AccountStatus, balance_history
-from esmongo.mongo import Document
+from esmongo.codec import Document
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 MS = timedelta(milliseconds=1)

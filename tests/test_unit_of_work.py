@@ -11,8 +11,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from esmongo import NO_STREAM, EventStore, NewEvent, RecordedEvent, Upcasters
-from esmongo.mongo import Document
-from esmongo.unit_of_work import DocumentWrite
+from esmongo.codec import Document
+from esmongo.store.unit_of_work import DocumentWrite
 
 
 async def test_writes_commit_with_the_events_and_see_them(db: AsyncDatabase[Document]) -> None:

@@ -14,8 +14,9 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from esmongo import ConfigurationError, Connection, Settings
-from esmongo.embedded import free_port
-from esmongo.mongo import Document, check_replica_set
+from esmongo.codec import Document
+from esmongo.connect.connection import check_replica_set
+from esmongo.connect.embedded import free_port
 
 ESMONGO = str(Path(sys.executable).parent / "esmongo")
 STARTUP_TIMEOUT_S = 5.0  # what the issue asks for: about 5 s

@@ -24,8 +24,8 @@ from esmongo import (
     Upcasters,
     applies,
 )
-from esmongo.mongo import Document
-from esmongo.schema_check import version_key
+from esmongo.codec import Document
+from esmongo.ops.schema_check import version_key
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 PURE = settings(max_examples=40, deadline=None)

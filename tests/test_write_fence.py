@@ -21,14 +21,12 @@ from esmongo import (
     Migrator,
     NewEvent,
     active_events_collection,
-    batch_writer,
-    fence,
     rollback_switch,
-    switchover,
-    transactions,
 )
-from esmongo import archive as archive_module
-from esmongo.mongo import Document
+from esmongo.codec import Document
+from esmongo.ops import switchover
+from esmongo.store import archive as archive_module
+from esmongo.store import batch_writer, fence, transactions
 from test_migration import MIGRATIONS, seed
 
 
@@ -50,7 +48,7 @@ class HeldCommit:
 
 
 def conflicts_seen(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
-    """Set when a fence transaction (esmongo.transactions.run_in_transaction) backs off."""
+    """Set when a fence transaction (esmongo.store.transactions.run_in_transaction) backs off."""
     seen = asyncio.Event()
     original = transactions.backoff
 

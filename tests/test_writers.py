@@ -1,4 +1,4 @@
-"""A writer that dies inside an append does not stall the others (esmongo.writers).
+"""A writer that dies inside an append does not stall the others (esmongo.store.writers).
 
 The dead process's transaction holds the sequence counter until the server's transaction
 lifetime ends (60 s on MongoDB): the writers that are left find its registration stale
@@ -19,11 +19,11 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
-import esmongo.batch_writer
-import esmongo.transactions
+import esmongo.store.batch_writer
+import esmongo.store.transactions
 from esmongo import EventStore, NewEvent
-from esmongo.mongo import CODEC_OPTIONS, Document
-from esmongo.writers import Liveness
+from esmongo.codec import CODEC_OPTIONS, Document
+from esmongo.store.writers import Liveness
 
 CHILD = Path(__file__).parent / "dying_writer.py"
 FAST = Liveness(heartbeat_s=0.2, stale_after_s=1.0, conflict_after_s=0.2)
@@ -110,7 +110,7 @@ async def test_a_writer_taken_for_dead_loses_its_transaction_not_its_append(
     other = EventStore(db, liveness=Liveness(heartbeat_s=0.1, stale_after_s=0.5))
     await slow.init()
     holding, resume = asyncio.Event(), asyncio.Event()
-    bump = esmongo.transactions.bump_counter
+    bump = esmongo.store.transactions.bump_counter
 
     async def hold_once(*args: Any, **kwargs: Any) -> Document:
         counter = await bump(*args, **kwargs)
@@ -119,7 +119,7 @@ async def test_a_writer_taken_for_dead_loses_its_transaction_not_its_append(
             await resume.wait()
         return counter
 
-    monkeypatch.setattr(esmongo.batch_writer, "bump_counter", hold_once)
+    monkeypatch.setattr(esmongo.store.batch_writer, "bump_counter", hold_once)
     stalled = asyncio.create_task(slow.append("order", "slow", placed(1)))
     await holding.wait()
     recorded = await asyncio.wait_for(other.append("order", "fast", placed(2)), 10)

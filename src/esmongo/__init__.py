@@ -4,9 +4,8 @@ The public API: the event store, events, aggregates, repository, snapshots and t
 schema registry. See README.md and docs/.
 """
 
-from esmongo.aggregate import Aggregate, EventLike, applies, command_event_id
-from esmongo.archive import ArchiveReport
-from esmongo.catalog import SchemaCatalog
+from esmongo.codec import CODEC_OPTIONS
+from esmongo.connect.connection import Connection, Settings
 from esmongo.errors import (
     AggregateNotFoundError,
     ConcurrencyError,
@@ -20,7 +19,6 @@ from esmongo.errors import (
     SchemaError,
     SchemaViolation,
     StreamArchived,
-    StreamId,
     UnknownEventTypeError,
 )
 from esmongo.events import (
@@ -30,12 +28,18 @@ from esmongo.events import (
     ExpectedVersion,
     NewEvent,
     RecordedEvent,
+    StreamId,
     new_event_id,
     stable_event_id,
     utc_now,
 )
-from esmongo.migration import Migration, Migrator
-from esmongo.mongo import CODEC_OPTIONS, Connection, Settings
+from esmongo.model.aggregate import Aggregate, EventLike, applies, command_event_id
+from esmongo.model.repository import Repository
+from esmongo.model.snapshots import Snapshot, SnapshotStore
+from esmongo.model.temporal import TemporalQueries, require_aware
+from esmongo.ops.migration import Migration, Migrator
+from esmongo.ops.schema_check import SyncReport, UnreachableVersion, unreachable_versions
+from esmongo.ops.switchover import MigrationError, active_events_collection, rollback_switch
 from esmongo.projections import (
     DeadLetter,
     DeadLetters,
@@ -54,13 +58,10 @@ from esmongo.projections import (
     reset,
     run_projections,
 )
-from esmongo.repository import Repository
-from esmongo.schema import EventSchema, SchemaRegistry, Upcasters
-from esmongo.schema_check import SyncReport, UnreachableVersion, unreachable_versions
-from esmongo.snapshots import Snapshot, SnapshotStore
+from esmongo.schema.catalog import SchemaCatalog
+from esmongo.schema.registry import EventSchema, SchemaRegistry, Upcasters
 from esmongo.store import AppendRequest, EventStore
-from esmongo.switchover import MigrationError, active_events_collection, rollback_switch
-from esmongo.temporal import TemporalQueries, require_aware
+from esmongo.store.archive import ArchiveReport
 
 __version__ = "0.1.0"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from esmongo.events import StreamId
+
 
 class EsmongoError(Exception):
     """Base of all esmongo errors. `code` is stable, for programs and HTTP bodies."""
@@ -21,17 +23,6 @@ class EmbeddedServerError(ConfigurationError):
     """The embedded server could not be started, found or reused."""
 
     code = "embedded_server_error"
-
-
-@dataclass(frozen=True)
-class StreamId:
-    """One aggregate's stream: its type and id."""
-
-    aggregate_type: str
-    aggregate_id: str
-
-    def __str__(self) -> str:
-        return f"{self.aggregate_type}/{self.aggregate_id}"
 
 
 class ConcurrencyError(EsmongoError):

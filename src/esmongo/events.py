@@ -40,6 +40,17 @@ def stable_event_id(*parts: str) -> str:
     return f"evt_{digest[:32]}"
 
 
+@dataclass(frozen=True)
+class StreamId:
+    """One aggregate's stream: its type and id."""
+
+    aggregate_type: str
+    aggregate_id: str
+
+    def __str__(self) -> str:
+        return f"{self.aggregate_type}/{self.aggregate_id}"
+
+
 class ExpectedVersion(enum.Enum):
     """What an append expects of its stream, besides an exact version number."""
 

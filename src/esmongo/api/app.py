@@ -21,9 +21,9 @@ from esmongo.api.context import Services
 from esmongo.api.idempotency import IdempotencyKeys
 from esmongo.api.metadata import CORRELATION_HEADER, correlation_id
 from esmongo.bank import Bank, bank_projections
-from esmongo.mongo import Connection, Settings
+from esmongo.connect.connection import Connection, Settings
+from esmongo.ops.schema_check import unreachable_versions
 from esmongo.projections import ProjectionDaemon
-from esmongo.schema_check import unreachable_versions
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 2.0

@@ -48,7 +48,7 @@ from esmongo.bank import (
     UnfreezeAccount,
     command_target,
 )
-from esmongo.unit_of_work import DocumentWrite
+from esmongo.store.unit_of_work import DocumentWrite
 
 router = APIRouter(tags=["commands"], responses=ERRORS)
 

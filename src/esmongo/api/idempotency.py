@@ -24,7 +24,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from esmongo import utc_now
-from esmongo.unit_of_work import DocumentWrite
+from esmongo.store.unit_of_work import DocumentWrite
 
 DEFAULT_TTL = timedelta(hours=24)
 COLLECTION = "idempotency_keys"

@@ -10,7 +10,7 @@ from esmongo.api.auth import Principal, Role
 from esmongo.api.context import Services, ServicesDep, require
 from esmongo.api.errors import ApiError
 from esmongo.api.models import ERRORS, plain
-from esmongo.check import check
+from esmongo.ops.check import check
 from esmongo.projections import (
     DeadLetter,
     DeadLetterError,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from esmongo.embedded import free_port
+from esmongo.connect.embedded import free_port
 
 START_TIMEOUT_S = 30.0
 

@@ -21,7 +21,7 @@ from esmongo import (
 from esmongo.bank.account import Account, AccountError, AccountStatus
 from esmongo.bank.commands import AccountCommandHandler, Command, CommandResult
 from esmongo.bank.schemas import ACCOUNT_SCHEMAS
-from esmongo.unit_of_work import Writes
+from esmongo.store.unit_of_work import Writes
 
 
 class AccountNotClosed(AccountError):

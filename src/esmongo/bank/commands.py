@@ -40,7 +40,7 @@ from esmongo.bank.account import (
     parse_amount,
 )
 from esmongo.metrics import COMMAND_CONFLICTS_EXHAUSTED, COMMAND_CONFLICTS_RETRIED
-from esmongo.unit_of_work import Writes
+from esmongo.store.unit_of_work import Writes
 
 BACKOFF_BASE_S = 0.002
 BACKOFF_CAP_S = 0.1
@@ -177,7 +177,7 @@ class AccountCommandHandler:
     ) -> CommandResult:
         """Run a command. Rule violations come back as `error`, not as exceptions.
 
-        `writes` (esmongo.unit_of_work) commit in the transaction of the command's events, or
+        `writes` (esmongo.store.unit_of_work) commit in the transaction of the command's events, or
         not at all: not when the command is refused, conflicts, or was applied before (an
         idempotent retry: the first run committed its writes). A failing write fails the
         command with nothing written, and is raised.

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from esmongo.bank import Bank
-from esmongo.check import CheckReport, check, repair
 from esmongo.cli.common import app, console, err, progress_bars, run
+from esmongo.ops.check import CheckReport, check, repair
 
 
 def _say(line: str) -> None:

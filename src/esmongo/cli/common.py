@@ -24,7 +24,7 @@ from rich.progress import (
 
 from esmongo.bank import Bank
 from esmongo.cli.errors import Cli, err, fail, fail_with
-from esmongo.mongo import Connection, Settings, redact
+from esmongo.connect.connection import Connection, Settings, redact
 
 __all__ = ["app", "console", "err", "fail", "group", "progress_bars", "run", "run_async"]
 

@@ -14,10 +14,10 @@ from rich.table import Table
 from esmongo.bank import ACCOUNT_SCHEMAS, Bank
 from esmongo.cli.common import console, err, fail, group, progress_bars, run
 from esmongo.errors import SchemaError
-from esmongo.migration import Migration, Migrator
-from esmongo.schema import EventSchema, Upcasters
-from esmongo.schema_check import stored_schemas, sync, unreachable_versions
-from esmongo.switchover import active_events_collection, rollback_switch
+from esmongo.ops.migration import Migration, Migrator
+from esmongo.ops.schema_check import stored_schemas, sync, unreachable_versions
+from esmongo.ops.switchover import active_events_collection, rollback_switch
+from esmongo.schema.registry import EventSchema, Upcasters
 
 schemas_app = group("schemas", "The event type catalog: JSON Schemas per type and version.")
 migrate_app = group("migrate", "Copy-transform events into a new collection; originals kept.")
@@ -25,7 +25,7 @@ migrate_app = group("migrate", "Copy-transform events into a new collection; ori
 MigrationsOption = Annotated[
     str,
     typer.Option(
-        "--migrations", help="module:NAME of a list of esmongo.migration.Migration to apply."
+        "--migrations", help="module:NAME of a list of esmongo.ops.migration.Migration to apply."
     ),
 ]
 TargetOption = Annotated[str, typer.Option("--target", help="The new events collection.")]
@@ -45,7 +45,7 @@ def load_object(spec: str) -> Any:
 def _migrations(spec: str) -> list[Migration]:
     found = load_object(spec)
     if not isinstance(found, list | tuple) or not all(isinstance(m, Migration) for m in found):
-        raise fail(f"{spec} is not a list of esmongo.migration.Migration")
+        raise fail(f"{spec} is not a list of esmongo.ops.migration.Migration")
     return list(found)
 
 

@@ -11,7 +11,7 @@ import typer
 
 from esmongo.bank import Bank
 from esmongo.cli.common import app, console, err, fail, group, progress_bars, run, run_async
-from esmongo.mongo import Connection, Settings, redact
+from esmongo.connect.connection import Connection, Settings, redact
 
 keys_app = group("keys", "API keys.")
 
@@ -98,7 +98,7 @@ def demo(
     operations: Annotated[int, typer.Option(min=1, help="Random requests to send.")] = 200,
 ) -> None:
     """Drive realistic traffic through the HTTP API; print balances, a history and the lag."""
-    from esmongo.demo import run_demo
+    from esmongo.cli.demo import run_demo
 
     outcomes = run_async(run_demo(console, operations))
     if outcomes["read_model_mismatch"]:
@@ -157,7 +157,7 @@ def backup_cmd(
     directory: Annotated[Path, typer.Argument(help="A new or empty directory.")],
 ) -> None:
     """Back up events, schemas and keys (mongodump layout; read models are rebuilt)."""
-    from esmongo.backup import backup
+    from esmongo.ops.backup import backup
 
     _check_backup_target(directory)
 
@@ -185,7 +185,7 @@ def restore_cmd(
 ) -> None:
     """Restore a backup into the configured database, which must hold no events yet, nor
     any state derived from events (unless --drop-state)."""
-    from esmongo.backup import restore
+    from esmongo.ops.backup import restore
 
     if not directory.exists():
         raise fail(f"{directory}: no such directory (give a directory made by esmongo backup)")

@@ -20,11 +20,10 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.events import utc_now
-from esmongo.mongo import CODEC_OPTIONS
 from esmongo.projections.errors import CheckpointConflict
 
-Document = dict[str, Any]
 COLLECTION = "projection_checkpoints"
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from esmongo.codec import Document
 from esmongo.projections.commit_group import CommitGroup
 from esmongo.projections.projection import Projection
 from esmongo.projections.runner import BatchReport, ProjectionRunner, StepHook, default_owner
@@ -22,7 +23,6 @@ from esmongo.projections.source import SharedSource
 from esmongo.projections.watcher import EventWatcher
 from esmongo.store import EventStore
 
-Document = dict[str, Any]
 log = logging.getLogger(__name__)
 RESTART_PAUSE_S = 1.0
 

@@ -20,15 +20,14 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.events import RecordedEvent, utc_now
-from esmongo.mongo import CODEC_OPTIONS
 from esmongo.projections.checkpoints import Checkpoints
 from esmongo.projections.errors import DeadLetterError
 from esmongo.projections.projection import Projection
 from esmongo.projections.writes import WritePlan, execute
 from esmongo.store import EventStore
 
-Document = dict[str, Any]
 COLLECTION = "dead_letters"
 INDEXES = [
     IndexModel([("projection", ASCENDING), ("sequence", ASCENDING)], unique=True, name="event"),

@@ -26,10 +26,9 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from esmongo.mongo import CODEC_OPTIONS
-from esmongo.sessions import kill_sessions
+from esmongo.codec import CODEC_OPTIONS, Document
+from esmongo.store.sessions import kill_sessions
 
-Document = dict[str, Any]
 COLLECTION = "projection_leases"
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ class Leases:
 
         A process killed in the middle of a batch leaves its transaction open until the
         server's transaction lifetime limit (60 s on MongoDB), and the new holder's batches
-        would meet write conflicts on the checkpoint until then (esmongo.sessions).
+        would meet write conflicts on the checkpoint until then (esmongo.store.sessions).
         """
         client = self.collection.database.client
         await kill_sessions(client, [session_id], f"the previous holder of lease {name}")

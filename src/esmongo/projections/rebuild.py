@@ -16,12 +16,11 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.events import utc_now
-from esmongo.mongo import CODEC_OPTIONS
 from esmongo.projections.checkpoints import Checkpoints
 from esmongo.projections.dead_letters import DeadLetters
 from esmongo.projections.errors import RebuildError
@@ -31,7 +30,6 @@ from esmongo.projections.runner import ProjectionRunner, default_owner
 from esmongo.projections.swap import REBUILDS, collection_exists, finish_swap
 from esmongo.store import EventStore
 
-Document = dict[str, Any]
 Progress = Callable[[int, int], Awaitable[None] | None]
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import BulkWriteError, PyMongoError
 
+from esmongo.codec import CODEC_OPTIONS
 from esmongo.events import RecordedEvent, utc_now
-from esmongo.mongo import CODEC_OPTIONS
 from esmongo.projections.checkpoints import Checkpoints
 from esmongo.projections.commit_group import CommitGroup
 from esmongo.projections.dead_letters import DeadLetters, Failure

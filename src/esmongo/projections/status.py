@@ -9,21 +9,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.events import utc_now
 from esmongo.metrics import (
     PROJECTION_DEAD_LETTERS,
     PROJECTION_LAG_EVENTS,
     PROJECTION_LAG_SECONDS,
 )
-from esmongo.mongo import CODEC_OPTIONS
 from esmongo.projections.checkpoints import Checkpoint, Checkpoints
 from esmongo.projections.dead_letters import DeadLetters
 from esmongo.projections.leases import Leases, LeaseState
 from esmongo.store import EventStore
-
-Document = dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,16 @@ skipped when its source is gone (already renamed), the transaction runs once.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.events import utc_now
-from esmongo.mongo import CODEC_OPTIONS
 from esmongo.projections.checkpoints import Checkpoints
 from esmongo.projections.dead_letters import DeadLetters
 from esmongo.projections.errors import CheckpointConflict
 
-Document = dict[str, Any]
 REBUILDS = "projection_rebuilds"
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
-Document = dict[str, Any]
+from esmongo.codec import Document
+
 log = logging.getLogger(__name__)
 
 

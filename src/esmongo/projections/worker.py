@@ -24,13 +24,11 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from esmongo.mongo import CODEC_OPTIONS
+from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.projections.daemon import ProjectionDaemon
 from esmongo.projections.projection import Projection
 from esmongo.projections.runner import StepHook
 from esmongo.store import EventStore
-
-Document = dict[str, Any]
 
 
 def load_projections(spec: str) -> list[Projection]:

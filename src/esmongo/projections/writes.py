@@ -23,10 +23,9 @@ from pymongo import DeleteOne, InsertOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo.mongo import CODEC_OPTIONS
+from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.projections.keys import OpenKeys, check_key, match_key
 
-Document = dict[str, Any]
 BulkOp = InsertOne[Document] | UpdateOne | DeleteOne
 
 

@@ -8,17 +8,17 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from esmongo.check.report import CheckReport, Finding, Fix, Progress
-from esmongo.check.scope import (
+from esmongo.codec import Document
+from esmongo.ops.check.report import CheckReport, Finding, Fix, Progress
+from esmongo.ops.check.scope import (
     BATCH,
     EVENT_FIELDS,
     PAUSE_POINTS,
-    Document,
     Scope,
     cursor,
     merge,
 )
-from esmongo.collection_names import ARCHIVE, ARCHIVED_STREAMS
+from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS
 
 LOST = "not in any sealed collection either: restore these events from a backup"
 Stream = tuple[str, str]

@@ -33,19 +33,19 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from esmongo.collection_names import (
+from esmongo.codec import Document
+from esmongo.errors import (
+    AggregateNotFoundError,
+    ConcurrencyError,
+)
+from esmongo.events import StreamId, utc_now
+from esmongo.store.collections import (
     ARCHIVE,
     ARCHIVED_STREAMS,
     SNAPSHOTS,
 )
-from esmongo.errors import (
-    AggregateNotFoundError,
-    ConcurrencyError,
-    StreamId,
-)
-from esmongo.events import utc_now
-from esmongo.fence import refuse_unless_writable
-from esmongo.transactions import (
+from esmongo.store.fence import refuse_unless_writable
+from esmongo.store.transactions import (
     DURABLE,
     TRANSACTION_TIMEOUT_S,
     TYPICAL_TRANSACTION_S,
@@ -55,8 +55,6 @@ from esmongo.transactions import (
     commit,
     transient,
 )
-
-Document = dict[str, Any]
 
 ARCHIVES_FIELD = "archives"
 """On the sequence counter document: how many archives committed (each one's `number`)."""

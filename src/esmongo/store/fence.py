@@ -16,17 +16,14 @@ A missing `writable` (a database from before the fence) means "whatever is activ
 
 from __future__ import annotations
 
-from typing import Any
-
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo.collection_names import ACTIVE, COUNTERS, DEFAULT_EVENTS, META
+from esmongo.codec import Document
 from esmongo.errors import EsmongoError, EventsCollectionSealed
-from esmongo.transactions import DURABLE, SEQUENCE_COUNTER, run_in_transaction
-
-Document = dict[str, Any]
+from esmongo.store.collections import ACTIVE, COUNTERS, DEFAULT_EVENTS, META
+from esmongo.store.transactions import DURABLE, SEQUENCE_COUNTER, run_in_transaction
 
 WRITABLE = "writable"
 """Field of the counter document: the events collection appends may write to (None: none)."""

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from esmongo.codec import Document
 from esmongo.errors import SchemaError
 from esmongo.events import utc_now
-from esmongo.schema import EventSchema, SchemaRegistry, compile_validator
-
-Document = dict[str, Any]
+from esmongo.schema.registry import EventSchema, SchemaRegistry, compile_validator
 
 
 class SchemaCatalog:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from esmongo import fence
-from esmongo.check.report import CheckReport, Finding, Fix
-from esmongo.check.scope import CHECKPOINTS, IDEMPOTENCY_KEYS, Document, Scope, cursor
+from esmongo.codec import Document
 from esmongo.events import utc_now
-from esmongo.transactions import SEQUENCE_COUNTER
+from esmongo.ops.check.report import CheckReport, Finding, Fix
+from esmongo.ops.check.scope import CHECKPOINTS, IDEMPOTENCY_KEYS, Scope, cursor
+from esmongo.store import fence
+from esmongo.store.transactions import SEQUENCE_COUNTER
 
 STUCK_AFTER = timedelta(minutes=5)
 """A claim of the old claim/complete scheme still open after this long was abandoned."""

@@ -11,10 +11,10 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo.collection_names import ACTIVE, ARCHIVE, COUNTERS, DEFAULT_EVENTS, META, MIGRATIONS
-from esmongo.transactions import SEQUENCE_COUNTER
+from esmongo.codec import Document
+from esmongo.store.collections import ACTIVE, ARCHIVE, COUNTERS, DEFAULT_EVENTS, META, MIGRATIONS
+from esmongo.store.transactions import SEQUENCE_COUNTER
 
-Document = dict[str, Any]
 Key = tuple[Any, ...]
 BATCH = 2000
 CHECKPOINTS = "projection_checkpoints"

@@ -10,7 +10,7 @@ After a migration switch the log is the active collection (esmongo_meta names it
 `events`; the manifest records its name and restore puts it back under it. The sealed
 originals of past migrations are immutable and copied whole, for audit.
 
-Archived streams (esmongo.archive) are in `events_archive` and `archived_streams`; their
+Archived streams (esmongo.store.archive) are in `events_archive` and `archived_streams`; their
 sequences are part of the cut. A stream archived while the backup reads `events` may be
 half read there: the archive number on the counter, read before `events` and again after,
 names those streams, their events are taken out of `events.bson`, and every archived
@@ -36,8 +36,11 @@ from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from esmongo import fence
-from esmongo.collection_names import (
+from esmongo.codec import Document
+from esmongo.errors import EsmongoError
+from esmongo.ops.switchover import seal
+from esmongo.store import fence
+from esmongo.store.collections import (
     ACTIVE,
     ARCHIVE,
     ARCHIVED_STREAMS,
@@ -46,11 +49,8 @@ from esmongo.collection_names import (
     MIGRATIONS,
     WRITERS,
 )
-from esmongo.errors import EsmongoError
-from esmongo.store import SEQUENCE_COUNTER
-from esmongo.switchover import seal
+from esmongo.store.transactions import SEQUENCE_COUNTER
 
-Document = dict[str, Any]
 Progress = Callable[[str, int], None]
 
 BATCH = 1000
@@ -283,7 +283,7 @@ async def restore(
         "value": report.head_sequence,
         "archives": int((last or {}).get("number", 0)),
         # The write fence opens on the restored log, whatever an `init` of this database
-        # before the restore wrote there (esmongo.fence).
+        # before the restore wrote there (esmongo.store.fence).
         fence.WRITABLE: layout.events,
     }
     await db["counters"].update_one(

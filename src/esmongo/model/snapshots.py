@@ -18,11 +18,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from esmongo.collection_names import SNAPSHOTS
+from esmongo.codec import Document
 from esmongo.events import utc_now
 from esmongo.metrics import SNAPSHOT_DURATION
+from esmongo.store.collections import SNAPSHOTS
 
-Document = dict[str, Any]
 DEFAULT_RETENTION = timedelta(days=30)
 
 

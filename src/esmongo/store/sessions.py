@@ -5,7 +5,7 @@ transaction lifetime ends (`transactionLifetimeLimitSeconds`, 60 s by default on
 and the documents it wrote stay locked until then: every other transaction that writes
 them meets a write conflict. Whoever knows the dead process's session ids can end that
 wait with `killSessions`. Projection leases (esmongo.projections.leases) and event
-writers (esmongo.writers) both do.
+writers (esmongo.store.writers) both do.
 """
 
 from __future__ import annotations

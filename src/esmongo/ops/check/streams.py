@@ -12,17 +12,17 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from esmongo.check.report import CheckReport, Finding, Fix, Progress
-from esmongo.check.scope import (
+from esmongo.codec import Document
+from esmongo.ops.check.report import CheckReport, Finding, Fix, Progress
+from esmongo.ops.check.scope import (
     BATCH,
     EVENT_FIELDS,
     PAUSE_POINTS,
-    Document,
     Scope,
     cursor,
     merge,
 )
-from esmongo.collection_names import ARCHIVE, ARCHIVED_STREAMS, SNAPSHOTS
+from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS, SNAPSHOTS
 
 Stream = tuple[str, str]
 ORDER = [("aggregateType", 1), ("aggregateId", 1), ("aggregateVersion", 1)]

@@ -17,14 +17,14 @@ from typing import Any, Generic, TypeVar
 
 from pymongo import ASCENDING
 
-from esmongo.aggregate import Aggregate
+from esmongo.codec import Document
 from esmongo.events import RecordedEvent
-from esmongo.snapshots import SnapshotStore
+from esmongo.model.aggregate import Aggregate
+from esmongo.model.snapshots import SnapshotStore
 from esmongo.store import EventStore
 
 A = TypeVar("A", bound=Aggregate)
 Filter = Callable[[A], bool] | Mapping[str, Any]
-Document = dict[str, Any]
 
 STREAM_ORDER = [
     ("aggregateType", ASCENDING),

@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from esmongo.aggregate import Aggregate
-from esmongo.errors import AggregateNotFoundError, StreamId
-from esmongo.events import NO_STREAM, RecordedEvent
+from esmongo.errors import AggregateNotFoundError
+from esmongo.events import NO_STREAM, RecordedEvent, StreamId
 from esmongo.metrics import REPLAY_DURATION, SNAPSHOT_LOADS
-from esmongo.snapshots import SnapshotStore, crosses_interval
+from esmongo.model.aggregate import Aggregate
+from esmongo.model.snapshots import SnapshotStore, crosses_interval
 from esmongo.store import AppendRequest, EventStore
-from esmongo.unit_of_work import Writes
+from esmongo.store.unit_of_work import Writes
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class Repository(Generic[A]):
         ids), the store returns that earlier recording and writes nothing; the aggregate
         in memory then does not match the store: load it again before using it.
 
-        `writes` (esmongo.unit_of_work): documents that commit with the events or not at
+        `writes` (esmongo.store.unit_of_work): documents that commit with the events or not at
         all, e.g. the record of the response to the request that ran this command.
         """
         (recorded,) = await self.save_all([aggregate], metadata=metadata, writes=writes)

@@ -5,14 +5,14 @@ An append is written in one transaction: take a contiguous block of sequence num
 transaction, a transaction that takes numbers after another one can only commit after it:
 a reader that has seen sequence N has seen everything below N. Projections depend on that.
 
-Concurrent appends share such transactions (group commit: esmongo.group_commit forms the
-batches, esmongo.batch_writer writes them); an append whose stream conflicts is taken out
+Concurrent appends share such transactions (group commit: esmongo.store.group_commit forms the
+batches, esmongo.store.batch_writer writes them); an append whose stream conflicts is taken out
 of its batch and told, and the rest commit. Expected versions are checked in two halves
-(esmongo.stream_versions): "the expected version exists" before the transaction, "the next
+(esmongo.store.stream_versions): "the expected version exists" before the transaction, "the next
 version does not" by the unique index as the transaction inserts it.
 docs/adr/0002-group-commit.md says why, and what was measured.
 
-A closed stream can be archived (`archive_stream`, esmongo.archive): moved whole to
+A closed stream can be archived (`archive_stream`, esmongo.store.archive): moved whole to
 `events_archive`. Every read finds it there: streams, the global order (still gap-free),
 by type, by correlation, by id; appends to it are refused with StreamArchived.
 """
@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -31,21 +30,19 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import fence
-from esmongo.archive import Archive, ArchiveReport, merged
-from esmongo.batch_writer import BatchWriter, PendingAppend, WriteStats
-from esmongo.errors import EventValidationError, StreamId
-from esmongo.events import ANY, Expected, ExpectedVersion, NewEvent, RecordedEvent
-from esmongo.group_commit import GroupCommit
+from esmongo.codec import Document
+from esmongo.events import ANY, Expected, NewEvent, RecordedEvent, StreamId
 from esmongo.metrics import APPEND_LATENCY
-from esmongo.schema import SchemaRegistry, Upcasters
-from esmongo.stream_versions import StreamVersions
-from esmongo.transactions import DURABLE as DURABLE  # re-exported: their home was here
-from esmongo.transactions import SEQUENCE_COUNTER as SEQUENCE_COUNTER
-from esmongo.unit_of_work import Writes
-from esmongo.writers import Liveness, Writers
-
-Document = dict[str, Any]
+from esmongo.schema.registry import SchemaRegistry, Upcasters
+from esmongo.store import fence
+from esmongo.store.archive import Archive, ArchiveReport, merged
+from esmongo.store.batch_writer import BatchWriter, PendingAppend, WriteStats
+from esmongo.store.group_commit import GroupCommit
+from esmongo.store.requests import AppendRequest, validate_request
+from esmongo.store.stream_versions import StreamVersions
+from esmongo.store.transactions import DURABLE, SEQUENCE_COUNTER
+from esmongo.store.unit_of_work import Writes
+from esmongo.store.writers import Liveness, Writers
 
 MAX_BATCH_EVENTS = 500
 """Events in one group-commit transaction, at most (a bigger single append goes alone)."""
@@ -70,56 +67,15 @@ EVENT_INDEXES = [
 ]
 
 
-@dataclass(frozen=True)
-class AppendRequest:
-    """Events for one stream, with what the caller expects of that stream."""
-
-    aggregate_type: str
-    aggregate_id: str
-    events: Sequence[NewEvent]
-    expected_version: Expected = ANY
-
-    @property
-    def stream(self) -> StreamId:
-        return StreamId(self.aggregate_type, self.aggregate_id)
-
-
-def _validate_request(request: AppendRequest, registry: SchemaRegistry) -> None:
-    """Everything about a request that can be checked before touching the database."""
-    if not request.aggregate_type or not request.aggregate_id:
-        raise ValueError("aggregate_type and aggregate_id must be non-empty strings")
-    expected = request.expected_version
-    if not isinstance(expected, ExpectedVersion) and (
-        not isinstance(expected, int) or isinstance(expected, bool) or expected < 0
-    ):
-        raise ValueError(
-            f"expected_version must be an int >= 0 or ANY/NO_STREAM/STREAM_EXISTS, not {expected!r}"
-        )
-    for index, event in enumerate(request.events):
-        if not event.event_type:
-            raise ValueError(f"event #{index} on {request.stream} has no event_type")
-        if not isinstance(event.data, Mapping):
-            raise TypeError(f"event #{index} on {request.stream}: data must be a mapping")
-        violations = registry.violations(event.event_type, event.event_version, event.data)
-        if violations:
-            raise EventValidationError(
-                event.event_type,
-                event.event_version,
-                violations,
-                index=index,
-                stream=request.stream,
-            )
-
-
 class EventStore:
     """Append and read events. Create one per database and share it.
 
     With `group_commit` (the default), concurrent appends made through this object are
-    written together, one transaction per batch (see esmongo.group_commit); a batch holds
+    written together, one transaction per batch (see esmongo.store.group_commit); a batch holds
     at most `max_batch_events` events and about `max_batch_bytes` bytes. Without it, each
     append runs its own transaction. Callers see the same API and results either way.
     `liveness` says how this process's writer heartbeat works and when another writer's
-    stops counting as alive (esmongo.writers: a dead writer's open transaction is killed).
+    stops counting as alive (esmongo.store.writers: a dead writer's open transaction is killed).
     """
 
     def __init__(
@@ -167,7 +123,7 @@ class EventStore:
 
     async def init(self) -> None:
         """Create the indexes (archive included) and the sequence counter (with its write
-        fence, esmongo.fence). Idempotent."""
+        fence, esmongo.store.fence). Idempotent."""
         await self.events.create_indexes(EVENT_INDEXES)
         await self.archive.init(EVENT_INDEXES)
         await self.counters.update_one(
@@ -190,7 +146,7 @@ class EventStore:
         """Append to one stream, atomically. Returns the events as recorded.
 
         `writes`: other documents that commit with these events or not at all
-        (esmongo.unit_of_work)."""
+        (esmongo.store.unit_of_work)."""
         request = AppendRequest(aggregate_type, aggregate_id, list(events), expected_version)
         (recorded,) = await self.append_streams([request], writes=writes)
         return recorded
@@ -219,7 +175,7 @@ class EventStore:
         if len(set(ids)) != len(ids):
             raise ValueError("the events of one append must have distinct event ids")
         for request in requests:
-            _validate_request(request, self.registry)
+            validate_request(request, self.registry)
 
         started = time.perf_counter()
         pending = PendingAppend(
@@ -253,7 +209,7 @@ class EventStore:
     async def archive_stream(
         self, aggregate_type: str, aggregate_id: str, expected_version: int | None = None
     ) -> ArchiveReport:
-        """Move a stream whole to `events_archive`, in one transaction (esmongo.archive).
+        """Move a stream whole to `events_archive`, in one transaction (esmongo.store.archive).
 
         It stays readable everywhere and takes no more events (StreamArchived). Its
         snapshot, if any, is kept and no longer expires. Idempotent: archiving it again
@@ -298,7 +254,8 @@ class EventStore:
         """Events matching a raw filter, from the active collection and the archive, in
         `sort` order (ascending, ending in a unique key), each once, upcast.
 
-        `range_field` is the first sort field the filter does not fix (esmongo.archive.merged).
+        `range_field` is the first sort field the filter does not fix
+        (esmongo.store.archive.merged).
         """
         docs = merged(
             self.events,
@@ -415,7 +372,7 @@ class EventStore:
         everything after `after_sequence` (measured 2-3x slower 20,000 events from the
         head). Without filters, a `limit` bounds the range by itself. Paging by sequence
         (pass the last sequence seen) is stable while events are appended. Archived events
-        are merged in: the sequence stays gap-free (esmongo.archive.merged).
+        are merged in: the sequence stays gap-free (esmongo.store.archive.merged).
         """
         unfiltered = event_types is None and start is None and end is None
         if through is None and limit and unfiltered and correlation_id is None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo.check.bookkeeping import (
+from esmongo.codec import Document
+from esmongo.ops.check.bookkeeping import (
     STUCK_AFTER,
     check_checkpoints,
     check_claims,
@@ -23,12 +23,12 @@ from esmongo.check.bookkeeping import (
     check_transient_responses,
     check_writable,
 )
-from esmongo.check.repair import RepairOutcome
-from esmongo.check.repair import repair as _repair
-from esmongo.check.report import INVARIANTS, MAX_LISTED, CheckReport, Finding, Fix, Progress
-from esmongo.check.scope import Scope
-from esmongo.check.sequence import SequencePass
-from esmongo.check.streams import StreamPass, walk
+from esmongo.ops.check.repair import RepairOutcome
+from esmongo.ops.check.repair import repair as _repair
+from esmongo.ops.check.report import INVARIANTS, MAX_LISTED, CheckReport, Finding, Fix, Progress
+from esmongo.ops.check.scope import Scope
+from esmongo.ops.check.sequence import SequencePass
+from esmongo.ops.check.streams import StreamPass, walk
 
 __all__ = [
     "INVARIANTS",
@@ -39,8 +39,6 @@ __all__ = [
     "check",
     "repair",
 ]
-
-Document = dict[str, Any]
 
 
 async def check(

@@ -1,4 +1,4 @@
-"""Settings, codecs and the connection to MongoDB (or to the embedded server)."""
+"""Settings and the connection to MongoDB (or to the embedded server)."""
 
 from __future__ import annotations
 
@@ -6,53 +6,20 @@ import errno
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import UTC
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pymongo
-from bson.codec_options import CodecOptions, TypeDecoder, TypeEncoder, TypeRegistry
-from bson.decimal128 import Decimal128
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError, ServerSelectionTimeoutError
 
-from esmongo.embedded import EmbeddedServer
+from esmongo.codec import CODEC_OPTIONS, Document
+from esmongo.connect.embedded import EmbeddedServer
 from esmongo.errors import ConfigurationError
-
-Document = dict[str, Any]
 
 STARTUP_TIMEOUT_S = 5.0
 """How long opening a connection waits for a server to answer (the driver's default is 30 s)."""
-
-
-class _DecimalEncoder(TypeEncoder):
-    """Money is Decimal in Python and Decimal128 in MongoDB, never float."""
-
-    @property
-    def python_type(self) -> type:
-        return Decimal
-
-    def transform_python(self, value: Any) -> Decimal128:
-        return Decimal128(value)
-
-
-class _Decimal128Decoder(TypeDecoder):
-    @property
-    def bson_type(self) -> type:
-        return Decimal128
-
-    def transform_bson(self, value: Any) -> Decimal:
-        return value.to_decimal()  # type: ignore[no-any-return]
-
-
-CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(
-    document_class=dict,
-    tz_aware=True,
-    tzinfo=UTC,
-    type_registry=TypeRegistry([_DecimalEncoder(), _Decimal128Decoder()]),
-)
 
 
 @dataclass(frozen=True)

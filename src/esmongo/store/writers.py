@@ -8,7 +8,7 @@ a registration in `esmongo_writers`: the ids of the sessions its transactions us
 once per pooled session, before its first transaction) and a heartbeat, renewed in the
 background while it writes. A writer that keeps meeting conflicts for `conflict_after_s`,
 and every store at `init()`, looks for registrations whose heartbeat is older than
-`stale_after_s` on the server's clock, kills their sessions (esmongo.sessions) and
+`stale_after_s` on the server's clock, kills their sessions (esmongo.store.sessions) and
 removes them. A writer idle for `idle_after_s` withdraws its registration and stops
 its heartbeat; its next transaction registers again.
 
@@ -34,11 +34,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import InvalidOperation, PyMongoError
 
-from esmongo.collection_names import WRITERS
-from esmongo.sessions import kill_sessions
-from esmongo.transactions import DURABLE
+from esmongo.codec import Document
+from esmongo.store.collections import WRITERS
+from esmongo.store.sessions import kill_sessions
+from esmongo.store.transactions import DURABLE
 
-Document = dict[str, Any]
 log = logging.getLogger(__name__)
 
 

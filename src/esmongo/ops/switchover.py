@@ -23,12 +23,12 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import fence
-from esmongo.collection_names import ACTIVE, ARCHIVE, DEFAULT_EVENTS, META, MIGRATIONS
+from esmongo.codec import Document
 from esmongo.errors import EsmongoError
 from esmongo.events import utc_now
+from esmongo.store import fence
+from esmongo.store.collections import ACTIVE, ARCHIVE, DEFAULT_EVENTS, META, MIGRATIONS
 
-Document = dict[str, Any]
 Progress = Callable[[int, int], None]
 Planned = Callable[[str, str], tuple[list[str], str] | None]
 """For a stored (type, version): the migration ids it goes through and its new version,
@@ -81,7 +81,7 @@ async def max_sequence(collection: AsyncCollection[Document]) -> int:
 
 
 def switch_reason(target: str) -> str:
-    """What a switch to `target` writes on the fence it holds (esmongo.fence)."""
+    """What a switch to `target` writes on the fence it holds (esmongo.store.fence)."""
     return f"migration switch to {target}"
 
 
@@ -112,7 +112,7 @@ async def rollback_switch(db: AsyncDatabase[Document]) -> str:
 
     Only while lossless: refused when the active collection holds events the previous
     one lacks (appended since the switch); migrate back instead. The heads are compared
-    with the write fence closed (esmongo.fence), so no append can commit in between; the
+    with the write fence closed (esmongo.store.fence), so no append can commit in between; the
     active one is then sealed. Restart the processes that use the store afterwards, as
     after a switch.
     """

@@ -11,7 +11,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pymongo import ReadPreference, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -21,7 +21,8 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-Document = dict[str, Any]
+from esmongo.codec import Document
+
 T = TypeVar("T")
 
 SEQUENCE_COUNTER = "event_sequence"

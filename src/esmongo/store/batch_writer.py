@@ -3,13 +3,14 @@
 The transaction takes a contiguous block of sequence numbers with one `$inc` of the
 counter and writes every event of the batch with one `insert_many` (unordered, so every
 failing document is reported at once). Before it, the expected versions of all streams in
-the batch are checked (esmongo.stream_versions); in it, the unique indexes catch what
+the batch are checked (esmongo.store.stream_versions); in it, the unique indexes catch what
 changed since. A failure that belongs to one append (its stream moved on, its event ids
 are taken) takes that append out: the transaction runs again without it, then the append
 is told why. A write conflict with another process's transaction (both want the counter)
-is retried after a pause about as long as a transaction takes: see esmongo.transactions.backoff.
+is retried after a pause about as long as a transaction takes: see
+esmongo.store.transactions.backoff.
 
-Archived streams (esmongo.archive) take no event. A stream the version check found empty
+Archived streams (esmongo.store.archive) take no event. A stream the version check found empty
 (NO_STREAM, ANY on a new stream) may be an archived one, so the transaction looks those
 up in `archived_streams`. Streams it found events for cannot have been archived since,
 unless an archive committed in between: archives increment `archives` on the counter
@@ -25,7 +26,7 @@ import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -33,18 +34,20 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
 from pymongo.errors import BulkWriteError, PyMongoError
 
+from esmongo.codec import Document
 from esmongo.errors import (
     ConcurrencyError,
     DuplicateEventError,
     EventsCollectionSealed,
     StreamArchived,
-    StreamId,
 )
-from esmongo.events import ANY, STREAM_EXISTS, NewEvent, RecordedEvent, utc_now
-from esmongo.fence import refuse_unless_writable
+from esmongo.events import ANY, STREAM_EXISTS, NewEvent, RecordedEvent, StreamId, utc_now
 from esmongo.metrics import EVENTS_APPENDED, STORE_APPENDS_TAKEN_OUT, STORE_TRANSACTION_RETRIES
-from esmongo.stream_versions import StreamVersions
-from esmongo.transactions import (
+from esmongo.store.archive import Archive
+from esmongo.store.fence import refuse_unless_writable
+from esmongo.store.requests import AppendRequest
+from esmongo.store.stream_versions import StreamVersions
+from esmongo.store.transactions import (
     TRANSACTION_TIMEOUT_S,
     TYPICAL_TRANSACTION_S,
     WRITE_CONFLICT,
@@ -54,21 +57,15 @@ from esmongo.transactions import (
     commit,
     transient,
 )
-from esmongo.unit_of_work import Writes, by_collection, resolve
-from esmongo.writers import Writers
-
-if TYPE_CHECKING:
-    from esmongo.archive import Archive
-    from esmongo.store import AppendRequest
-
-Document = dict[str, Any]
+from esmongo.store.unit_of_work import Writes, by_collection, resolve
+from esmongo.store.writers import Writers
 
 MAX_RETRIES = 10
 """Rounds an append may go again after losing a race that is not a conflict (ANY)."""
 DUPLICATE_KEY = 11000
 DOCUMENT_VALIDATION = 121
 ARCHIVES_FIELD = "archives"
-"""Incremented on the counter document by every archive (esmongo.archive)."""
+"""Incremented on the counter document by every archive (esmongo.store.archive)."""
 
 
 class _WritesFailed(Exception):
@@ -113,7 +110,7 @@ class PendingAppend:
     count: int
     size: int
     writes: Writes | None = None
-    """Documents that commit with these events or not at all (esmongo.unit_of_work)."""
+    """Documents that commit with these events or not at all (esmongo.store.unit_of_work)."""
     heads: list[int] = field(default_factory=list)
     """For each request, the version it appends after (set by the version check)."""
     retries: int = 0

@@ -4,7 +4,7 @@ Upcasters are the first answer to a new event version: nothing is rewritten. Whe
 versions must go from storage too, a migration copies every event, in sequence order,
 into a NEW events collection, transforming the ones it targets; it verifies the copy
 against the source and only then switches the application over. The source stays,
-sealed read-only, for audit and rollback (see `esmongo.switchover`).
+sealed read-only, for audit and rollback (see `esmongo.ops.switchover`).
 
 - `Migrator.dry_run()` transforms without writing: counts, sample diffs, failures.
 - `Migrator.run(target)` copies in batches; after an interruption it resumes after the
@@ -30,12 +30,9 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import fence
-from esmongo.collection_names import ARCHIVED_STREAMS, MIGRATIONS
+from esmongo.codec import Document
 from esmongo.events import utc_now
-from esmongo.schema import SchemaRegistry, version_chain
-from esmongo.store import DURABLE, EVENT_INDEXES, SEQUENCE_COUNTER
-from esmongo.switchover import (
+from esmongo.ops.switchover import (
     FAILURES,
     MAX_LISTED,
     MigrationError,
@@ -50,8 +47,12 @@ from esmongo.switchover import (
     unseal,
     verify_copy,
 )
+from esmongo.schema.registry import SchemaRegistry, version_chain
+from esmongo.store import fence
+from esmongo.store.collections import ARCHIVED_STREAMS, MIGRATIONS
+from esmongo.store.event_store import EVENT_INDEXES
+from esmongo.store.transactions import DURABLE, SEQUENCE_COUNTER
 
-Document = dict[str, Any]
 ARCHIVE_CLOCK_MARGIN = timedelta(hours=1)
 """Archives recorded this long before a run started are still checked (clocks differ)."""
 Transform = Callable[[Mapping[str, Any]], Mapping[str, Any]]
@@ -523,7 +524,7 @@ class Migrator:
     ) -> VerifyReport:
         """Make `target` the active events collection, keeping the source for audit.
 
-        Closes the write fence on the source first (esmongo.fence: every append in flight
+        Closes the write fence on the source first (esmongo.store.fence: every append in flight
         commits before it, none after), copies what was appended since the last run
         (`catch_up`), verifies up to the head, and only then makes the target active and
         opens the fence on it, in one transaction. On any failure the fence reopens on the

@@ -22,7 +22,7 @@ from esmongo.api import ApiKeys, Role, create_app
 from esmongo.api.app import run_projection_daemon
 from esmongo.api.server import serve_in_thread
 from esmongo.bank import Bank
-from esmongo.mongo import Connection, Settings
+from esmongo.connect.connection import Connection, Settings
 
 CUSTOMERS = ["Alice Martin", "Bob Durand", "Chloé Petit", "David Moreau", "Emma Laurent"]
 

@@ -15,12 +15,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from esmongo.catalog import SchemaCatalog
+from esmongo.codec import Document
 from esmongo.events import utc_now
-from esmongo.schema import EventSchema, SchemaRegistry, Upcasters
+from esmongo.schema.catalog import SchemaCatalog
+from esmongo.schema.registry import EventSchema, SchemaRegistry, Upcasters
 from esmongo.store import EventStore
 
-Document = dict[str, Any]
 VersionKey = tuple[tuple[int, int | str], ...]
 
 

@@ -10,13 +10,14 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from esmongo import fence
-from esmongo.check.bookkeeping import TRANSIENT
-from esmongo.check.report import CheckReport, Finding, Fix
-from esmongo.check.scope import IDEMPOTENCY_KEYS, Document, Scope
-from esmongo.check.streams import dedupe_fix
-from esmongo.collection_names import ARCHIVE, ARCHIVED_STREAMS, SNAPSHOTS
-from esmongo.transactions import SEQUENCE_COUNTER, run_in_transaction
+from esmongo.codec import Document
+from esmongo.ops.check.bookkeeping import TRANSIENT
+from esmongo.ops.check.report import CheckReport, Finding, Fix
+from esmongo.ops.check.scope import IDEMPOTENCY_KEYS, Scope
+from esmongo.ops.check.streams import dedupe_fix
+from esmongo.store import fence
+from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS, SNAPSHOTS
+from esmongo.store.transactions import SEQUENCE_COUNTER, run_in_transaction
 
 REPAIRS_FIELD = "repairs"
 """On the counter document: incremented by every repair transaction, so that it conflicts
@@ -94,7 +95,7 @@ async def _in_transaction(
 async def _reopen_fence(scope: Scope, args: dict[str, Any]) -> str:
     """Open the write fence on the active collection, if it is still as the check saw it.
 
-    Lossless: esmongo_meta and the fence move together (esmongo.fence.open_on), so the
+    Lossless: esmongo_meta and the fence move together (esmongo.store.fence.open_on), so the
     active collection is where every acknowledged event went. A switch or rollback still
     running finds its fence gone and fails without switching; run it again.
     """

@@ -27,19 +27,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.read_concern import ReadConcern
 
-from esmongo.errors import ConcurrencyError, StreamId
-from esmongo.events import ANY, NO_STREAM, STREAM_EXISTS
-
-if TYPE_CHECKING:
-    from esmongo.store import AppendRequest
-
-Document = dict[str, Any]
+from esmongo.codec import Document
+from esmongo.errors import ConcurrencyError
+from esmongo.events import ANY, NO_STREAM, STREAM_EXISTS, StreamId
+from esmongo.store.requests import AppendRequest
 
 REMEMBERED_STREAMS = 50_000
 """Streams whose last seen event is kept (LRU); about 150 bytes each."""
