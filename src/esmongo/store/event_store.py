@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Sequence
 
 import bson
 from pymongo import ASCENDING, IndexModel
@@ -35,9 +33,10 @@ from esmongo.events import ANY, Expected, NewEvent, RecordedEvent, StreamId
 from esmongo.metrics import APPEND_LATENCY
 from esmongo.schema.registry import SchemaRegistry, Upcasters
 from esmongo.store import fence
-from esmongo.store.archive import Archive, ArchiveReport, merged
+from esmongo.store.archive import Archive, ArchiveReport
 from esmongo.store.batch_writer import BatchWriter, PendingAppend, WriteStats
 from esmongo.store.group_commit import GroupCommit
+from esmongo.store.reads import EventReads
 from esmongo.store.requests import AppendRequest, validate_request
 from esmongo.store.stream_versions import StreamVersions
 from esmongo.store.transactions import DURABLE, SEQUENCE_COUNTER
@@ -67,7 +66,7 @@ EVENT_INDEXES = [
 ]
 
 
-class EventStore:
+class EventStore(EventReads):
     """Append and read events. Create one per database and share it.
 
     With `group_commit` (the default), concurrent appends made through this object are
@@ -224,208 +223,3 @@ class EventStore:
     async def archived(self, aggregate_type: str, aggregate_id: str) -> ArchiveReport | None:
         """The archive record of a stream, or None when it is not archived."""
         return await self.archive.find(StreamId(aggregate_type, aggregate_id))
-
-    # ---- reads --------------------------------------------------------------------
-
-    async def stream_version(self, aggregate_type: str, aggregate_id: str) -> int:
-        """The stream's current version; 0 when it has no event."""
-        stream = StreamId(aggregate_type, aggregate_id)
-        version = await self.versions.head(stream)
-        if version == 0:
-            record = await self.archive.find(stream)
-            return record.version if record else 0
-        return version
-
-    async def head_sequence(self) -> int:
-        """The highest committed sequence number (0 on an empty store)."""
-        doc = await self.counters.find_one({"_id": SEQUENCE_COUNTER})
-        return int(doc["value"]) if doc else 0
-
-    def query_events(
-        self,
-        query: Document,
-        sort: list[tuple[str, int]],
-        range_field: str,
-        *,
-        limit: int = 0,
-        batch_size: int = 1000,
-        hint: list[tuple[str, int]] | None = None,
-    ) -> AsyncGenerator[RecordedEvent, None]:
-        """Events matching a raw filter, from the active collection and the archive, in
-        `sort` order (ascending, ending in a unique key), each once, upcast.
-
-        `range_field` is the first sort field the filter does not fix
-        (esmongo.store.archive.merged).
-        """
-        docs = merged(
-            self.events,
-            self.archive.events,
-            query,
-            sort,
-            range_field,
-            limit=limit,
-            chunk=batch_size,
-            hint=hint,
-        )
-        return self._decode(docs)
-
-    async def _decode(
-        self, docs: AsyncIterator[Document], remember: StreamId | None = None
-    ) -> AsyncGenerator[RecordedEvent, None]:
-        """Decode and upcast; note the last event of a stream read (the next append's check)."""
-        upcast = self.upcasters.upcast if self.upcasters else None
-        last: Document | None = None
-        try:
-            async for doc in docs:
-                last = doc
-                event = RecordedEvent.from_document(doc)
-                yield upcast(event) if upcast else event
-        finally:
-            if remember is not None and last is not None:
-                self.versions.remember(remember, last["aggregateVersion"], last["sequence"])
-            close = getattr(docs, "aclose", None)
-            if close is not None:  # a merged read's cursors, when the caller stopped early
-                await close()
-
-    async def event_at(self, sequence: int) -> RecordedEvent | None:
-        """The event at a global sequence number (upcast), or None: the active collection,
-        then the archive."""
-        doc = await self.events.find_one({"sequence": sequence})
-        if doc is None:
-            doc = await self.archive.events.find_one({"sequence": sequence})
-        if doc is None:
-            return None
-        event = RecordedEvent.from_document(doc)
-        return self.upcasters.upcast(event) if self.upcasters else event
-
-    async def find_event(self, event_id: str) -> RecordedEvent | None:
-        """The event recorded with this id (upcast), or None: the unique `eventId` index
-        of the active collection, then of the archive."""
-        doc = await self.events.find_one({"eventId": event_id})
-        if doc is None:
-            doc = await self.archive.events.find_one({"eventId": event_id})
-        if doc is None:
-            return None
-        event = RecordedEvent.from_document(doc)
-        return self.upcasters.upcast(event) if self.upcasters else event
-
-    def read_stream(
-        self,
-        aggregate_type: str,
-        aggregate_id: str,
-        from_version: int = 1,
-        to_version: int | None = None,
-        *,
-        batch_size: int = 1000,
-    ) -> AsyncGenerator[RecordedEvent, None]:
-        """One stream's events in version order, from and to versions inclusive.
-
-        A stream lives wholly in one collection: the archive is read only when the active
-        collection has none of these events. A read that overlaps the archiving of its own
-        stream may end early (a prefix: a state the stream was in), never mix the two.
-        """
-        versions: Document = {"$gte": from_version}
-        if to_version is not None:
-            versions["$lte"] = to_version
-        query = {
-            "aggregateType": aggregate_type,
-            "aggregateId": aggregate_id,
-            "aggregateVersion": versions,
-        }
-        stream = StreamId(aggregate_type, aggregate_id)
-        return self._read_stream(stream, query, batch_size)
-
-    async def _read_stream(
-        self, stream: StreamId, query: Document, batch_size: int
-    ) -> AsyncGenerator[RecordedEvent, None]:
-        sort = [("aggregateVersion", ASCENDING)]
-        found = False
-        active = self.events.find(query, sort=sort, batch_size=batch_size)
-        async with active:
-            async for event in self._decode(_documents(active), stream):
-                found = True
-                yield event
-        if found:
-            return
-        archived = self.archive.events.find(query, sort=sort, batch_size=batch_size)
-        async with archived:
-            async for event in self._decode(_documents(archived)):
-                yield event
-
-    def read_all(
-        self,
-        after_sequence: int = 0,
-        limit: int = 0,
-        *,
-        event_types: Sequence[str] | None = None,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        correlation_id: str | None = None,
-        through: int | None = None,
-        batch_size: int = 1000,
-    ) -> AsyncGenerator[RecordedEvent, None]:
-        """Events after a sequence number, in global order; `limit` 0 means no limit.
-
-        Optional filters: event types, a time window [start, end), a correlation id, and
-        `through`, the last sequence wanted. Give `through` when you know it: the server
-        then reads only that range, where an open range costs work in proportion to
-        everything after `after_sequence` (measured 2-3x slower 20,000 events from the
-        head). Without filters, a `limit` bounds the range by itself. Paging by sequence
-        (pass the last sequence seen) is stable while events are appended. Archived events
-        are merged in: the sequence stays gap-free (esmongo.store.archive.merged).
-        """
-        unfiltered = event_types is None and start is None and end is None
-        if through is None and limit and unfiltered and correlation_id is None:
-            # The sequence has no gaps: the next `limit` events are at most this far.
-            through = after_sequence + limit
-        bounds: Document = {"$gt": after_sequence}
-        if through is not None:
-            bounds["$lte"] = through
-        query: Document = {"sequence": bounds}
-        if event_types is not None:
-            types = list(event_types)
-            query["eventType"] = types[0] if len(types) == 1 else {"$in": types}
-        query.update(_time_window(start, end))
-        if correlation_id is not None:
-            query["metadata.correlationId"] = correlation_id
-        sort = [("sequence", ASCENDING)]
-        return self.query_events(query, sort, "sequence", limit=limit, batch_size=batch_size)
-
-    def read_by_type(
-        self,
-        event_types: str | Sequence[str],
-        start: datetime | None = None,
-        end: datetime | None = None,
-        *,
-        limit: int = 0,
-        batch_size: int = 1000,
-    ) -> AsyncGenerator[RecordedEvent, None]:
-        """Events of some types in a time window [start, end), in time order."""
-        types = [event_types] if isinstance(event_types, str) else list(event_types)
-        query: Document = {"eventType": types[0] if len(types) == 1 else {"$in": types}}
-        query.update(_time_window(start, end))
-        sort = [("timestamp", ASCENDING), ("sequence", ASCENDING)]
-        return self.query_events(query, sort, "timestamp", limit=limit, batch_size=batch_size)
-
-    def read_by_correlation(
-        self, correlation_id: str, *, limit: int = 0, batch_size: int = 1000
-    ) -> AsyncGenerator[RecordedEvent, None]:
-        """Every event of one request or saga, in time order."""
-        query = {"metadata.correlationId": correlation_id}
-        sort = [("timestamp", ASCENDING), ("sequence", ASCENDING)]
-        return self.query_events(query, sort, "timestamp", limit=limit, batch_size=batch_size)
-
-
-async def _documents(cursor: Any) -> AsyncIterator[Document]:
-    async for doc in cursor:
-        yield doc
-
-
-def _time_window(start: datetime | None, end: datetime | None) -> Document:
-    """The filter on `timestamp` for [start, end); empty when both are open."""
-    window: Document = {}
-    if start is not None:
-        window["$gte"] = start
-    if end is not None:
-        window["$lt"] = end
-    return {"timestamp": window} if window else {}
