@@ -129,7 +129,7 @@ class EventStore(EventReads):
             {"_id": SEQUENCE_COUNTER}, {"$setOnInsert": {"value": 0}}, upsert=True
         )
         await self.writers.sweep()  # a predecessor that died inside an append
-        await fence.adopt(self.db)
+        await fence.adopt(self.db, self.collection_name)
 
     # ---- writes -------------------------------------------------------------------
 

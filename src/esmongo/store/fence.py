@@ -65,12 +65,36 @@ async def active_name(
     return str(doc["name"]) if doc else DEFAULT_EVENTS
 
 
-async def adopt(db: AsyncDatabase[Document]) -> None:
-    """Set `writable` from esmongo_meta when the counter has none (an older database)."""
-    await db.get_collection(COUNTERS, write_concern=DURABLE).update_one(
-        {"_id": SEQUENCE_COUNTER, WRITABLE: {"$exists": False}},
-        {"$set": {WRITABLE: await active_name(db)}},
-    )
+async def adopt(db: AsyncDatabase[Document], collection: str = DEFAULT_EVENTS) -> None:
+    """Set `writable` when the counter has none: from esmongo_meta on a database that has
+    events (an older one), or, on a fresh database, to `collection`, the opening store's.
+
+    A fresh database (no event appended, no collection made active) takes a store's own
+    collection name, recorded in esmongo_meta too so that every tool (check, backup,
+    migrations) finds the same log; otherwise a store that names its collection would be
+    refused every append on a database nobody had written to.
+    """
+    counters = db.get_collection(COUNTERS, write_concern=DURABLE)
+    unset = {"_id": SEQUENCE_COUNTER, WRITABLE: {"$exists": False}}
+    fresh = {**unset, "value": 0}
+    if collection != DEFAULT_EVENTS and await db[META].find_one({"_id": ACTIVE}) is None:
+
+        async def body(session: AsyncClientSession) -> bool:
+            taken = await counters.update_one(
+                fresh, {"$set": {WRITABLE: collection}}, session=session
+            )
+            if taken.modified_count:
+                await db.get_collection(META, write_concern=DURABLE).update_one(
+                    {"_id": ACTIVE},
+                    {"$setOnInsert": {"name": collection}},
+                    upsert=True,
+                    session=session,
+                )
+            return bool(taken.modified_count)
+
+        if await run_in_transaction(db.client, body):
+            return
+    await counters.update_one(unset, {"$set": {WRITABLE: await active_name(db)}})
 
 
 async def close(db: AsyncDatabase[Document], collection: str, reason: str) -> int:
