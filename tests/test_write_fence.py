@@ -227,3 +227,34 @@ async def test_the_api_answers_503_while_writes_are_paused(db: AsyncDatabase[Doc
         await fence.open_on(db, "events", "migration switch to events_v9")
         again = await api.post("/accounts/acc_1/activate", headers={"Idempotency-Key": "k1"})
         assert again.status_code == 200, again.text
+
+
+async def test_a_store_that_names_its_collection_opens_a_fresh_database_on_it(
+    db: AsyncDatabase[Document],
+) -> None:
+    """A fresh database takes the first store's own collection name; one with events keeps
+    its log, and a store that names another collection is refused, as after a switch."""
+    ledger = EventStore(db, collection="ledger_events")
+    await ledger.init()
+    (event,) = await ledger.append("t", "x", [NewEvent("t.happened", {})])
+    assert await active_events_collection(db) == "ledger_events"
+    await EventStore(db, collection="ledger_events").init()  # again: nothing changes
+    default = EventStore(db)
+    await default.init()
+    with pytest.raises(EventsCollectionSealed, match="ledger_events"):
+        await default.append("t", "y", [NewEvent("t.happened", {})])
+    assert [e async for e in ledger.read_all()] == [event]
+
+
+async def test_a_named_collection_does_not_take_over_a_database_with_events(
+    db: AsyncDatabase[Document],
+) -> None:
+    default = EventStore(db)
+    await default.init()
+    await default.append("t", "x", [NewEvent("t.happened", {})])
+    other = EventStore(db, collection="ledger_events")
+    await other.init()
+    assert await active_events_collection(db) == "events"
+    with pytest.raises(EventsCollectionSealed, match="ledger_events"):
+        await other.append("t", "y", [NewEvent("t.happened", {})])
+    assert await default.head_sequence() == 1
