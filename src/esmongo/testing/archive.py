@@ -30,7 +30,6 @@ class ArchiveCases(StoreCase):
     """`archive_stream`, and what every read and append does with an archived stream."""
 
     async def test_an_archived_stream_is_read_everywhere(self, store: EventStore) -> None:
-        before = await all_events(store)
         gone = await with_archived_stream(store)
         stored = await all_events(store)
         assert [e.sequence for e in stored] == [1, 2, 3, 4, 5, 6]
@@ -49,7 +48,6 @@ class ArchiveCases(StoreCase):
             assert await store.find_event(event.event_id) == event
         assert await store.stream_version("t", "a") == 3
         assert await store.head_sequence() == 6
-        assert before == []
 
     @pytest.mark.parametrize("expected", [ANY, STREAM_EXISTS, 3, NO_STREAM])
     async def test_appends_to_an_archived_stream_are_refused(
