@@ -37,6 +37,7 @@ from esmongo.store.archive import Archive, ArchiveReport
 from esmongo.store.batch_writer import BatchWriter
 from esmongo.store.group_commit import GroupCommit
 from esmongo.store.pending import PendingAppend, WriteStats
+from esmongo.store.queries import EventQueries
 from esmongo.store.reads import EventReads
 from esmongo.store.requests import AppendRequest, validate_request
 from esmongo.store.stream_versions import StreamVersions
@@ -67,7 +68,7 @@ EVENT_INDEXES = [
 ]
 
 
-class EventStore(EventReads):
+class EventStore(EventReads, EventQueries):
     """Append and read events. Create one per database and share it.
 
     With `group_commit` (the default), concurrent appends made through this object are
