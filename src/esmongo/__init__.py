@@ -1,5 +1,9 @@
 """esmongo: event sourcing on MongoDB.
 
+"The seed", in docstrings and docs, is the specification this project implements: the
+French document "Event Sourcing avec MongoDB" (its collections, event shape, bank accounts
+and metrics table); docs/layers.md says where each of its parts lives.
+
 The everyday names: the event store and its events, aggregates and their repository,
 projections, the schema registry, the connection and the errors a caller handles. The rest
 is imported from its layer's package (`esmongo.store`, `esmongo.model`, `esmongo.schema`,
