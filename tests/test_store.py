@@ -15,15 +15,15 @@ from esmongo import (
     NO_STREAM,
     STREAM_EXISTS,
     AppendRequest,
-    EventSchema,
     EventStore,
     EventValidationError,
     NewEvent,
     SchemaRegistry,
-    StreamId,
-    UnknownEventTypeError,
 )
 from esmongo.codec import Document
+from esmongo.errors import UnknownEventTypeError
+from esmongo.events import StreamId
+from esmongo.schema import EventSchema
 from esmongo.testing import all_events, assert_gap_free
 from esmongo.testing import new_events as events
 
