@@ -22,6 +22,8 @@ ESMONGO = str(Path(sys.executable).with_name("esmongo"))
 SERVICE = ("fastapi", "starlette", "pydantic", "uvicorn", "prometheus_client")
 CLI = ("typer", "click", "rich")
 EXTRAS = (*SERVICE, *CLI)
+DEV = ("pytest", "_pytest", "pytest_asyncio")
+"""Test tools: a core install lacks them too (esmongo.testing needs them, by design)."""
 
 REFUSE = """
 import os
@@ -54,7 +56,7 @@ from esmongo.codec import CODEC_OPTIONS
 from pymongo import AsyncMongoClient
 
 REFUSED = {refused!r}
-APPLICATION = ("esmongo.api", "esmongo.cli")  # they need the extras by design
+APPLICATION = ("esmongo.api", "esmongo.cli", "esmongo.testing")  # extras, test tools
 
 
 def import_all(package: types.ModuleType) -> int:
@@ -120,11 +122,11 @@ def refusing(tmp_path: Path, refused: tuple[str, ...]) -> dict[str, str]:
 
 def test_the_core_imports_and_works_without_the_extras(server_uri: str, tmp_path: Path) -> None:
     database = f"t_lean_{uuid.uuid4().hex[:8]}"
-    script = CORE.format(refused=set(EXTRAS), uri=server_uri, database=database)
+    script = CORE.format(refused={*EXTRAS, *DEV}, uri=server_uri, database=database)
     try:
         result = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(script)],
-            env=refusing(tmp_path, EXTRAS),
+            env=refusing(tmp_path, (*EXTRAS, *DEV)),
             capture_output=True,
             text=True,
             timeout=120,
