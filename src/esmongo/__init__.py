@@ -37,9 +37,14 @@ from esmongo.model.aggregate import Aggregate, EventLike, applies, command_event
 from esmongo.model.repository import Repository
 from esmongo.model.snapshots import Snapshot, SnapshotStore
 from esmongo.model.temporal import TemporalQueries, require_aware
-from esmongo.ops.migration import Migration, Migrator
+from esmongo.ops.migration import (
+    Migration,
+    MigrationError,
+    Migrator,
+    active_events_collection,
+    rollback_switch,
+)
 from esmongo.ops.schema_check import SyncReport, UnreachableVersion, unreachable_versions
-from esmongo.ops.switchover import MigrationError, active_events_collection, rollback_switch
 from esmongo.projections import (
     DeadLetter,
     DeadLetters,

@@ -38,7 +38,7 @@ from pymongo.errors import BulkWriteError
 
 from esmongo.codec import Document
 from esmongo.errors import EsmongoError
-from esmongo.ops.switchover import seal
+from esmongo.ops.migration import seal
 from esmongo.store import fence
 from esmongo.store.collections import (
     ACTIVE,
