@@ -13,7 +13,7 @@ from esmongo import EventStore, Repository, SchemaRegistry, SnapshotStore
 from esmongo.bank.account import Account, AccountError, AccountStatus
 from esmongo.bank.commands import AccountCommandHandler, Command, CommandResult
 from esmongo.bank.schemas import ACCOUNT_SCHEMAS
-from esmongo.ops.switchover import active_events_collection
+from esmongo.ops.migration import active_events_collection
 from esmongo.schema import SchemaCatalog
 from esmongo.store import ArchiveReport
 from esmongo.store.unit_of_work import Writes
