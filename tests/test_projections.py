@@ -246,7 +246,7 @@ async def test_lost_resume_token_costs_a_catch_up_read_and_is_logged(
     db: Db, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = await make_store(db)
-    watcher = EventWatcher(store.events, max_await_ms=100)
+    watcher = EventWatcher(store, max_await_ms=100)
     wake = asyncio.Event()
     watcher.subscribe(["account.created"], wake)
     watcher.resume_token = {"_data": "00DEADBEEF"}  # as if the oplog had rolled over

@@ -49,7 +49,7 @@ class ProjectionDaemon:
             raise ValueError(f"projection names must be distinct: {names}")
         self.store = store
         self.owner = owner or default_owner()
-        self.watcher = EventWatcher(store.events)
+        self.watcher = EventWatcher(store)
         self.source = SharedSource(
             store, fetch_size=batch_size, known_head=lambda: self.watcher.last_sequence
         )
