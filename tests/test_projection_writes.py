@@ -16,7 +16,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo import Delete, EventStore, Insert, NewEvent, RecordedEvent, Update
-from esmongo.projections import Projection, ProjectionRunner, WritePlan, handles
+from esmongo.projections import Projection, ProjectionRunner, RunnerOptions, WritePlan, handles
 
 Db = AsyncDatabase[dict[str, Any]]
 
@@ -177,7 +177,7 @@ async def test_a_key_spelled_in_another_field_order_keeps_the_updates_in_order(d
     results = {}
     for batch_size in (1, 100):
         name = f"doors_{batch_size}"
-        runner = ProjectionRunner(store, _lifecycle(name), batch_size=batch_size)
+        runner = ProjectionRunner(store, _lifecycle(name), RunnerOptions(batch_size=batch_size))
         await runner.init()
         await runner.catch_up()
         results[batch_size] = {d["doorId"]: d["status"] async for d in db[name].find({})}
