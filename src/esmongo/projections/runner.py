@@ -119,7 +119,7 @@ class ProjectionRunner(BatchPipeline):
             await asyncio.wait_for(stop.wait(), seconds)
 
     async def _acquire(self) -> HeldLease | None:
-        if self._lease is not None and self._lease.valid:
+        if self._lease is not None and self._holds_lease():
             return self._lease
         checkpoint = await self.checkpoints.get(self.name)
         floor = checkpoint.fence if checkpoint else 0
