@@ -10,13 +10,8 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import (
-    EventStore,
-    Migration,
-    Migrator,
-    NewEvent,
-    active_events_collection,
-)
+from esmongo import EventStore, NewEvent
+from esmongo.ops.migration import Migration, Migrator, active_events_collection
 from esmongo.projections import (
     Projection,
     ProjectionRunner,

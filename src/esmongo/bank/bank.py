@@ -9,18 +9,13 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import (
-    ArchiveReport,
-    EventStore,
-    Repository,
-    SchemaCatalog,
-    SchemaRegistry,
-    SnapshotStore,
-    active_events_collection,
-)
+from esmongo import EventStore, Repository, SchemaRegistry, SnapshotStore
 from esmongo.bank.account import Account, AccountError, AccountStatus
 from esmongo.bank.commands import AccountCommandHandler, Command, CommandResult
 from esmongo.bank.schemas import ACCOUNT_SCHEMAS
+from esmongo.ops.migration import active_events_collection
+from esmongo.schema import SchemaCatalog
+from esmongo.store import ArchiveReport
 from esmongo.store.unit_of_work import Writes
 
 

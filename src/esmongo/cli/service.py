@@ -157,13 +157,14 @@ def backup_cmd(
     directory: Annotated[Path, typer.Argument(help="A new or empty directory.")],
 ) -> None:
     """Back up events, schemas and keys (mongodump layout; read models are rebuilt)."""
+    from esmongo.api.auth import COLLECTION as API_KEYS
     from esmongo.ops.backup import backup
 
     _check_backup_target(directory)
 
     async def work(bank: Bank) -> None:
         with progress_bars() as advance:
-            report = await backup(bank.db, directory, advance)
+            report = await backup(bank.db, directory, advance, keep=[API_KEYS])
         console.print(
             f"backed up {report.counts.get('events', 0)} events up to sequence "
             f"{report.head_sequence} into {directory} (checksum {report.events_checksum[:16]})"
@@ -185,6 +186,7 @@ def restore_cmd(
 ) -> None:
     """Restore a backup into the configured database, which must hold no events yet, nor
     any state derived from events (unless --drop-state)."""
+    from esmongo.api.auth import COLLECTION as API_KEYS
     from esmongo.ops.backup import restore
 
     if not directory.exists():
@@ -194,7 +196,9 @@ def restore_cmd(
 
     async def work(bank: Bank) -> None:
         with progress_bars() as advance:
-            report = await restore(bank.db, directory, advance, drop_state=drop_state)
+            report = await restore(
+                bank.db, directory, advance, drop_state=drop_state, keep=[API_KEYS]
+            )
         await bank.init()
         err.print("[dim]indexes and schemas checked[/]")
         console.print(
