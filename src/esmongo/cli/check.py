@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from esmongo.bank import Bank
+from esmongo.application import Application
 from esmongo.cli.common import app, console, err, progress_bars, run
 from esmongo.ops.check import CheckReport, check, repair
 
@@ -40,16 +40,16 @@ def check_command(
     """Verify the store's invariants: sequence, counter, streams, sealed collections,
     checkpoints, idempotency claims, snapshots. Exit 0 healthy, 1 problems found."""
 
-    async def work(bank: Bank) -> bool:
+    async def work(application: Application) -> bool:
         with progress_bars() as advance:
-            report = await check(bank.db, progress=advance)
+            report = await check(application.db, progress=advance)
         _show(report)
         if report.ok or not fix:
             return report.ok
-        for outcome in await repair(bank.db, report):
+        for outcome in await repair(application.db, report):
             _say(outcome.line())
         with progress_bars() as advance:
-            after = await check(bank.db, progress=advance)
+            after = await check(application.db, progress=advance)
         _say("after the repair:" if after.findings else "after the repair: healthy")
         _show(after)
         return after.ok
