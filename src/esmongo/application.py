@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -104,7 +104,7 @@ class Application:
         known = ", ".join(p.name for p in self.projections) or "none"
         raise KeyError(f"no projection {name!r} (known: {known})")
 
-    async def init(self) -> Application:
+    async def init(self) -> Self:
         """The active events collection, indexes, counter, and the schemas. Idempotent."""
         active = await active_events_collection(self.db)
         if active != self.store.collection_name:

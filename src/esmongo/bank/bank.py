@@ -58,12 +58,6 @@ class Bank(Application):
         self.handler = AccountCommandHandler(self.accounts)
         self.queries = AccountQueries(self.store, self.db)
 
-    async def init(self) -> Bank:
-        """The active events collection (a migration may have switched it), indexes,
-        counter and the account event schemas. Idempotent."""
-        await super().init()
-        return self
-
     async def handle(
         self,
         command: Command,
