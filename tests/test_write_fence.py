@@ -25,7 +25,6 @@ from esmongo import (
 )
 from esmongo.codec import Document
 from esmongo.ops import switchover
-from esmongo.store import archive as archive_module
 from esmongo.store import batch_writer, fence, transactions
 from test_migration import MIGRATIONS, seed
 
@@ -144,7 +143,7 @@ async def test_archiving_during_a_switch_leaves_the_stream_in_one_place(
     store = await seed(db, streams=3, rounds=3)
     migrator = Migrator(db, MIGRATIONS)
     await migrator.run("events_v3")
-    hold = HeldCommit(monkeypatch, archive_module)
+    hold = HeldCommit(monkeypatch, transactions)  # archives commit through run_in_transaction
     conflicted = conflicts_seen(monkeypatch)
     archiving = asyncio.create_task(store.archive_stream("account", "a001"))
     await hold.reached.wait()

@@ -1,5 +1,9 @@
 """esmongo: event sourcing on MongoDB.
 
+"The seed", in docstrings and docs, is the specification this project implements: the
+French document "Event Sourcing avec MongoDB" (its collections, event shape, bank accounts
+and metrics table); docs/layers.md says where each of its parts lives.
+
 The public API: the event store, events, aggregates, repository, snapshots and the
 schema registry. See README.md and docs/.
 """

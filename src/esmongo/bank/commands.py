@@ -12,7 +12,6 @@ recording when that recording exists.
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from esmongo import (
     StreamArchived,
     command_event_id,
 )
+from esmongo.backoff import jittered
 from esmongo.bank.account import (
     Account,
     AccountError,
@@ -195,10 +195,7 @@ class AccountCommandHandler:
                     COMMAND_CONFLICTS_EXHAUSTED.labels(type(command).__name__).inc()
                     break
                 COMMAND_CONFLICTS_RETRIED.labels(type(command).__name__).inc()
-                # Jittered exponential backoff: writers racing for one stream spread out
-                # instead of colliding again on the next round trip.
-                pause = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
-                await asyncio.sleep(pause * random.uniform(0.5, 1.5))
+                await asyncio.sleep(jittered(attempt + 1, BACKOFF_BASE_S, BACKOFF_CAP_S))
             except (
                 DomainError,
                 AggregateNotFoundError,

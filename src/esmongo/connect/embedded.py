@@ -65,7 +65,7 @@ def port_is_free(port: int) -> bool:
 
 
 def server_uri(port: int) -> str:
-    # retryWrites=false: SecantusDB slows ~12x after ~10k retryable writes (ARCHITECTURE.md).
+    # retryWrites=false: SecantusDB slows down after ~10k retryable writes (docs/mongodb.md).
     return f"mongodb://127.0.0.1:{port}/?directConnection=true&retryWrites=false"
 
 
@@ -142,8 +142,8 @@ class EmbeddedServer:
     output), `home/server.lock` (serialises starts and stops).
 
     `sync_on_commit` (default on) makes the server fsync its log at every commit. Without
-    it, writes acknowledged with `j: true` can be lost when the server is killed: measured
-    here, a SIGKILL after 50 acknowledged appends lost up to 7 of them.
+    it, writes acknowledged with `j: true` can be lost when the server is killed
+    (docs/adr/0005-embedded-server-durability.md has the measurement).
     """
 
     def __init__(self, home: Path | str, *, sync_on_commit: bool = True) -> None:

@@ -204,12 +204,12 @@ class Repository(Generic[A]):
         """
         if self.snapshots is None:
             raise ValueError("this repository has no snapshot store")
-        pipeline: list[dict[str, Any]] = [
-            {"$match": {"aggregateType": self.aggregate_type}},
-            {"$group": {"_id": "$aggregateId", "version": {"$max": "$aggregateVersion"}}},
-            {"$match": {"version": {"$gte": min_events}}},
+        ids = [
+            aggregate_id
+            async for aggregate_id, _ in self.store.stream_versions(
+                self.aggregate_type, min_version=min_events
+            )
         ]
-        ids = [doc["_id"] async for doc in await self.store.events.aggregate(pipeline)]
         written = 0
         for done, aggregate_id in enumerate(ids, start=1):
             aggregate = await self._load(aggregate_id)

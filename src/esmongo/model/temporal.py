@@ -167,18 +167,5 @@ class TemporalQueries(Generic[A]):
     async def _all_before(self, aggregate_id: str, version: int, at: datetime) -> bool:
         """True when events 1..version of the stream are all at or before `at`: one
         `$group` over the (type, id, version) index range, computed by the server."""
-        pipeline: list[Document] = [
-            {
-                "$match": {
-                    "aggregateType": self.aggregate_type,
-                    "aggregateId": aggregate_id,
-                    "aggregateVersion": {"$lte": version},
-                }
-            },
-            {"$group": {"_id": None, "last": {"$max": "$timestamp"}, "n": {"$sum": 1}}},
-        ]
-        # A stream lives in the active collection or, archived, wholly in the archive.
-        for collection in (self.store.events, self.store.archive.events):
-            async for doc in await collection.aggregate(pipeline):
-                return bool(doc["n"] == version and doc["last"] <= at)
-        return False
+        held, last = await self.store.stream_span(self.aggregate_type, aggregate_id, version)
+        return held == version and last is not None and last <= at

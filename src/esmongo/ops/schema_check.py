@@ -75,14 +75,7 @@ async def stored_versions(store: EventStore) -> list[StoredVersion]:
     This reads every event once (no index holds the version); run it at startup or in
     `esmongo schemas check`, not per request.
     """
-    pipeline: list[Document] = [
-        {"$group": {"_id": {"t": "$eventType", "v": "$eventVersion"}, "n": {"$sum": 1}}}
-    ]
-    counts: dict[tuple[str, str], int] = {}
-    for collection in (store.events, store.archive.events):
-        async for doc in await collection.aggregate(pipeline):
-            key = (doc["_id"]["t"], doc["_id"]["v"])
-            counts[key] = counts.get(key, 0) + int(doc["n"])
+    counts = await store.version_counts()
     found = [StoredVersion(t, v, n) for (t, v), n in counts.items()]
     return sorted(found, key=lambda s: (s.event_type, version_key(s.version)))
 

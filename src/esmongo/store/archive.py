@@ -20,7 +20,6 @@ collection has nothing for it. docs/archiving.md and docs/adr/0006-archiving.md 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
 
 from esmongo.codec import Document
 from esmongo.errors import (
@@ -45,16 +43,7 @@ from esmongo.store.collections import (
     SNAPSHOTS,
 )
 from esmongo.store.fence import refuse_unless_writable
-from esmongo.store.transactions import (
-    DURABLE,
-    TRANSACTION_TIMEOUT_S,
-    TYPICAL_TRANSACTION_S,
-    backoff,
-    begin,
-    bump_counter,
-    commit,
-    transient,
-)
+from esmongo.store.transactions import DURABLE, bump_counter, run_in_transaction
 
 ARCHIVES_FIELD = "archives"
 """On the sequence counter document: how many archives committed (each one's `number`)."""
@@ -188,72 +177,55 @@ class Archive:
         transaction errors (write conflicts with appends) are retried, like appends.
         """
         started = time.perf_counter()
-        deadline = time.monotonic() + TRANSACTION_TIMEOUT_S
-        attempt = 0
-        while True:
-            try:
-                doc, already = await self._move(stream, expected_version)
-            except PyMongoError as exc:
-                attempt += 1
-                pause = backoff(attempt, TYPICAL_TRANSACTION_S * 4)
-                if not transient(exc) or time.monotonic() + pause > deadline:
-                    raise
-                await asyncio.sleep(pause)
-                continue
-            return ArchiveReport.of(doc, already=already, elapsed_s=time.perf_counter() - started)
 
-    async def _move(self, stream: StreamId, expected_version: int | None) -> tuple[Document, bool]:
+        async def move(session: AsyncClientSession) -> tuple[Document, bool]:
+            return await self._move(session, stream, expected_version)
+
+        doc, already = await run_in_transaction(self.client, move)
+        return ArchiveReport.of(doc, already=already, elapsed_s=time.perf_counter() - started)
+
+    async def _move(
+        self, session: AsyncClientSession, stream: StreamId, expected_version: int | None
+    ) -> tuple[Document, bool]:
         where = {"aggregateType": stream.aggregate_type, "aggregateId": stream.aggregate_id}
-        async with self.client.start_session() as session:
-            await begin(session)
-            try:
-                # First, so that the transaction conflicts with every concurrent append.
-                counter = await bump_counter(self.counters, ARCHIVES_FIELD, 1, session)
-                before = await self.registry.find_one(
-                    {"_id": registry_key(stream)}, session=session
-                )
-                if before is not None:
-                    await session.abort_transaction()
-                    return before, True
-                # A migration switch closes this fence on the counter: never both at once.
-                refuse_unless_writable(counter, self.active.name)
-                cursor = self.active.find(
-                    where, sort=[("aggregateVersion", ASCENDING)], session=session
-                )
-                docs = [doc async for doc in cursor]
-                if not docs:
-                    raise AggregateNotFoundError(stream)
-                version = int(docs[-1]["aggregateVersion"])
-                if expected_version is not None and version != expected_version:
-                    raise ConcurrencyError(stream, expected_version, version)
-                if [d["aggregateVersion"] for d in docs] != list(range(1, version + 1)):
-                    raise RuntimeError(f"{stream}: its versions are not 1..{version}")
-                await self.events.insert_many(docs, ordered=True, session=session)
-                deleted = await self.active.delete_many(where, session=session)
-                if deleted.deleted_count != len(docs):
-                    raise RuntimeError(
-                        f"{stream}: moved {len(docs)} events but deleted {deleted.deleted_count}"
-                    )
-                kept = await self.snapshots.update_one(
-                    where, {"$unset": {"expiresAt": ""}}, session=session
-                )
-                record = {
-                    "_id": registry_key(stream),
-                    **where,
-                    "version": version,
-                    "events": len(docs),
-                    "firstSequence": int(docs[0]["sequence"]),
-                    "lastSequence": max(int(d["sequence"]) for d in docs),
-                    "archivedAt": utc_now(),
-                    "number": int(counter[ARCHIVES_FIELD]),
-                    "snapshotKept": kept.matched_count > 0,
-                }
-                await self.registry.insert_one(record, session=session)
-            except BaseException:
-                if session.in_transaction:
-                    await session.abort_transaction()
-                raise
-            await commit(session)
+        # First, so that the transaction conflicts with every concurrent append.
+        counter = await bump_counter(self.counters, ARCHIVES_FIELD, 1, session)
+        before = await self.registry.find_one({"_id": registry_key(stream)}, session=session)
+        if before is not None:
+            await session.abort_transaction()
+            return before, True
+        # A migration switch closes this fence on the counter: never both at once.
+        refuse_unless_writable(counter, self.active.name)
+        cursor = self.active.find(where, sort=[("aggregateVersion", ASCENDING)], session=session)
+        docs = [doc async for doc in cursor]
+        if not docs:
+            raise AggregateNotFoundError(stream)
+        version = int(docs[-1]["aggregateVersion"])
+        if expected_version is not None and version != expected_version:
+            raise ConcurrencyError(stream, expected_version, version)
+        if [d["aggregateVersion"] for d in docs] != list(range(1, version + 1)):
+            raise RuntimeError(f"{stream}: its versions are not 1..{version}")
+        await self.events.insert_many(docs, ordered=True, session=session)
+        deleted = await self.active.delete_many(where, session=session)
+        if deleted.deleted_count != len(docs):
+            raise RuntimeError(
+                f"{stream}: moved {len(docs)} events but deleted {deleted.deleted_count}"
+            )
+        kept = await self.snapshots.update_one(
+            where, {"$unset": {"expiresAt": ""}}, session=session
+        )
+        record = {
+            "_id": registry_key(stream),
+            **where,
+            "version": version,
+            "events": len(docs),
+            "firstSequence": int(docs[0]["sequence"]),
+            "lastSequence": max(int(d["sequence"]) for d in docs),
+            "archivedAt": utc_now(),
+            "number": int(counter[ARCHIVES_FIELD]),
+            "snapshotKept": kept.matched_count > 0,
+        }
+        await self.registry.insert_one(record, session=session)
         return record, False
 
 

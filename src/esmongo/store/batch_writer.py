@@ -21,14 +21,11 @@ free, and only when it moved since the version check are all the batch's streams
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
-from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
@@ -43,29 +40,32 @@ from esmongo.errors import (
 )
 from esmongo.events import ANY, STREAM_EXISTS, NewEvent, RecordedEvent, StreamId, utc_now
 from esmongo.metrics import EVENTS_APPENDED, STORE_APPENDS_TAKEN_OUT, STORE_TRANSACTION_RETRIES
-from esmongo.store.archive import Archive
+from esmongo.store.archive import ARCHIVES_FIELD, Archive
 from esmongo.store.fence import refuse_unless_writable
+from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.requests import AppendRequest
+from esmongo.store.retries import recorded_before
 from esmongo.store.stream_versions import StreamVersions
 from esmongo.store.transactions import (
     TRANSACTION_TIMEOUT_S,
     TYPICAL_TRANSACTION_S,
-    WRITE_CONFLICT,
     backoff,
     begin,
     bump_counter,
     commit,
     transient,
 )
-from esmongo.store.unit_of_work import Writes, by_collection, resolve
+from esmongo.store.unit_of_work import by_collection, resolve
+from esmongo.store.write_errors import (
+    DUPLICATE_KEY,
+    culprits,
+    on_versions,
+    validation_failed,
+)
 from esmongo.store.writers import Writers
 
 MAX_RETRIES = 10
 """Rounds an append may go again after losing a race that is not a conflict (ANY)."""
-DUPLICATE_KEY = 11000
-DOCUMENT_VALIDATION = 121
-ARCHIVES_FIELD = "archives"
-"""Incremented on the counter document by every archive (esmongo.store.archive)."""
 
 
 class _WritesFailed(Exception):
@@ -83,45 +83,6 @@ class _ArchivedInBatch(Exception):
     def __init__(self, streams: set[StreamId]) -> None:
         super().__init__(f"archived: {sorted(map(str, streams))}")
         self.streams = streams
-
-
-@dataclass
-class WriteStats:
-    """What the write path did since the store was made: for benchmarks and diagnostics."""
-
-    transactions: int = 0
-    """Transactions committed (with group commit, one per batch)."""
-    appends: int = 0
-    """Appends written by them (idempotent repeats and failures not counted)."""
-    events: int = 0
-    retries: int = 0
-    """Transaction attempts that failed transiently (write conflicts) and were retried."""
-    taken_out: int = 0
-    """Appends taken out of a transaction by an error of their own (conflicts, duplicates)."""
-
-
-@dataclass(eq=False)
-class PendingAppend:
-    """One caller's append (one or more streams, all or nothing) on its way through a batch."""
-
-    requests: list[AppendRequest]
-    future: asyncio.Future[list[list[RecordedEvent]]]
-    keys: frozenset[Hashable]
-    count: int
-    size: int
-    writes: Writes | None = None
-    """Documents that commit with these events or not at all (esmongo.store.unit_of_work)."""
-    heads: list[int] = field(default_factory=list)
-    """For each request, the version it appends after (set by the version check)."""
-    retries: int = 0
-
-    def succeed(self, recorded: list[list[RecordedEvent]]) -> None:
-        if not self.future.done():
-            self.future.set_result(recorded)
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
 
 
 class BatchWriter:
@@ -215,12 +176,12 @@ class BatchWriter:
                         append.fail(StreamArchived(stream))
                 continue
             except PyMongoError as exc:
-                culprits = _culprits(exc, live) if isinstance(exc, BulkWriteError) else {}
-                if culprits:
-                    self.stats.taken_out += len(culprits)
-                    STORE_APPENDS_TAKEN_OUT.inc(len(culprits))
-                    blamed.extend(culprits.items())
-                    live = [a for a in live if a not in culprits]
+                owned = culprits(exc, live) if isinstance(exc, BulkWriteError) else {}
+                if owned:
+                    self.stats.taken_out += len(owned)
+                    STORE_APPENDS_TAKEN_OUT.inc(len(owned))
+                    blamed.extend(owned.items())
+                    live = [a for a in live if a not in owned]
                     continue
                 attempt += 1
                 pause = backoff(attempt, self._transaction_s)
@@ -374,7 +335,7 @@ class BatchWriter:
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
                 append.fail(BulkWriteError({"writeErrors": errors, "nInserted": 0}))
                 return False
-            moved = [append.requests[e["request"]] for e in errors if _on_versions(e)]
+            moved = [append.requests[e["request"]] for e in errors if on_versions(e)]
             for request in moved:
                 self.versions.forget(request.stream)  # its next check asks for the head
                 if request.expected_version not in (ANY, STREAM_EXISTS):
@@ -399,7 +360,9 @@ class BatchWriter:
     async def _settled_before(self, append: PendingAppend, *, archived: bool = False) -> bool:
         """Settle `append` when its event ids were recorded before (an idempotent retry)."""
         try:
-            earlier = await self.recorded_before(append.requests, archived=archived)
+            earlier = await recorded_before(
+                self.events, self.archive, append.requests, archived=archived
+            )
         except DuplicateEventError as exc:
             append.fail(exc)
             return True
@@ -410,44 +373,13 @@ class BatchWriter:
 
     def _sealed(self, exc: PyMongoError) -> EventsCollectionSealed | None:
         """Events are never refused by a validator, except when a migration sealed them."""
-        if not _validation_failed(exc):
+        if not validation_failed(exc):
             return None
         return EventsCollectionSealed(
             f"the events collection {self.events.name} refuses writes: a migration switched "
             "the store to another collection. Restart this process so that it opens the "
             "active one (esmongo migrate status)"
         )
-
-    async def recorded_before(
-        self, requests: Sequence[AppendRequest], *, archived: bool = False
-    ) -> list[list[RecordedEvent]] | None:
-        """The recorded events when every id of this append was recorded before, else None.
-
-        `archived`: look in the archive too (an append to an archived stream)."""
-        ids = [e.event_id for r in requests for e in r.events]
-        cursor = self.events.find({"eventId": {"$in": ids}}).sort("sequence", ASCENDING)
-        found = {doc["eventId"]: RecordedEvent.from_document(doc) async for doc in cursor}
-        missing = [i for i in ids if i not in found]
-        if missing and archived and self.archive is not None:
-            moved = self.archive.events.find({"eventId": {"$in": missing}})
-            found |= {doc["eventId"]: RecordedEvent.from_document(doc) async for doc in moved}
-        if not found:
-            return None
-        result = []
-        for request in requests:
-            events = [found.get(e.event_id) for e in request.events]
-            if any(
-                e is None
-                or e.aggregate_type != request.aggregate_type
-                or e.aggregate_id != request.aggregate_id
-                for e in events
-            ):
-                raise DuplicateEventError(
-                    f"some event ids of this append were recorded before, but not as this same "
-                    f"append: {sorted(found)[:5]}"
-                )
-            result.append([dataclasses.replace(e, replayed=True) for e in events if e is not None])
-        return result
 
 
 def _record(
@@ -466,49 +398,3 @@ def _record(
         timestamp=timestamp,
         sequence=sequence,
     )
-
-
-def _validation_failed(exc: PyMongoError) -> bool:
-    details = exc.details if isinstance(exc, BulkWriteError) else {}
-    errors = (details or {}).get("writeErrors") or []
-    return any(e.get("code") == DOCUMENT_VALIDATION for e in errors)
-
-
-def _culprits(
-    exc: BulkWriteError, batch: list[PendingAppend]
-) -> dict[PendingAppend, list[Mapping[str, Any]]]:
-    """The appends whose own documents failed, each with its errors (and request index).
-
-    Empty when the failure is the batch's, not an append's: a write conflict with another
-    transaction (retry it all) or a clash of sequence numbers (the counter is wrong).
-    """
-    owners: list[tuple[PendingAppend, int]] = [
-        (append, i) for append in batch for i, r in enumerate(append.requests) for _ in r.events
-    ]
-    blamed: dict[PendingAppend, list[Mapping[str, Any]]] = {}
-    for error in (exc.details or {}).get("writeErrors") or []:
-        index = error.get("index")
-        code = error.get("code")
-        if code in (WRITE_CONFLICT, DOCUMENT_VALIDATION):
-            return {}  # the batch's failure: a conflict to retry, or a sealed collection
-        if not isinstance(index, int) or index >= len(owners):
-            return {}
-        if code == DUPLICATE_KEY and not (_on_versions(error) or _on_event_ids(error)):
-            return {}
-        append, request = owners[index]
-        blamed.setdefault(append, []).append({**error, "request": request})
-    return blamed
-
-
-def _key_of(error: Mapping[str, Any]) -> set[str]:
-    pattern = error.get("keyPattern") or error.get("keyValue") or {}
-    return set(pattern)
-
-
-def _on_versions(error: Mapping[str, Any]) -> bool:
-    """A duplicate (aggregateType, aggregateId, aggregateVersion): the stream moved on."""
-    return "aggregateVersion" in _key_of(error) or "aggregate_ordering" in error.get("errmsg", "")
-
-
-def _on_event_ids(error: Mapping[str, Any]) -> bool:
-    return _key_of(error) == {"eventId"} or "index: event_id " in error.get("errmsg", "")

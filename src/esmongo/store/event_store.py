@@ -34,8 +34,10 @@ from esmongo.metrics import APPEND_LATENCY
 from esmongo.schema.registry import SchemaRegistry, Upcasters
 from esmongo.store import fence
 from esmongo.store.archive import Archive, ArchiveReport
-from esmongo.store.batch_writer import BatchWriter, PendingAppend, WriteStats
+from esmongo.store.batch_writer import BatchWriter
 from esmongo.store.group_commit import GroupCommit
+from esmongo.store.pending import PendingAppend, WriteStats
+from esmongo.store.queries import EventQueries
 from esmongo.store.reads import EventReads
 from esmongo.store.requests import AppendRequest, validate_request
 from esmongo.store.stream_versions import StreamVersions
@@ -66,7 +68,7 @@ EVENT_INDEXES = [
 ]
 
 
-class EventStore(EventReads):
+class EventStore(EventReads, EventQueries):
     """Append and read events. Create one per database and share it.
 
     With `group_commit` (the default), concurrent appends made through this object are

@@ -172,9 +172,9 @@ class EventReads:
         Optional filters: event types, a time window [start, end), a correlation id, and
         `through`, the last sequence wanted. Give `through` when you know it: the server
         then reads only that range, where an open range costs work in proportion to
-        everything after `after_sequence` (measured 2-3x slower 20,000 events from the
-        head). Without filters, a `limit` bounds the range by itself. Paging by sequence
-        (pass the last sequence seen) is stable while events are appended. Archived events
+        everything after `after_sequence` (docs/adr/0007). Without filters, a `limit`
+        bounds the range by itself. Paging by sequence (pass the last sequence seen) is
+        stable while events are appended. Archived events
         are merged in: the sequence stays gap-free (esmongo.store.archive.merged).
         """
         unfiltered = event_types is None and start is None and end is None

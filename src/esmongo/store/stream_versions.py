@@ -78,8 +78,8 @@ class StreamVersions:
         """The stream's current version, 0 when it has no event.
 
         Bounded below by the version remembered for the stream, when there is one: a
-        server may read the whole stream to sort it (the embedded one does: 100 ms for
-        3,000 events), while the bounded query reads only what came after. If nothing is
+        server may read the whole stream to sort it (the embedded one does), while the
+        bounded query reads only what came after. If nothing is
         found at or above it (the collection was replaced), the unbounded query answers.
         """
         seen = self._seen.get(stream)

@@ -8,7 +8,6 @@ transaction takes (`backoff`), and a commit whose outcome is unknown is sent aga
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -21,6 +20,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from esmongo.backoff import jittered
 from esmongo.codec import Document
 
 T = TypeVar("T")
@@ -79,7 +79,7 @@ def backoff(attempt: int, typical: float) -> float:
     again. So wait about as long as a transaction takes here, with full jitter so that
     several waiting processes do not retry in step, doubling on each further conflict.
     """
-    return random.uniform(0, min(BACKOFF_MAX_S, typical * 2 ** (attempt - 1)))
+    return jittered(attempt, typical, BACKOFF_MAX_S)
 
 
 async def commit(session: AsyncClientSession) -> None:

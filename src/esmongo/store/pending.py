@@ -1,0 +1,50 @@
+"""An append on its way through a batch, and what the write path counts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from esmongo.events import RecordedEvent
+from esmongo.store.requests import AppendRequest
+from esmongo.store.unit_of_work import Writes
+
+
+@dataclass
+class WriteStats:
+    """What the write path did since the store was made: for benchmarks and diagnostics."""
+
+    transactions: int = 0
+    """Transactions committed (with group commit, one per batch)."""
+    appends: int = 0
+    """Appends written by them (idempotent repeats and failures not counted)."""
+    events: int = 0
+    retries: int = 0
+    """Transaction attempts that failed transiently (write conflicts) and were retried."""
+    taken_out: int = 0
+    """Appends taken out of a transaction by an error of their own (conflicts, duplicates)."""
+
+
+@dataclass(eq=False)
+class PendingAppend:
+    """One caller's append (one or more streams, all or nothing) on its way through a batch."""
+
+    requests: list[AppendRequest]
+    future: asyncio.Future[list[list[RecordedEvent]]]
+    keys: frozenset[Hashable]
+    count: int
+    size: int
+    writes: Writes | None = None
+    """Documents that commit with these events or not at all (esmongo.store.unit_of_work)."""
+    heads: list[int] = field(default_factory=list)
+    """For each request, the version it appends after (set by the version check)."""
+    retries: int = 0
+
+    def succeed(self, recorded: list[list[RecordedEvent]]) -> None:
+        if not self.future.done():
+            self.future.set_result(recorded)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)

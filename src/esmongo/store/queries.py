@@ -1,0 +1,73 @@
+"""Queries over whole streams or the whole log, answered by the server (aggregations).
+
+Separate from the everyday reads (esmongo.store.reads): these serve snapshots in bulk, time
+travel and schema checks. Each covers the active collection and the archive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from pymongo.asynchronous.collection import AsyncCollection
+
+from esmongo.codec import Document
+from esmongo.store.archive import Archive
+
+
+class EventQueries:
+    """The aggregate queries of an EventStore (its base class)."""
+
+    events: AsyncCollection[Document]
+    archive: Archive
+
+    def _collections(self) -> tuple[AsyncCollection[Document], ...]:
+        return (self.events, self.archive.events)
+
+    async def stream_versions(
+        self, aggregate_type: str, *, min_version: int = 1, archived: bool = False
+    ) -> AsyncIterator[tuple[str, int]]:
+        """(aggregate id, version) of each live stream of a type at `min_version` or above;
+        with `archived`, archived streams too (they are closed, and their snapshot was kept
+        when they were archived). A stream lives in one collection, so each comes once."""
+        pipeline: list[Document] = [
+            {"$match": {"aggregateType": aggregate_type}},
+            {"$group": {"_id": "$aggregateId", "version": {"$max": "$aggregateVersion"}}},
+            {"$match": {"version": {"$gte": min_version}}},
+        ]
+        for collection in self._collections() if archived else (self.events,):
+            async for doc in await collection.aggregate(pipeline):
+                yield str(doc["_id"]), int(doc["version"])
+
+    async def stream_span(
+        self, aggregate_type: str, aggregate_id: str, through_version: int
+    ) -> tuple[int, datetime | None]:
+        """How many of versions 1..`through_version` a stream holds, and the latest time
+        among them: one `$group` over the (type, id, version) index range."""
+        pipeline: list[Document] = [
+            {
+                "$match": {
+                    "aggregateType": aggregate_type,
+                    "aggregateId": aggregate_id,
+                    "aggregateVersion": {"$lte": through_version},
+                }
+            },
+            {"$group": {"_id": None, "last": {"$max": "$timestamp"}, "n": {"$sum": 1}}},
+        ]
+        for collection in self._collections():
+            async for doc in await collection.aggregate(pipeline):
+                return int(doc["n"]), doc["last"]
+        return 0, None
+
+    async def version_counts(self) -> dict[tuple[str, str], int]:
+        """How many events are stored at each (eventType, eventVersion). Reads every event
+        once (no index holds the version): for startup and `schemas check`, not requests."""
+        pipeline: list[Document] = [
+            {"$group": {"_id": {"t": "$eventType", "v": "$eventVersion"}, "n": {"$sum": 1}}}
+        ]
+        counts: dict[tuple[str, str], int] = {}
+        for collection in self._collections():
+            async for doc in await collection.aggregate(pipeline):
+                key = (doc["_id"]["t"], doc["_id"]["v"])
+                counts[key] = counts.get(key, 0) + int(doc["n"])
+        return counts
