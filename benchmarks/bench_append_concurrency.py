@@ -50,9 +50,10 @@ from pymongo.write_concern import WriteConcern
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import console, percentile, print_table
-from esmongo import NO_STREAM, NewEvent, utc_now
+from esmongo import NO_STREAM, NewEvent
 from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.connect.embedded import EmbeddedServer
+from esmongo.events import utc_now
 from esmongo.store import EventStore
 from esmongo.store.transactions import SEQUENCE_COUNTER
 

@@ -25,9 +25,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import Stopwatch, Timing, benchmark_db, console, print_table
-from esmongo import RecordedEvent, utc_now
+from esmongo import RecordedEvent
 from esmongo.api.idempotency import IdempotencyKeys, StoredResponse
 from esmongo.bank import ActivateAccount, Bank, CommandResult, CreateAccount, CreditAccount
+from esmongo.events import utc_now
 from esmongo.store.unit_of_work import DocumentWrite
 
 Run = Callable[[Bank, IdempotencyKeys, str, str], Awaitable[None]]

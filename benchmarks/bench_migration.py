@@ -24,16 +24,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import benchmark_db, console
-from esmongo import (
-    AppendRequest,
-    EventStore,
-    Migration,
-    Migrator,
-    NewEvent,
-    TemporalQueries,
-    active_events_collection,
-)
+from esmongo import AppendRequest, EventStore, NewEvent
 from esmongo.bank import Account, balance_history
+from esmongo.model import TemporalQueries
+from esmongo.ops.migration import Migration, Migrator
+from esmongo.ops.switchover import active_events_collection
 from esmongo.store.event_store import EVENT_INDEXES
 from esmongo.store.transactions import DURABLE
 

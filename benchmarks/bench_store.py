@@ -25,9 +25,10 @@ from pymongo.write_concern import WriteConcern
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import Stopwatch, Timing, benchmark_db, console, print_table
-from esmongo import NO_STREAM, NewEvent, Repository, utc_now
+from esmongo import NO_STREAM, NewEvent, Repository
 from esmongo.bank import Account, Bank
 from esmongo.codec import Document
+from esmongo.events import utc_now
 from esmongo.store.event_store import EVENT_INDEXES
 
 DURABLE = WriteConcern("majority", j=True)

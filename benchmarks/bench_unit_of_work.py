@@ -26,8 +26,9 @@ from pymongo.write_concern import WriteConcern
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import Stopwatch, Timing, benchmark_db, console, print_table
-from esmongo import EventStore, NewEvent, utc_now
+from esmongo import EventStore, NewEvent
 from esmongo.codec import Document
+from esmongo.events import utc_now
 from esmongo.store.event_store import EVENT_INDEXES
 from esmongo.store.unit_of_work import DocumentWrite
 

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from esmongo import Aggregate, EventLike, RecordedEvent, UnknownEventTypeError, applies
+from esmongo import Aggregate, RecordedEvent, applies
+from esmongo.errors import UnknownEventTypeError
+from esmongo.model import EventLike
 
 
 class Counter(Aggregate):

@@ -25,8 +25,6 @@ from esmongo import (
     EventStore,
     NewEvent,
     RecordedEvent,
-    StreamArchived,
-    TemporalQueries,
 )
 from esmongo.api.app import run_projection_daemon
 from esmongo.bank import (
@@ -43,6 +41,8 @@ from esmongo.bank import (
     bank_projections,
 )
 from esmongo.cli import app as cli_app
+from esmongo.errors import StreamArchived
+from esmongo.model import TemporalQueries
 from esmongo.projections import replay
 from esmongo.store import archive as archive_module
 from projection_helpers import all_events, assert_same, fold, read_models
@@ -438,7 +438,8 @@ def noted(data: Any) -> Any:
 async def test_a_migration_after_and_during_archiving_verifies_and_switches(
     bank: Bank, db: Db
 ) -> None:
-    from esmongo import Migration, Migrator, active_events_collection
+    from esmongo.ops.migration import Migration, Migrator
+    from esmongo.ops.switchover import active_events_collection
 
     for i in range(3):
         await closed_account(bank, f"gone{i}", movements=3)

@@ -16,11 +16,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import WriteError
 from typer.testing import CliRunner
 
-from esmongo import Migrator
 from esmongo.bank import ActivateAccount, Bank, CreateAccount, CreditAccount, TransferFunds
 from esmongo.cli import app as cli_app
 from esmongo.codec import CODEC_OPTIONS
 from esmongo.ops.backup import BackupError, backup, restore
+from esmongo.ops.migration import Migrator
 
 Db = AsyncDatabase[dict[str, Any]]
 

@@ -17,7 +17,6 @@ from esmongo import (
     EventValidationError,
     NewEvent,
     Repository,
-    UnknownEventTypeError,
 )
 from esmongo.bank import (
     Account,
@@ -44,6 +43,7 @@ from esmongo.bank import (
     parse_amount,
 )
 from esmongo.codec import Document
+from esmongo.errors import UnknownEventTypeError
 
 # ---- amounts (pure) -------------------------------------------------------------------
 

@@ -16,12 +16,14 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from api_helpers import api_client
-from esmongo import EventsCollectionSealed, Migration, Migrator, rollback_switch
 from esmongo.api.idempotency import IdempotencyKeys, StoredResponse
 from esmongo.bank import Bank, CreditAccount, bank_projections
+from esmongo.errors import EventsCollectionSealed
 from esmongo.events import utc_now
 from esmongo.ops.check import INVARIANTS, CheckReport, check, repair
 from esmongo.ops.check import scope as check_scope
+from esmongo.ops.migration import Migration, Migrator
+from esmongo.ops.switchover import rollback_switch
 from esmongo.projections import replay
 from test_archive import closed_account, open_account
 

@@ -14,16 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import (
-    Aggregate,
-    DomainError,
-    EventLike,
-    EventStore,
-    Repository,
-    SnapshotStore,
-    applies,
-)
+from esmongo import Aggregate, DomainError, EventStore, Repository, SnapshotStore, applies
 from esmongo.codec import Document
+from esmongo.model import EventLike
 
 
 class Ticket(Aggregate):

@@ -19,17 +19,9 @@ from pathlib import Path
 import pytest
 from pymongo import AsyncMongoClient
 
-from esmongo import (
-    ConfigurationError,
-    Connection,
-    EmbeddedServerError,
-    EventStore,
-    NewEvent,
-    RecordedEvent,
-    Settings,
-    SnapshotStore,
-)
+from esmongo import Connection, EventStore, NewEvent, RecordedEvent, SnapshotStore
 from esmongo.codec import CODEC_OPTIONS, Document
+from esmongo.connect import Settings
 from esmongo.connect.connection import check_replica_set, redact
 from esmongo.connect.embedded import (
     EmbeddedServer,
@@ -39,6 +31,7 @@ from esmongo.connect.embedded import (
     pid_alive,
     server_uri,
 )
+from esmongo.errors import ConfigurationError, EmbeddedServerError
 
 
 def dead_pid() -> int:

@@ -17,14 +17,13 @@ from esmongo import (
     NO_STREAM,
     AppendRequest,
     ConcurrencyError,
-    DuplicateEventError,
     EventStore,
     NewEvent,
     RecordedEvent,
-    StreamId,
 )
 from esmongo.codec import Document
-from esmongo.events import Expected
+from esmongo.errors import DuplicateEventError
+from esmongo.events import Expected, StreamId
 from esmongo.store.group_commit import GroupCommit
 
 

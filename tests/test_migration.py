@@ -11,21 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import (
-    AppendRequest,
-    EventSchema,
-    EventsCollectionSealed,
-    EventStore,
-    Migration,
-    MigrationError,
-    Migrator,
-    NewEvent,
-    SchemaRegistry,
-    Upcasters,
-    active_events_collection,
-    rollback_switch,
-)
+from esmongo import AppendRequest, EventStore, NewEvent, SchemaRegistry, Upcasters
 from esmongo.codec import Document
+from esmongo.errors import EventsCollectionSealed
+from esmongo.ops.migration import Migration, Migrator
+from esmongo.ops.switchover import MigrationError, active_events_collection, rollback_switch
+from esmongo.schema import EventSchema
 
 
 def to_v2(data: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -8,16 +8,18 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import EventStore, Insert, RecordedEvent, Update
+from esmongo import EventStore, RecordedEvent
 from esmongo.bank import AccountsReadModel, TransactionsReadModel
 from esmongo.projections import (
     Checkpoints,
     DeadLetterError,
     DeadLetters,
+    Insert,
     ProjectionBlocked,
     ProjectionDaemon,
     ProjectionRunner,
     RunnerState,
+    Update,
     projection_status,
 )
 from projection_helpers import all_events, assert_same, fold, loaded_store, read_models

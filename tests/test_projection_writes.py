@@ -15,8 +15,16 @@ from hypothesis import strategies as st
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import Delete, EventStore, Insert, NewEvent, RecordedEvent, Update
-from esmongo.projections import Projection, ProjectionRunner, WritePlan, handles
+from esmongo import EventStore, NewEvent, RecordedEvent
+from esmongo.projections import (
+    Delete,
+    Insert,
+    Projection,
+    ProjectionRunner,
+    Update,
+    WritePlan,
+    handles,
+)
 
 Db = AsyncDatabase[dict[str, Any]]
 

@@ -11,13 +11,13 @@ from esmongo import (
     Aggregate,
     AggregateNotFoundError,
     ConcurrencyError,
-    EventLike,
     EventStore,
     Repository,
-    StreamId,
     applies,
 )
 from esmongo.codec import Document
+from esmongo.events import StreamId
+from esmongo.model import EventLike
 
 
 class Cart(Aggregate):

@@ -10,21 +10,11 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import (
-    Aggregate,
-    EventLike,
-    EventSchema,
-    EventStore,
-    NewEvent,
-    Repository,
-    SchemaCatalog,
-    SchemaError,
-    SchemaRegistry,
-    UnknownEventTypeError,
-    Upcasters,
-    applies,
-)
+from esmongo import Aggregate, EventStore, NewEvent, Repository, SchemaRegistry, Upcasters, applies
 from esmongo.codec import Document
+from esmongo.errors import SchemaError, UnknownEventTypeError
+from esmongo.model import EventLike
+from esmongo.schema import EventSchema, SchemaCatalog
 
 USER = EventSchema(
     "user.registered",

@@ -8,18 +8,17 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import (
-    EventSchema,
-    EventStore,
-    NewEvent,
-    SchemaCatalog,
-    SchemaRegistry,
+from esmongo import EventStore, NewEvent, SchemaRegistry, Upcasters
+from esmongo.codec import Document
+from esmongo.ops.schema_check import (
+    StoredVersion,
     UnreachableVersion,
-    Upcasters,
+    check_versions,
+    stored_schemas,
+    sync,
     unreachable_versions,
 )
-from esmongo.codec import Document
-from esmongo.ops.schema_check import StoredVersion, check_versions, stored_schemas, sync
+from esmongo.schema import EventSchema, SchemaCatalog
 
 ANYTHING: dict[str, Any] = {"type": "object"}
 

@@ -17,7 +17,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from esmongo import (
     Aggregate,
     DomainError,
-    EventLike,
     EventStore,
     Repository,
     SchemaRegistry,
@@ -34,6 +33,7 @@ from esmongo.bank import (
     DebitAccount,
 )
 from esmongo.codec import Document
+from esmongo.model import EventLike
 from esmongo.model.snapshots import crosses_interval
 
 # ---- a small aggregate with snapshot support ------------------------------------------

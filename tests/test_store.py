@@ -16,18 +16,16 @@ from esmongo import (
     STREAM_EXISTS,
     AppendRequest,
     ConcurrencyError,
-    DuplicateEventError,
-    EventSchema,
     EventStore,
     EventValidationError,
     NewEvent,
     RecordedEvent,
     SchemaRegistry,
-    StreamId,
-    UnknownEventTypeError,
 )
 from esmongo.codec import Document
-from esmongo.events import Expected
+from esmongo.errors import DuplicateEventError, UnknownEventTypeError
+from esmongo.events import Expected, StreamId
+from esmongo.schema import EventSchema
 
 WRITERS = 8
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import EventsCollectionSealed, Migrator
 from esmongo.bank import ActivateAccount, Bank, CreateAccount, CreditAccount
+from esmongo.errors import EventsCollectionSealed
+from esmongo.ops.migration import Migrator
 
 
 async def test_a_switch_moves_the_bank_to_the_new_collection(db: AsyncDatabase[Any]) -> None:

@@ -18,16 +18,16 @@ from command_counter import FindCounter
 from esmongo import (
     AggregateNotFoundError,
     AppendRequest,
-    EventSchema,
     EventStore,
     NewEvent,
     RecordedEvent,
     SchemaRegistry,
     SnapshotStore,
-    TemporalQueries,
 )
 from esmongo.bank import ACCOUNT_SCHEMAS, Account, AccountStatus, balance_history
 from esmongo.codec import Document
+from esmongo.model import TemporalQueries
+from esmongo.schema import EventSchema
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 MS = timedelta(milliseconds=1)

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 from pymongo import AsyncMongoClient
 
-from esmongo import ConfigurationError, Connection, Settings
+from esmongo import Connection
 from esmongo.codec import Document
+from esmongo.connect import Settings
 from esmongo.connect.connection import check_replica_set
 from esmongo.connect.embedded import free_port
+from esmongo.errors import ConfigurationError
 
 ESMONGO = str(Path(sys.executable).parent / "esmongo")
 STARTUP_TIMEOUT_S = 5.0  # what the issue asks for: about 5 s

@@ -13,18 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import (
-    Aggregate,
-    EventLike,
-    EventStore,
-    NewEvent,
-    RecordedEvent,
-    SchemaError,
-    TemporalQueries,
-    Upcasters,
-    applies,
-)
+from esmongo import Aggregate, EventStore, NewEvent, RecordedEvent, Upcasters, applies
 from esmongo.codec import Document
+from esmongo.errors import SchemaError
+from esmongo.model import EventLike, TemporalQueries
 from esmongo.ops.schema_check import version_key
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)

@@ -15,16 +15,12 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from api_helpers import api_client
-from esmongo import (
-    EventsCollectionSealed,
-    EventStore,
-    Migrator,
-    NewEvent,
-    active_events_collection,
-    rollback_switch,
-)
+from esmongo import EventStore, NewEvent
 from esmongo.codec import Document
+from esmongo.errors import EventsCollectionSealed
 from esmongo.ops import switchover
+from esmongo.ops.migration import Migrator
+from esmongo.ops.switchover import active_events_collection, rollback_switch
 from esmongo.store import batch_writer, fence, transactions
 from test_migration import MIGRATIONS, seed
 

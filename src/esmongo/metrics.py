@@ -1,12 +1,16 @@
 """Prometheus metrics: the seed's table ("Métriques de performance").
 
 Names follow Prometheus conventions; docs/operations.md maps them to the seed's names,
-targets and alert thresholds.
+targets and alert thresholds. The service (`esmongo[service]`) brings prometheus-client and
+serves them; without it (a core install) the same instruments record nothing.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+try:
+    from prometheus_client import Counter, Gauge, Histogram
+except ImportError:  # a core install: nothing serves the metrics, so nothing records them
+    from esmongo._no_metrics import Counter, Gauge, Histogram  # type: ignore[assignment]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
 

@@ -19,7 +19,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import utc_now
+from esmongo.events import utc_now
 
 KEY_PREFIX = "esk_"
 CACHE_SECONDS = 10.0

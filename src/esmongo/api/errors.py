@@ -15,14 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from esmongo import (
-    AggregateNotFoundError,
-    ConcurrencyError,
-    DomainError,
-    EventsCollectionSealed,
-    EventValidationError,
-    StreamArchived,
-)
+from esmongo import AggregateNotFoundError, ConcurrencyError, DomainError, EventValidationError
+from esmongo.errors import EventsCollectionSealed, StreamArchived
 
 log = logging.getLogger(__name__)
 

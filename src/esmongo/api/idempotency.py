@@ -23,7 +23,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from esmongo import utc_now
+from esmongo.events import utc_now
 from esmongo.store.unit_of_work import DocumentWrite
 
 DEFAULT_TTL = timedelta(hours=24)

@@ -6,13 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from esmongo import AggregateNotFoundError, TemporalQueries
+from esmongo import AggregateNotFoundError
 from esmongo.api.auth import Principal, Role
 from esmongo.api.context import ServicesDep, check_access, require
 from esmongo.api.errors import ApiError
 from esmongo.api.models import ERRORS, plain
 from esmongo.api.params import utc_param
 from esmongo.bank import Account, balance_history
+from esmongo.model import TemporalQueries
 
 router = APIRouter(tags=["time travel"], responses=ERRORS)
 

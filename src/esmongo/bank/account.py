@@ -8,7 +8,9 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
-from esmongo import Aggregate, DomainError, EventLike, applies, stable_event_id
+from esmongo import Aggregate, DomainError, applies
+from esmongo.events import stable_event_id
+from esmongo.model import EventLike
 
 CURRENCIES = ("USD", "EUR", "GBP")
 CENT = Decimal("0.01")

@@ -21,14 +21,11 @@ from esmongo import (
     AggregateNotFoundError,
     ConcurrencyError,
     DomainError,
-    DuplicateEventError,
     EsmongoError,
     EventValidationError,
     NewEvent,
     RecordedEvent,
     Repository,
-    StreamArchived,
-    command_event_id,
 )
 from esmongo.backoff import jittered
 from esmongo.bank.account import (
@@ -39,7 +36,9 @@ from esmongo.bank.account import (
     movement_event_id,
     parse_amount,
 )
+from esmongo.errors import DuplicateEventError, StreamArchived
 from esmongo.metrics import COMMAND_CONFLICTS_EXHAUSTED, COMMAND_CONFLICTS_RETRIED
+from esmongo.model.aggregate import command_event_id
 from esmongo.store.unit_of_work import Writes
 
 BACKOFF_BASE_S = 0.002

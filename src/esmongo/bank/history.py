@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from esmongo import AggregateNotFoundError, EventStore, StreamId, TemporalQueries, require_aware
+from esmongo import AggregateNotFoundError, EventStore
 from esmongo.bank.account import ZERO, Account
+from esmongo.events import StreamId
+from esmongo.model import TemporalQueries
+from esmongo.model.temporal import require_aware
 
 MOVEMENTS = {"account.credited": "credit", "account.debited": "debit"}
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from esmongo import FailurePolicy, Insert, Projection, RecordedEvent, Update, handles
+from esmongo import Projection, RecordedEvent
+from esmongo.projections import FailurePolicy, Insert, Update, handles
 
 ACCOUNTS_READ = "accounts_read"
 """The collection of AccountsReadModel: one document per account."""

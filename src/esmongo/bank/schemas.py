@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from esmongo import EventSchema
 from esmongo.bank.account import CURRENCIES
+from esmongo.schema import EventSchema
 
 READ_MODELS = ("accounts_read", "transactions_read", "analytics_hourly")
 

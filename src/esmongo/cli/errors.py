@@ -22,6 +22,15 @@ from esmongo.errors import ConfigurationError, EsmongoError
 err = Console(stderr=True, soft_wrap=True)  # soft wrap: a long message stays one line
 DEBUG_VARIABLE = "ESMONGO_DEBUG"
 MAX_MESSAGE = 500
+# Commands that serve HTTP (serve, demo, keys) need an extra the core install leaves out.
+EXTRA_OF = {
+    "fastapi": "service",
+    "starlette": "service",
+    "pydantic": "service",
+    "uvicorn": "service",
+    "prometheus_client": "service",
+    "httpx": "cli",
+}
 
 
 def debugging() -> bool:
@@ -44,6 +53,9 @@ def explain(exc: BaseException) -> tuple[str, int]:
     """The one line and exit code for an exception a command did not handle itself."""
     if isinstance(exc, ConfigurationError):
         return str(exc), 2
+    missing = (exc.name or "").partition(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+    if missing in EXTRA_OF:
+        return f"{missing} is not installed: pip install 'esmongo[{EXTRA_OF[missing]}]'", 2
     if isinstance(exc, EsmongoError):
         return str(exc), 1
     if isinstance(exc, ConnectionFailure | MongoConfigurationError):
