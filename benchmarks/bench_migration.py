@@ -27,8 +27,7 @@ from common import benchmark_db, console
 from esmongo import AppendRequest, EventStore, NewEvent
 from esmongo.bank import Account, balance_history
 from esmongo.model import TemporalQueries
-from esmongo.ops.migration import Migration, Migrator
-from esmongo.ops.switchover import active_events_collection
+from esmongo.ops.migration import Migration, Migrator, active_events_collection
 from esmongo.store.event_store import EVENT_INDEXES
 from esmongo.store.transactions import DURABLE
 

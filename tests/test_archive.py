@@ -438,8 +438,7 @@ def noted(data: Any) -> Any:
 async def test_a_migration_after_and_during_archiving_verifies_and_switches(
     bank: Bank, db: Db
 ) -> None:
-    from esmongo.ops.migration import Migration, Migrator
-    from esmongo.ops.switchover import active_events_collection
+    from esmongo.ops.migration import Migration, Migrator, active_events_collection
 
     for i in range(3):
         await closed_account(bank, f"gone{i}", movements=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -189,3 +190,42 @@ async def test_cli_restore_names_the_state_and_drops_it_when_told(
     assert restored.exit_code == 0, restored.output
     assert await other_db["dead_letters"].count_documents({}) == 0
     assert await other_db["events"].count_documents({}) == await bank.store.head_sequence()
+
+
+async def test_application_collections_are_kept_only_when_named(
+    db: Db, other_db: Db, tmp_path: Path
+) -> None:
+    """The backup knows the store's collections; the application names its own (`keep`)."""
+    bank = await Bank(db).init()
+    await fill(bank)
+    await db["api_keys"].insert_one({"_id": "hash-1", "userId": "bob", "role": "teller"})
+
+    await backup(db, tmp_path / "plain")
+    assert not (tmp_path / "plain" / db.name / "api_keys.bson").exists()
+
+    made = await backup(db, tmp_path / "kept", keep=["api_keys"])
+    assert made.counts["api_keys"] == 1
+    manifest = json.loads((tmp_path / "kept" / db.name / "esmongo-backup.json").read_text())
+    assert manifest["kept"] == ["api_keys"]
+
+    # The manifest names it: restored, and a key already there is merged, not refused as state.
+    await other_db["api_keys"].insert_one({"_id": "hash-0", "userId": "ann", "role": "admin"})
+    restored = await restore(other_db, tmp_path / "kept")
+    assert restored.counts["api_keys"] == 1
+    assert await other_db["api_keys"].count_documents({}) == 2
+
+    with pytest.raises(BackupError, match="esmongo's own"):
+        await backup(db, tmp_path / "wrong", keep=["counters"])
+    assert not (tmp_path / "wrong").exists()
+
+
+async def test_cli_backup_keeps_the_api_keys(db: Db, tmp_path: Path, server_uri: str) -> None:
+    bank = await Bank(db).init()
+    await fill(bank)
+    await db["api_keys"].insert_one({"_id": "hash-1", "userId": "bob", "role": "teller"})
+    env = {**os.environ, "MONGODB_URI": server_uri, "ESMONGO_DB": db.name}
+    made = await asyncio.to_thread(
+        CliRunner().invoke, cli_app, ["backup", str(tmp_path / "b")], env=env
+    )
+    assert made.exit_code == 0, made.output
+    assert (tmp_path / "b" / db.name / "api_keys.bson").stat().st_size > 0

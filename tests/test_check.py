@@ -22,8 +22,7 @@ from esmongo.errors import EventsCollectionSealed
 from esmongo.events import utc_now
 from esmongo.ops.check import INVARIANTS, CheckReport, check, repair
 from esmongo.ops.check import scope as check_scope
-from esmongo.ops.migration import Migration, Migrator
-from esmongo.ops.switchover import rollback_switch
+from esmongo.ops.migration import Migration, Migrator, rollback_switch
 from esmongo.projections import replay
 from test_archive import closed_account, open_account
 
@@ -474,3 +473,18 @@ async def test_admin_check_over_http_is_for_admins(db: Db) -> None:
         assert damaged["ok"] is False
         (finding,) = damaged["findings"]
         assert finding["invariant"] == "counter" and finding["repairable"] is True
+
+
+async def test_the_idempotency_records_checked_are_the_ones_named(db: Db) -> None:
+    """The check knows no application collection: the caller (or a declaration) names it."""
+    bank = await Bank(db).init()
+    await open_account(bank, "acc")
+    old = utc_now() - timedelta(minutes=30)
+    await db["my_keys"].insert_one({"_id": "stuck", "status": None, "createdAt": old})
+    assert of(await check(db, settle_s=0.05), "idempotency") == []  # not declared
+    report = await check(db, settle_s=0.05, idempotency=["my_keys"])
+    (stuck,) = of(report, "idempotency")
+    assert "collection=my_keys" in stuck and "key=stuck" in stuck
+    (outcome,) = await repair(db, report)
+    assert outcome.repaired
+    assert await db["my_keys"].count_documents({}) == 0

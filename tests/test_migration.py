@@ -14,8 +14,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from esmongo import AppendRequest, EventStore, NewEvent, SchemaRegistry, Upcasters
 from esmongo.codec import Document
 from esmongo.errors import EventsCollectionSealed
-from esmongo.ops.migration import Migration, Migrator
-from esmongo.ops.switchover import MigrationError, active_events_collection, rollback_switch
+from esmongo.ops.migration import (
+    Migration,
+    MigrationError,
+    Migrator,
+    active_events_collection,
+    rollback_switch,
+)
 from esmongo.schema import EventSchema
 
 

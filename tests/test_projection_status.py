@@ -11,8 +11,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo import EventStore, NewEvent
-from esmongo.ops.migration import Migration, Migrator
-from esmongo.ops.switchover import active_events_collection
+from esmongo.ops.migration import Migration, Migrator, active_events_collection
 from esmongo.projections import Projection, ProjectionRunner, Update, handles, projection_status
 
 Db = AsyncDatabase[dict[str, Any]]

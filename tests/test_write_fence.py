@@ -18,9 +18,8 @@ from api_helpers import api_client
 from esmongo import EventStore, NewEvent
 from esmongo.codec import Document
 from esmongo.errors import EventsCollectionSealed
-from esmongo.ops import switchover
-from esmongo.ops.migration import Migrator
-from esmongo.ops.switchover import active_events_collection, rollback_switch
+from esmongo.ops.migration import Migrator, active_events_collection, rollback_switch
+from esmongo.ops.migration import switch as switch_module
 from esmongo.store import batch_writer, fence, transactions
 from test_migration import MIGRATIONS, seed
 
@@ -96,7 +95,7 @@ async def test_a_rollback_never_drops_an_append_that_commits_meanwhile(
     await seed(db, streams=3, rounds=3)
     await Migrator(db, MIGRATIONS).switch("events_v3")
     writer = EventStore(db, collection="events_v3")
-    original = switchover.max_sequence
+    original = switch_module.max_sequence
     calls = 0
     outcome: dict[str, Any] = {}
 
@@ -113,10 +112,10 @@ async def test_a_rollback_never_drops_an_append_that_commits_meanwhile(
                 outcome["refused"] = exc
         return head
 
-    monkeypatch.setattr(switchover, "max_sequence", then_append)
+    monkeypatch.setattr(switch_module, "max_sequence", then_append)
     try:
         active = await rollback_switch(db)
-    except switchover.MigrationError:
+    except switch_module.MigrationError:
         active = await active_events_collection(db)
     assert outcome, "the append did not run"
     if "recorded" in outcome:
@@ -169,7 +168,7 @@ async def test_an_archive_is_refused_while_a_switch_holds_the_fence(
             refused.append(exc)
 
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setitem(switchover.PAUSE_POINTS, "switch:fenced", archive_now)
+    monkeypatch.setitem(switch_module.PAUSE_POINTS, "switch:fenced", archive_now)
     try:
         await migrator.switch("events_v3")
     finally:
@@ -203,7 +202,7 @@ async def test_a_switch_that_fails_reopens_writes_on_the_source(
     migrator = Migrator(db, MIGRATIONS)
     await migrator.run("events_v3")
     await db["events_v3"].delete_one({"sequence": 2})
-    with pytest.raises(switchover.MigrationError):
+    with pytest.raises(switch_module.MigrationError):
         await migrator.switch("events_v3")
     await store.append("account", "a000", [NewEvent("account.debited", {})])  # writable again
     assert await active_events_collection(db) == "events"

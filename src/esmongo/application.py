@@ -22,7 +22,7 @@ from esmongo.errors import ConfigurationError
 from esmongo.model.aggregate import Aggregate
 from esmongo.model.repository import Repository
 from esmongo.model.snapshots import SnapshotStore
-from esmongo.ops.switchover import active_events_collection
+from esmongo.ops.migration import active_events_collection
 from esmongo.projections import Projection
 from esmongo.schema.catalog import SchemaCatalog
 from esmongo.schema.registry import EventSchema, SchemaRegistry, Upcasters

@@ -49,6 +49,10 @@ class Principal:
         return self.role != Role.CUSTOMER
 
 
+COLLECTION = "api_keys"
+"""Not derived from events: `esmongo backup` keeps it (`backup(..., keep=[COLLECTION])`)."""
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -57,7 +61,7 @@ class ApiKeys:
     """The `api_keys` collection, with a short cache so each request is not a round trip."""
 
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
-        self.collection: AsyncCollection[dict[str, Any]] = db.get_collection("api_keys")
+        self.collection: AsyncCollection[dict[str, Any]] = db.get_collection(COLLECTION)
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     async def init(self) -> None:

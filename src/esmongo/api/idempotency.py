@@ -24,10 +24,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from esmongo.events import utc_now
+from esmongo.ops.check import declare_idempotency_records
 from esmongo.store.unit_of_work import DocumentWrite
 
 DEFAULT_TTL = timedelta(hours=24)
 COLLECTION = "idempotency_keys"
+declare_idempotency_records(COLLECTION)  # `esmongo check` reads its claims and responses
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query
 from esmongo.api.auth import Principal, Role
 from esmongo.api.context import Services, ServicesDep, require
 from esmongo.api.errors import ApiError
+from esmongo.api.idempotency import COLLECTION as IDEMPOTENCY_KEYS
 from esmongo.api.models import ERRORS, plain
 from esmongo.ops.check import check
 from esmongo.projections import (
@@ -164,5 +165,5 @@ async def check_store(
     """`esmongo check` over HTTP (read-only; repairs are the CLI's `--repair`): every
     invariant of the store, with what is wrong and where. Streams the whole log: slow on
     a large store."""
-    report = await check(svc.bank.db)
+    report = await check(svc.bank.db, idempotency=[IDEMPOTENCY_KEYS])
     return report.to_dict()

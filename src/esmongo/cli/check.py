@@ -40,16 +40,19 @@ def check_command(
     """Verify the store's invariants: sequence, counter, streams, sealed collections,
     checkpoints, idempotency claims, snapshots. Exit 0 healthy, 1 problems found."""
 
+    # The service's idempotency records; only their collection's name is imported.
+    from esmongo.api.idempotency import COLLECTION as IDEMPOTENCY_KEYS
+
     async def work(application: Application) -> bool:
         with progress_bars() as advance:
-            report = await check(application.db, progress=advance)
+            report = await check(application.db, progress=advance, idempotency=[IDEMPOTENCY_KEYS])
         _show(report)
         if report.ok or not fix:
             return report.ok
         for outcome in await repair(application.db, report):
             _say(outcome.line())
         with progress_bars() as advance:
-            after = await check(application.db, progress=advance)
+            after = await check(application.db, progress=advance, idempotency=[IDEMPOTENCY_KEYS])
         _say("after the repair:" if after.findings else "after the repair: healthy")
         _show(after)
         return after.ok

@@ -14,9 +14,8 @@ from rich.table import Table
 from esmongo.application import Application
 from esmongo.cli.common import console, err, fail, group, progress_bars, run
 from esmongo.errors import SchemaError
-from esmongo.ops.migration import Migration, Migrator
+from esmongo.ops.migration import Migration, Migrator, active_events_collection, rollback_switch
 from esmongo.ops.schema_check import stored_schemas, sync, unreachable_versions
-from esmongo.ops.switchover import active_events_collection, rollback_switch
 from esmongo.schema.registry import EventSchema, Upcasters
 
 schemas_app = group("schemas", "The event type catalog: JSON Schemas per type and version.")

@@ -170,13 +170,14 @@ def backup_cmd(
     directory: Annotated[Path, typer.Argument(help="A new or empty directory.")],
 ) -> None:
     """Back up events, schemas and keys (mongodump layout; read models are rebuilt)."""
+    from esmongo.api.auth import COLLECTION as API_KEYS
     from esmongo.ops.backup import backup
 
     _check_backup_target(directory)
 
     async def work(application: Application) -> None:
         with progress_bars() as advance:
-            report = await backup(application.db, directory, advance)
+            report = await backup(application.db, directory, advance, keep=[API_KEYS])
         console.print(
             f"backed up {report.counts.get('events', 0)} events up to sequence "
             f"{report.head_sequence} into {directory} (checksum {report.events_checksum[:16]})"
@@ -198,6 +199,7 @@ def restore_cmd(
 ) -> None:
     """Restore a backup into the configured database, which must hold no events yet, nor
     any state derived from events (unless --drop-state)."""
+    from esmongo.api.auth import COLLECTION as API_KEYS
     from esmongo.ops.backup import restore
 
     if not directory.exists():
@@ -207,7 +209,9 @@ def restore_cmd(
 
     async def work(application: Application) -> None:
         with progress_bars() as advance:
-            report = await restore(application.db, directory, advance, drop_state=drop_state)
+            report = await restore(
+                application.db, directory, advance, drop_state=drop_state, keep=[API_KEYS]
+            )
         await application.init()
         err.print("[dim]indexes and schemas checked[/]")
         console.print(

@@ -10,6 +10,10 @@ After a migration switch the log is the active collection (esmongo_meta names it
 `events`; the manifest records its name and restore puts it back under it. The sealed
 originals of past migrations are immutable and copied whole, for audit.
 
+Besides the store's collections and the schema catalog, a backup holds the application
+collections its caller names (`keep`: e.g. the service's API keys), which cannot be derived
+from events either; the manifest lists them, so restore puts them back.
+
 Archived streams (esmongo.store.archive) are in `events_archive` and `archived_streams`; their
 sequences are part of the cut. A stream archived while the backup reads `events` may be
 half read there: the archive number on the counter, read before `events` and again after,
@@ -23,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -38,12 +42,14 @@ from pymongo.errors import BulkWriteError
 
 from esmongo.codec import Document
 from esmongo.errors import EsmongoError
-from esmongo.ops.switchover import seal
+from esmongo.ops.migration import seal
+from esmongo.schema.catalog import COLLECTION as SCHEMAS
 from esmongo.store import fence
 from esmongo.store.collections import (
     ACTIVE,
     ARCHIVE,
     ARCHIVED_STREAMS,
+    COUNTERS,
     DEFAULT_EVENTS,
     META,
     MIGRATIONS,
@@ -82,12 +88,18 @@ class BackupError(EsmongoError):
     """A backup or restore could not be made safely."""
 
 
+STORE_OWNED = (SCHEMAS, ARCHIVED_STREAMS, ARCHIVE, META, MIGRATIONS)
+"""Beside the log: what esmongo keeps that cannot be derived from events."""
+
+
 @dataclass(frozen=True)
 class Layout:
-    """Which collections a backup holds: the active log, and sealed originals if any."""
+    """Which collections a backup holds: the active log, sealed originals if any, and the
+    application's collections that cannot be derived from events (`kept`)."""
 
     events: str = DEFAULT_EVENTS
     sealed: tuple[str, ...] = ()
+    kept: tuple[str, ...] = ()
 
     @property
     def logs(self) -> tuple[str, str]:
@@ -99,8 +111,16 @@ class Layout:
         """Caches and derived data are rebuilt from events; only what cannot be derived
         is kept. In this order: the archive's registry is read after the log (see the
         module docstring)."""
-        fixed = ("event_schemas", "api_keys", ARCHIVED_STREAMS, ARCHIVE, META, MIGRATIONS)
-        return (self.events, *fixed, *self.sealed)
+        owned = (ARCHIVED_STREAMS, ARCHIVE, META, MIGRATIONS)
+        return (self.events, SCHEMAS, *self.kept, *owned, *self.sealed)
+
+    def keeping(self, names: Sequence[str]) -> Layout:
+        """The same layout, with these application collections too."""
+        kept = tuple(dict.fromkeys([*self.kept, *names]))
+        owned = {self.events, *STORE_OWNED, *self.sealed, COUNTERS, WRITERS}
+        if clash := [name for name in kept if name in owned]:
+            raise BackupError(f"{', '.join(clash)}: esmongo's own, not an application's")
+        return Layout(self.events, self.sealed, kept)
 
     @classmethod
     async def of(cls, db: AsyncDatabase[Document]) -> Layout:
@@ -110,12 +130,18 @@ class Layout:
         return cls(active, sealed)
 
     @classmethod
-    def from_manifest(cls, manifest: Document | None) -> Layout:
+    def from_manifest(cls, manifest: Document | None, source: Path) -> Layout:
+        """A mongodump (no manifest) is read for the store's collections only; a backup
+        from before `kept` was recorded kept every other file it holds."""
         if manifest is None:
             return cls()
-        return cls(
+        layout = cls(
             manifest.get("eventsCollection", DEFAULT_EVENTS), tuple(manifest.get("sealed", []))
         )
+        if "kept" in manifest:
+            return layout.keeping(manifest["kept"])
+        known = set(layout.collections)
+        return layout.keeping(sorted({p.stem for p in source.glob("*.bson")} - known))
 
 
 @dataclass
@@ -130,18 +156,24 @@ def _checksum_update(digest: Any, doc: RawBSONDocument) -> None:
 
 
 async def backup(
-    db: AsyncDatabase[Document], directory: Path, progress: Progress | None = None
+    db: AsyncDatabase[Document],
+    directory: Path,
+    progress: Progress | None = None,
+    *,
+    keep: Sequence[str] = (),
 ) -> BackupReport:
-    """Write every esmongo collection that is not derived from events into `directory`."""
+    """Write every esmongo collection that is not derived from events into `directory`,
+    and the application's collections named in `keep` (neither derived from events)."""
+    Layout().keeping(keep)  # a name of esmongo's own is refused before anything is written
     target = directory / db.name
     if target.exists() and any(target.iterdir()):
         raise BackupError(f"{target} is not empty: choose a new directory")
     target.mkdir(parents=True, exist_ok=True)
-    counter = await db["counters"].find_one({"_id": SEQUENCE_COUNTER})
+    counter = await db[COUNTERS].find_one({"_id": SEQUENCE_COUNTER})
     head = int(counter["value"]) if counter else 0
     archives_before = int(counter.get("archives", 0)) if counter else 0
     report = BackupReport(head_sequence=head)
-    layout = await Layout.of(db)
+    layout = (await Layout.of(db)).keeping(keep)
     existing = set(await db.list_collection_names())
     raw = _raw(db)
     digest = hashlib.sha256()
@@ -152,7 +184,7 @@ async def backup(
         query: Document = {"sequence": {"$lte": head}} if name in layout.logs else {}
         sort = [("sequence", 1)] if name in layout.logs else None
         if name == ARCHIVED_STREAMS:
-            after = await db["counters"].find_one({"_id": SEQUENCE_COUNTER})
+            after = await db[COUNTERS].find_one({"_id": SEQUENCE_COUNTER})
             query = {"number": {"$lte": int((after or {}).get("archives", 0))}}
             async for entry in db[name].find(
                 query, {"aggregateType": 1, "aggregateId": 1, "number": 1}
@@ -191,6 +223,7 @@ async def backup(
         "checksum": report.events_checksum,
         "eventsCollection": layout.events,
         "sealed": list(layout.sealed),
+        "kept": list(layout.kept),
     }
     (target / "esmongo-backup.json").write_text(json.dumps(manifest, indent=2))
     held = sum(report.counts.get(name, 0) for name in layout.logs)
@@ -222,20 +255,23 @@ async def restore(
     progress: Progress | None = None,
     *,
     drop_state: bool = False,
+    keep: Sequence[str] = (),
 ) -> BackupReport:
     """Load a backup into `db`, which must not hold events yet. Verifies the checksum.
 
     Nor may `db` hold state derived from events (snapshots, checkpoints, read models...):
     state newer than the backup would be loaded as it is and the events it has seen
     skipped. `drop_state` empties those collections first; without it they are refused.
+    The application's collections the backup kept, and those named in `keep`, are not
+    state: what they hold stays, and the backup's entries merge into them.
     """
     source = _source(directory)
     manifest_file = source / "esmongo-backup.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else None
-    layout = Layout.from_manifest(manifest)
+    layout = Layout.from_manifest(manifest, source).keeping(keep)
     if any([await db[name].estimated_document_count() > 0 for name in layout.logs]):
         raise BackupError(f"database {db.name} already has events: restore into an empty one")
-    await _clear_state(db, drop_state=drop_state)
+    await _clear_state(db, layout, drop_state=drop_state)
     report = BackupReport(head_sequence=0)
     raw = _raw(db)
     digest = hashlib.sha256()
@@ -286,7 +322,7 @@ async def restore(
         # before the restore wrote there (esmongo.store.fence).
         fence.WRITABLE: layout.events,
     }
-    await db["counters"].update_one(
+    await db[COUNTERS].update_one(
         {"_id": SEQUENCE_COUNTER},
         {"$set": counter, "$unset": {fence.SEALED_FOR: ""}},
         upsert=True,
@@ -294,17 +330,19 @@ async def restore(
     return report
 
 
-KEPT_ON_RESTORE = frozenset({"event_schemas", "api_keys", "counters", WRITERS})
-"""What a database may hold before a restore: registrations the backup's entries merge
-into, the counter (overwritten), and live writers' session ids. Anything else, whatever
-its name (read models are named by their projections), is state."""
+KEPT_ON_RESTORE = frozenset({SCHEMAS, COUNTERS, WRITERS})
+"""What a database may hold before a restore, besides the application's kept collections:
+registrations the backup's entries merge into, the counter (overwritten), and live
+writers' session ids. Anything else, whatever its name (read models are named by their
+projections), is state."""
 
 
-async def _clear_state(db: AsyncDatabase[Document], *, drop_state: bool) -> None:
+async def _clear_state(db: AsyncDatabase[Document], layout: Layout, *, drop_state: bool) -> None:
     """Refuse (or with `drop_state`, empty) every collection that holds state."""
+    kept = KEPT_ON_RESTORE | set(layout.kept)
     held: dict[str, int] = {}
     for name in sorted(await db.list_collection_names()):
-        if name in KEPT_ON_RESTORE or name.startswith("system."):
+        if name in kept or name.startswith("system."):
             continue
         count = await db[name].count_documents({}, limit=1_000_000)
         if count:

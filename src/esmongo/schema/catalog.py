@@ -20,12 +20,14 @@ from esmongo.errors import SchemaError
 from esmongo.events import utc_now
 from esmongo.schema.registry import EventSchema, SchemaRegistry, compile_validator
 
+COLLECTION = "event_schemas"
+
 
 class SchemaCatalog:
     """Stores schemas and keeps a registry (shared with the event store) in step."""
 
     def __init__(self, db: AsyncDatabase[Document], registry: SchemaRegistry) -> None:
-        self.collection: AsyncCollection[Document] = db.get_collection("event_schemas")
+        self.collection: AsyncCollection[Document] = db.get_collection(COLLECTION)
         self.registry = registry
 
     async def init(self) -> None:

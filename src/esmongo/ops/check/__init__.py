@@ -10,18 +10,21 @@ fixed without losing anything (docs/operations.md lists what and how).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.codec import Document
 from esmongo.ops.check.bookkeeping import (
+    IDEMPOTENCY_RECORDS,
     STUCK_AFTER,
     check_checkpoints,
     check_claims,
     check_counter,
     check_transient_responses,
     check_writable,
+    declare_idempotency_records,
 )
 from esmongo.ops.check.repair import RepairOutcome
 from esmongo.ops.check.repair import repair as _repair
@@ -37,6 +40,7 @@ __all__ = [
     "Fix",
     "RepairOutcome",
     "check",
+    "declare_idempotency_records",
     "repair",
 ]
 
@@ -48,12 +52,16 @@ async def check(
     stuck_after: timedelta = STUCK_AFTER,
     max_listed: int = MAX_LISTED,
     settle_s: float = 1.0,
+    idempotency: Sequence[str] | None = None,
 ) -> CheckReport:
     """Verify every invariant of the event store in `db`; read-only.
 
     `settle_s`: how long to wait, once, for appends that may still be committing when a
-    sequence above the head (or a counter ahead of it) looks missing.
+    sequence above the head (or a counter ahead of it) looks missing. `idempotency`: the
+    application's collections of idempotency records, by default those it declared
+    (`declare_idempotency_records`).
     """
+    records = list(IDEMPOTENCY_RECORDS if idempotency is None else idempotency)
     started = time.perf_counter()
     scope = await Scope.of(db)
     report = CheckReport(scope.active, list(scope.sealed), max_listed=max_listed)
@@ -67,8 +75,8 @@ async def check(
     await check_counter(scope, report, settle_s)
     await check_writable(scope, report, settle_s)
     await check_checkpoints(scope, report)
-    await check_claims(scope, report, stuck_after)
-    await check_transient_responses(scope, report)
+    await check_claims(scope, report, stuck_after, records)
+    await check_transient_responses(scope, report, records)
     report.elapsed_s = time.perf_counter() - started
     return report
 

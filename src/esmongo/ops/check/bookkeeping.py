@@ -1,20 +1,37 @@
 """The documents beside the events: the counter (and its `writable` seal), projection
-checkpoints and idempotency claims."""
+checkpoints and idempotency claims.
+
+Idempotency records (`{_id: key, status, body, createdAt}`) belong to the application
+(the service's are esmongo.api.idempotency's): it declares their collection with
+`declare_idempotency_records`, or the caller of `check` names it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 
 from esmongo.codec import Document
 from esmongo.events import utc_now
 from esmongo.ops.check.report import CheckReport, Finding, Fix
-from esmongo.ops.check.scope import CHECKPOINTS, IDEMPOTENCY_KEYS, Scope, cursor
+from esmongo.ops.check.scope import Scope, cursor
+from esmongo.projections.checkpoints import COLLECTION as CHECKPOINTS
 from esmongo.store import fence
+from esmongo.store.collections import COUNTERS
 from esmongo.store.transactions import SEQUENCE_COUNTER
 
 STUCK_AFTER = timedelta(minutes=5)
 """A claim of the old claim/complete scheme still open after this long was abandoned."""
+IDEMPOTENCY_RECORDS: list[str] = []
+"""The collections of idempotency records that applications declared: what `check` reads
+when its caller names none."""
+
+
+def declare_idempotency_records(collection: str) -> None:
+    """Have `check` read this collection's idempotency records (and `repair` fix them)."""
+    if collection not in IDEMPOTENCY_RECORDS:
+        IDEMPOTENCY_RECORDS.append(collection)
 
 
 async def check_counter(scope: Scope, report: CheckReport, settle_s: float) -> None:
@@ -27,7 +44,7 @@ async def check_counter(scope: Scope, report: CheckReport, settle_s: float) -> N
         await asyncio.sleep(settle_s)
         head = await scope.highest(head)
     report.head, report.counter = head, value
-    where = {"collection": "counters", "_id": SEQUENCE_COUNTER}
+    where = {"collection": COUNTERS, "_id": SEQUENCE_COUNTER}
     if value is None:
         if head:
             report.add(
@@ -76,7 +93,7 @@ async def check_writable(scope: Scope, report: CheckReport, settle_s: float) -> 
         writable = counter.get(fence.WRITABLE, scope.active)
     if writable == scope.active:
         return
-    where = {"collection": "counters", "_id": SEQUENCE_COUNTER}
+    where = {"collection": COUNTERS, "_id": SEQUENCE_COUNTER}
     if writable is None:
         holder = counter.get(fence.SEALED_FOR) or "a switch or rollback"
         problem = f"appends are paused: {holder} holds the write fence"
@@ -115,24 +132,32 @@ async def check_checkpoints(scope: Scope, report: CheckReport) -> None:
             )
 
 
-async def check_claims(scope: Scope, report: CheckReport, stuck_after: timedelta) -> None:
+async def check_claims(
+    scope: Scope, report: CheckReport, stuck_after: timedelta, records: Sequence[str]
+) -> None:
     """Claims (`status: null`) of the old claim/complete scheme, open for too long: a crash
     between the command and its stored response left them, and every retry gets 409."""
     before = utc_now() - stuck_after
     query = {"status": {"$type": "null"}, "createdAt": {"$lt": before}}
     projection = {"createdAt": 1}
-    async for doc in cursor(scope.db[IDEMPOTENCY_KEYS], query, [("_id", 1)], projection):
-        report.add(
-            Finding(
-                "idempotency",
-                f"an idempotency key is claimed since {doc['createdAt'].isoformat()} with no "
-                "response: every retry with it is refused",
-                {"collection": IDEMPOTENCY_KEYS, "key": doc["_id"]},
-                fix=Fix("release_claim", {"key": doc["_id"], "createdAt": doc["createdAt"]}),
-                reason="delete the claim: the retry runs the command again, which records "
-                "nothing twice (its event ids are derived from the key)",
-            )
+    for name in records:
+        async for doc in cursor(scope.db[name], query, [("_id", 1)], projection):
+            _stuck_claim(report, name, doc)
+
+
+def _stuck_claim(report: CheckReport, collection: str, doc: Document) -> None:
+    claim = {"collection": collection, "key": doc["_id"], "createdAt": doc["createdAt"]}
+    report.add(
+        Finding(
+            "idempotency",
+            f"an idempotency key is claimed since {doc['createdAt'].isoformat()} with no "
+            "response: every retry with it is refused",
+            {"collection": collection, "key": doc["_id"]},
+            fix=Fix("release_claim", claim),
+            reason="delete the claim: the retry runs the command again, which records "
+            "nothing twice (its event ids are derived from the key)",
         )
+    )
 
 
 TRANSIENT = {"status": 409, "body": {"$regex": '"code": ?"concurrency_conflict"'}}
@@ -140,15 +165,18 @@ TRANSIENT = {"status": 409, "body": {"$regex": '"code": ?"concurrency_conflict"'
 again, replayed to every retry instead."""
 
 
-async def check_transient_responses(scope: Scope, report: CheckReport) -> None:
-    async for doc in cursor(scope.db[IDEMPOTENCY_KEYS], TRANSIENT, [("_id", 1)], {"_id": 1}):
-        report.add(
-            Finding(
-                "idempotency",
-                "an idempotency key stores a 409 concurrency_conflict: every retry with it "
-                "replays that transient conflict instead of running again",
-                {"collection": IDEMPOTENCY_KEYS, "key": doc["_id"]},
-                fix=Fix("forget_response", {"key": doc["_id"]}),
-                reason="delete it: the command recorded nothing, its retry runs it again",
+async def check_transient_responses(
+    scope: Scope, report: CheckReport, records: Sequence[str]
+) -> None:
+    for name in records:
+        async for doc in cursor(scope.db[name], TRANSIENT, [("_id", 1)], {"_id": 1}):
+            report.add(
+                Finding(
+                    "idempotency",
+                    "an idempotency key stores a 409 concurrency_conflict: every retry with "
+                    "it replays that transient conflict instead of running again",
+                    {"collection": name, "key": doc["_id"]},
+                    fix=Fix("forget_response", {"collection": name, "key": doc["_id"]}),
+                    reason="delete it: the command recorded nothing, its retry runs it again",
+                )
             )
-        )

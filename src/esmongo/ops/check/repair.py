@@ -13,7 +13,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from esmongo.codec import Document
 from esmongo.ops.check.bookkeeping import TRANSIENT
 from esmongo.ops.check.report import CheckReport, Finding, Fix
-from esmongo.ops.check.scope import IDEMPOTENCY_KEYS, Scope
+from esmongo.ops.check.scope import Scope
 from esmongo.ops.check.streams import dedupe_fix
 from esmongo.store import fence
 from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS, SNAPSHOTS
@@ -180,7 +180,7 @@ async def _raise_counter(scope: Scope, args: dict[str, Any]) -> str:
 
 
 async def _release_claim(scope: Scope, args: dict[str, Any]) -> str:
-    result = await scope.db[IDEMPOTENCY_KEYS].delete_one(
+    result = await scope.db[str(args["collection"])].delete_one(
         {"_id": args["key"], "status": {"$type": "null"}, "createdAt": args["createdAt"]}
     )
     if result.deleted_count == 0:
@@ -189,7 +189,8 @@ async def _release_claim(scope: Scope, args: dict[str, Any]) -> str:
 
 
 async def _forget_response(scope: Scope, args: dict[str, Any]) -> str:
-    result = await scope.db[IDEMPOTENCY_KEYS].delete_one({"_id": args["key"], **TRANSIENT})
+    records = scope.db[str(args["collection"])]
+    result = await records.delete_one({"_id": args["key"], **TRANSIENT})
     if result.deleted_count == 0:
         raise Refused("the stored response changed meanwhile")
     return "stored conflict deleted"

@@ -17,10 +17,6 @@ from esmongo.store.transactions import SEQUENCE_COUNTER
 
 Key = tuple[Any, ...]
 BATCH = 2000
-CHECKPOINTS = "projection_checkpoints"
-"""esmongo.projections.checkpoints.COLLECTION (not imported: the check sits below it)."""
-IDEMPOTENCY_KEYS = "idempotency_keys"
-"""esmongo.api.idempotency's collection (the service's; the check only reads and deletes)."""
 PAUSE_POINTS: dict[str, Callable[[], Awaitable[None]]] = {}
 """Test hooks: a coroutine run at a named step of a pass ("sequence:event",
 "streams:event": after each event read; "opened:NAME": when a cursor on collection NAME

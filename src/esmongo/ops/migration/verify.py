@@ -1,157 +1,26 @@
-"""Which events collection is live, and moving from one to another without losing events.
-
-The active collection's name is kept in `esmongo_meta` (`{_id: "events_collection", name,
-previous: [...]}`); applications build their store with
-`EventStore(db, collection=await active_events_collection(db))`. A collection that is no
-longer live is sealed: a validator that no document passes, so a process still writing to
-it fails loudly instead of recording events nobody reads. Sealing is an ordinary
-`collMod` validator (MongoDB 3.6+), lifted again by a rollback.
-
-The checks of a copy (`verify_copy`) live here too: they decide whether a switch may happen.
-"""
+"""Whether a copy may replace its source: one merge pass over both, by sequence."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.codec import Document
-from esmongo.errors import EsmongoError
 from esmongo.events import utc_now
-from esmongo.store import fence
-from esmongo.store.collections import ACTIVE, ARCHIVE, DEFAULT_EVENTS, META, MIGRATIONS
+from esmongo.ops.migration.active import max_sequence
+from esmongo.ops.migration.plan import MAX_LISTED, Planned, Progress
+from esmongo.store.collections import ARCHIVE, MIGRATIONS
 
-Progress = Callable[[int, int], None]
-Planned = Callable[[str, str], tuple[list[str], str] | None]
-"""For a stored (type, version): the migration ids it goes through and its new version,
-or None when no migration applies to it."""
-
-FAILURES = "esmongo_migration_failures"
-SEALED = {"$expr": {"$literal": False}}
-"""A validator no document passes: inserts and updates into a sealed collection fail."""
-MAX_LISTED = 1000
 IDENTITY = ("sequence", "eventId", "aggregateType", "aggregateId", "aggregateVersion")
 """What must be identical in a copy, transformed or not: the checksum covers these."""
-
-
-class MigrationError(EsmongoError):
-    """A migration cannot run, verify, switch or roll back as asked."""
-
-
-PAUSE_POINTS: dict[str, Callable[[], Awaitable[None]]] = {}
-"""Test hooks: a coroutine run at a named step of a switch or rollback (to pause it there)."""
-
-
-async def pause_point(name: str) -> None:
-    hook = PAUSE_POINTS.get(name)
-    if hook is not None:
-        await hook()
-
-
-async def active_events_collection(db: AsyncDatabase[Document]) -> str:
-    """The events collection the application must use (`EventStore(db, collection=...)`):
-    "events" until a migration switches."""
-    doc = await db[META].find_one({"_id": ACTIVE})
-    return str(doc["name"]) if doc else DEFAULT_EVENTS
-
-
-async def seal(db: AsyncDatabase[Document], name: str) -> None:
-    """Make a collection refuse inserts and updates (a validator nothing passes)."""
-    await db.command(
-        "collMod", name, validator=SEALED, validationLevel="strict", validationAction="error"
-    )
-
-
-async def unseal(db: AsyncDatabase[Document], name: str) -> None:
-    await db.command("collMod", name, validator={}, validationLevel="off")
-
-
-async def max_sequence(collection: AsyncCollection[Document]) -> int:
-    """The highest sequence in a collection of events (0 when empty), from the index."""
-    doc = await collection.find_one({}, projection={"sequence": 1}, sort=[("sequence", DESCENDING)])
-    return int(doc["sequence"]) if doc else 0
-
-
-def switch_reason(target: str) -> str:
-    """What a switch to `target` writes on the fence it holds (esmongo.store.fence)."""
-    return f"migration switch to {target}"
-
-
-ROLLBACK = "migration rollback"
-
-
-async def record_switch(
-    db: AsyncDatabase[Document], source: str, target: str, migration_ids: Sequence[str]
-) -> None:
-    """Make `target` active and open the write fence on it, in one transaction."""
-    now = utc_now()
-    await fence.open_on(
-        db,
-        target,
-        switch_reason(target),
-        meta_update={
-            "$set": {"name": target, "switchedAt": now, "migrationIds": list(migration_ids)},
-            "$push": {"previous": source},
-        },
-    )
-    await db[MIGRATIONS].update_one(
-        {"_id": target}, {"$set": {"status": "switched", "switchedAt": now}}
-    )
-
-
-async def rollback_switch(db: AsyncDatabase[Document]) -> str:
-    """Make the previous events collection active again; returns its name.
-
-    Only while lossless: refused when the active collection holds events the previous
-    one lacks (appended since the switch); migrate back instead. The heads are compared
-    with the write fence closed (esmongo.store.fence), so no append can commit in between; the
-    active one is then sealed. Restart the processes that use the store afterwards, as
-    after a switch.
-    """
-    meta = await db[META].find_one({"_id": ACTIVE})
-    if meta is None or not meta.get("previous"):
-        raise MigrationError("no switch to roll back: the events collection was never switched")
-    current, previous = str(meta["name"]), str(meta["previous"][-1])
-    await fence.close(db, current, ROLLBACK)
-    try:
-        await pause_point("rollback:fenced")
-        current_head = await max_sequence(db[current])
-        previous_head = await max_sequence(db[previous])
-        if current_head != previous_head:
-            raise MigrationError(
-                f"{current} holds events up to #{current_head} but {previous} only up to "
-                f"#{previous_head}: rolling back would lose the events appended since the "
-                "switch. Migrate them back into a new collection instead."
-            )
-        await unseal(db, previous)
-        await fence.open_on(
-            db,
-            previous,
-            ROLLBACK,
-            meta_update={
-                "$set": {"name": previous, "switchedAt": utc_now(), "rolledBackFrom": current},
-                "$pop": {"previous": 1},
-            },
-        )
-    except BaseException:
-        await fence.open_on(db, current, ROLLBACK)
-        raise
-    await seal(db, current)
-    await db[MIGRATIONS].update_one(
-        {"_id": current}, {"$set": {"status": "rolled_back", "rolledBackAt": utc_now()}}
-    )
-    return previous
-
-
-# ---- verification of a copy ------------------------------------------------------
 
 
 @dataclass
@@ -307,6 +176,38 @@ async def verify_copy(
             },
         )
     return report
+
+
+async def verify_target(
+    db: AsyncDatabase[Document],
+    source: str,
+    target: str,
+    planned: Planned,
+    *,
+    batch_size: int,
+    progress: Progress | None = None,
+    after_sequence: int = 0,
+    through: int | None = None,
+) -> VerifyReport:
+    """`verify_copy` of what `target` holds so far (through its highest sequence) unless
+    `through` says otherwise, so that it passes while the application keeps appending;
+    the switch checks the rest with writes paused."""
+    if through is None:
+        through = await max_sequence(db[target])
+        if not through and await db[source].find_one({}) is not None:
+            report = VerifyReport(source, target)
+            report.problem(f"{target} holds no event yet: run the migration first")
+            return report
+    return await verify_copy(
+        db,
+        source,
+        target,
+        planned,
+        batch_size=batch_size,
+        progress=progress,
+        after_sequence=after_sequence,
+        through=through,
+    )
 
 
 def _compare(s: Document, t: Document, planned: Planned, report: VerifyReport) -> bool:
