@@ -33,7 +33,7 @@ from common import benchmark_server, console, database, percentile, print_table
 from esmongo import AppendRequest, EventStore, NewEvent, RecordedEvent
 from esmongo.bank import bank_projections
 from esmongo.codec import Document
-from esmongo.projections import BatchReport, ProjectionDaemon, ProjectionRunner
+from esmongo.projections import BatchReport, ProjectionDaemon, ProjectionRunner, RunnerOptions
 from esmongo.projections.source import SharedSource
 
 CENT = Decimal("0.01")
@@ -101,7 +101,10 @@ async def catch_up(store: EventStore, batch_size: int) -> tuple[float, int]:
     source = SharedSource(store, fetch_size=batch_size)
     runners = [
         ProjectionRunner(
-            store, p, batch_size=batch_size, catch_up_batch_size=batch_size, source=source
+            store,
+            p,
+            RunnerOptions(batch_size=batch_size, catch_up_batch_size=batch_size),
+            source=source,
         )
         for p in bank_projections()
     ]
@@ -131,7 +134,7 @@ async def live_lag(store: EventStore, load: Load, seconds: float, rate: float) -
                 committed[(report.projection, event.sequence)] = report.committed_at
 
     daemon = ProjectionDaemon(
-        store, bank_projections(), batch_size=500, on_batch=on_batch, lease_ttl_s=10
+        store, bank_projections(), RunnerOptions(batch_size=500, on_batch=on_batch, lease_ttl_s=10)
     )
     daemon.start()
     await daemon.wait_until(await store.head_sequence(), timeout_s=600)

@@ -10,7 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo import EventStore
 from esmongo.bank import bank_projections
-from esmongo.projections import Checkpoints, DeadLetters, ProjectionDaemon
+from esmongo.projections import Checkpoints, DeadLetters, ProjectionDaemon, RunnerOptions
 from esmongo.projections.checkpoints import Advance
 from esmongo.projections.commit_group import CommitGroup
 from esmongo.projections.errors import CommitInterrupted
@@ -21,7 +21,7 @@ Db = AsyncDatabase[dict[str, Any]]
 
 async def test_live_batches_of_the_three_read_models_share_one_transaction(db: Db) -> None:
     store, load = await loaded_store(db, 200, synthetic_time=False)
-    daemon = ProjectionDaemon(store, bank_projections(), batch_size=100)
+    daemon = ProjectionDaemon(store, bank_projections(), RunnerOptions(batch_size=100))
     daemon.start()
     try:
         await daemon.wait_until(await store.head_sequence(), timeout_s=60)
@@ -49,7 +49,7 @@ async def test_a_batch_the_server_refuses_does_not_hold_back_the_others(db: Db) 
     projections = bank_projections()
     for projection in projections:
         projection.retry_backoff_s = 0.01
-    daemon = ProjectionDaemon(store, projections, batch_size=500)
+    daemon = ProjectionDaemon(store, projections, RunnerOptions(batch_size=500))
     await daemon.init()
     await db["transactions_read"].insert_one({"_id": credit.event_id, "squatter": True})
     daemon.start()
@@ -68,7 +68,7 @@ async def test_a_batch_the_server_refuses_does_not_hold_back_the_others(db: Db) 
 
 async def test_a_lost_fence_fails_only_its_own_batch(db: Db) -> None:
     store, load = await loaded_store(db, 60, synthetic_time=False)
-    daemon = ProjectionDaemon(store, bank_projections(), batch_size=100)
+    daemon = ProjectionDaemon(store, bank_projections(), RunnerOptions(batch_size=100))
     daemon.start()
     try:
         await daemon.wait_until(await store.head_sequence(), timeout_s=60)

@@ -18,6 +18,7 @@ from esmongo.projections import (
     ProjectionBlocked,
     ProjectionDaemon,
     ProjectionRunner,
+    RunnerOptions,
     RunnerState,
     Update,
     projection_status,
@@ -58,7 +59,7 @@ async def test_skip_policy_dead_letters_then_retry_after_the_fix(db: Db) -> None
     store, _load = await loaded_store(db, 300, poison_every=97)
     projection = PoisonedTransactions()
     PoisonedTransactions.calls = 0
-    runner = ProjectionRunner(store, projection, batch_size=64)
+    runner = ProjectionRunner(store, projection, RunnerOptions(batch_size=64))
     await runner.init()
     await runner.catch_up()
     events = await all_events(store)
@@ -111,7 +112,9 @@ async def test_stop_policy_blocks_before_the_event_until_it_is_retried(db: Db) -
     bad = min((e for e in events if e.data.get("reason") == "poison"), key=lambda e: e.sequence)
     PoisonedAccounts.broken = True
     projection = PoisonedAccounts()
-    daemon = ProjectionDaemon(store, [projection], batch_size=50, lease_ttl_s=3, idle_poll_s=0.1)
+    daemon = ProjectionDaemon(
+        store, [projection], RunnerOptions(batch_size=50, lease_ttl_s=3, idle_poll_s=0.1)
+    )
     daemon.start()
     try:
         runner = daemon.runner("accounts_read")
@@ -147,7 +150,7 @@ async def test_stop_policy_blocks_before_the_event_until_it_is_retried(db: Db) -
 async def test_catch_up_reports_a_block_and_discard_skips_the_event(db: Db) -> None:
     store, _load = await loaded_store(db, 150, poison_every=40)
     projection = PoisonedAccounts()
-    runner = ProjectionRunner(store, projection, batch_size=30)
+    runner = ProjectionRunner(store, projection, RunnerOptions(batch_size=30))
     await runner.init()
     with pytest.raises(ProjectionBlocked):
         await runner.catch_up()
@@ -170,7 +173,7 @@ async def test_a_write_the_server_refuses_is_isolated_to_its_event(db: Db) -> No
     projection.retry_backoff_s = 0.01
     await ProjectionRunner(store, projection).init()
     await db["transactions_read"].insert_one({"_id": victim.event_id, "squatter": True})
-    runner = ProjectionRunner(store, projection, batch_size=500)
+    runner = ProjectionRunner(store, projection, RunnerOptions(batch_size=500))
     await runner.catch_up()
     (letter,) = await DeadLetters(db).find("transactions_read")
     assert letter.sequence == victim.sequence
@@ -196,7 +199,7 @@ async def test_a_restart_retries_the_blocking_event_and_goes_on_once_it_is_fixed
     )
     PoisonedAccounts.broken = True
     try:
-        first = ProjectionRunner(store, PoisonedAccounts(), batch_size=40)
+        first = ProjectionRunner(store, PoisonedAccounts(), RunnerOptions(batch_size=40))
         await first.init()
         with pytest.raises(ProjectionBlocked):
             await first.catch_up()
@@ -206,7 +209,9 @@ async def test_a_restart_retries_the_blocking_event_and_goes_on_once_it_is_fixed
 
         # Restarted, still broken: it tries again and stays blocked; the attempts add up.
         with pytest.raises(ProjectionBlocked):
-            await ProjectionRunner(store, PoisonedAccounts(), batch_size=40).catch_up()
+            await ProjectionRunner(
+                store, PoisonedAccounts(), RunnerOptions(batch_size=40)
+            ).catch_up()
         letter = await dead.get("accounts_read", bad.sequence)
         assert letter is not None and letter.attempts == 2 * PoisonedAccounts.max_attempts
         checkpoint = await Checkpoints(db).get("accounts_read")
@@ -217,7 +222,9 @@ async def test_a_restart_retries_the_blocking_event_and_goes_on_once_it_is_fixed
         PoisonedAccounts.broken = False
         restarted = EventStore(db)
         daemon = ProjectionDaemon(
-            restarted, [PoisonedAccounts()], batch_size=40, lease_ttl_s=3, idle_poll_s=0.1
+            restarted,
+            [PoisonedAccounts()],
+            RunnerOptions(batch_size=40, lease_ttl_s=3, idle_poll_s=0.1),
         )
         daemon.start()
         try:

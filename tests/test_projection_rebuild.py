@@ -9,7 +9,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo import EventStore
 from esmongo.bank import AccountsReadModel, bank_projections
-from esmongo.projections import Checkpoints, ProjectionDaemon, rebuild
+from esmongo.projections import Checkpoints, ProjectionDaemon, RunnerOptions, rebuild
 from esmongo.projections.swap import finish_swap
 from projection_helpers import BankLoad, all_events, assert_same, fold, read_models
 
@@ -22,7 +22,7 @@ async def test_blue_green_swap_while_a_reader_keeps_reading(db: Db) -> None:
     load = BankLoad(store, seed=3)
     await load.append(1500)
     daemon = ProjectionDaemon(
-        store, bank_projections(), batch_size=200, lease_ttl_s=2, standby_poll_s=0.1
+        store, bank_projections(), RunnerOptions(batch_size=200, lease_ttl_s=2, standby_poll_s=0.1)
     )
     daemon.start()
     await daemon.wait_until(await store.head_sequence(), timeout_s=60)

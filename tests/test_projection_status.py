@@ -12,7 +12,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo import EventStore, NewEvent
 from esmongo.ops.migration import Migration, Migrator, active_events_collection
-from esmongo.projections import Projection, ProjectionRunner, Update, handles, projection_status
+from esmongo.projections import (
+    Projection,
+    ProjectionRunner,
+    RunnerOptions,
+    Update,
+    handles,
+    projection_status,
+)
 
 Db = AsyncDatabase[dict[str, Any]]
 HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
@@ -29,7 +36,7 @@ class Doors(Projection):
 
 async def caught_up(store: EventStore) -> int:
     """A checkpoint at the head: the `doors` projection applied every event so far."""
-    runner = ProjectionRunner(store, Doors(), batch_size=50)
+    runner = ProjectionRunner(store, Doors(), RunnerOptions(batch_size=50))
     await runner.init()
     return await runner.catch_up()
 

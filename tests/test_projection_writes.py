@@ -21,6 +21,7 @@ from esmongo.projections import (
     Insert,
     Projection,
     ProjectionRunner,
+    RunnerOptions,
     Update,
     WritePlan,
     handles,
@@ -185,7 +186,7 @@ async def test_a_key_spelled_in_another_field_order_keeps_the_updates_in_order(d
     results = {}
     for batch_size in (1, 100):
         name = f"doors_{batch_size}"
-        runner = ProjectionRunner(store, _lifecycle(name), batch_size=batch_size)
+        runner = ProjectionRunner(store, _lifecycle(name), RunnerOptions(batch_size=batch_size))
         await runner.init()
         await runner.catch_up()
         results[batch_size] = {d["doorId"]: d["status"] async for d in db[name].find({})}

@@ -24,6 +24,7 @@ from esmongo.projections import (
     Leases,
     ProjectionDaemon,
     ProjectionRunner,
+    RunnerOptions,
     RunnerState,
     projection_status,
     replay,
@@ -43,7 +44,9 @@ async def test_catch_up_builds_the_three_read_models(db: Db) -> None:
     store = await make_store(db)
     load = BankLoad(store)
     await load.append(1200)
-    daemon = ProjectionDaemon(store, bank_projections(), batch_size=150, lease_ttl_s=3)
+    daemon = ProjectionDaemon(
+        store, bank_projections(), RunnerOptions(batch_size=150, lease_ttl_s=3)
+    )
     daemon.start()
     try:
         head = await store.head_sequence()
@@ -81,7 +84,9 @@ async def test_live_hand_over_under_write_load_misses_and_repeats_nothing(db: Db
     load = BankLoad(store, synthetic_time=False)
     await load.append(1500)
     states: list[tuple[int, RunnerState]] = []
-    daemon = ProjectionDaemon(store, bank_projections(), batch_size=100, lease_ttl_s=3)
+    daemon = ProjectionDaemon(
+        store, bank_projections(), RunnerOptions(batch_size=100, lease_ttl_s=3)
+    )
 
     async def watch_states() -> None:
         while True:
@@ -108,7 +113,7 @@ async def test_live_hand_over_under_write_load_misses_and_repeats_nothing(db: Db
 async def test_wait_until_gives_read_your_writes(db: Db) -> None:
     store = await make_store(db)
     await BankLoad(store).append(20)
-    daemon = ProjectionDaemon(store, bank_projections(), lease_ttl_s=3)
+    daemon = ProjectionDaemon(store, bank_projections(), RunnerOptions(lease_ttl_s=3))
     daemon.start()
     try:
         account = "acc_ryw"
@@ -156,7 +161,9 @@ async def test_a_runner_that_lost_its_lease_cannot_move_the_checkpoint(db: Db) -
     store = await make_store(db)
     load = BankLoad(store)
     await load.append(100)
-    stale = ProjectionRunner(store, AccountsReadModel(), owner="stale", lease_ttl_s=30)
+    stale = ProjectionRunner(
+        store, AccountsReadModel(), RunnerOptions(owner="stale", lease_ttl_s=30)
+    )
     await stale.init()
     await stale.catch_up(release=False)
     before = await read_models(db)
@@ -191,7 +198,7 @@ async def test_lease_is_exclusive_until_it_expires_on_the_server_clock(db: Db) -
 async def test_status_metrics_and_lag(db: Db) -> None:
     store = await make_store(db)
     await BankLoad(store, synthetic_time=False).append(300)
-    runner = ProjectionRunner(store, AccountsReadModel(), batch_size=100)
+    runner = ProjectionRunner(store, AccountsReadModel(), RunnerOptions(batch_size=100))
     await runner.init()
     before = REGISTRY.get_sample_value(
         "esmongo_projections_events_total", {"projection": "accounts_read"}
@@ -246,7 +253,7 @@ async def test_lost_resume_token_costs_a_catch_up_read_and_is_logged(
     db: Db, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = await make_store(db)
-    watcher = EventWatcher(store.events, max_await_ms=100)
+    watcher = EventWatcher(store, max_await_ms=100)
     wake = asyncio.Event()
     watcher.subscribe(["account.created"], wake)
     watcher.resume_token = {"_data": "00DEADBEEF"}  # as if the oplog had rolled over
@@ -272,7 +279,9 @@ async def test_lost_resume_token_costs_a_catch_up_read_and_is_logged(
 async def test_the_change_stream_wakes_the_runner_quickly(db: Db) -> None:
     store = await make_store(db)
     await BankLoad(store).append(30)
-    daemon = ProjectionDaemon(store, bank_projections(), idle_poll_s=30, lease_ttl_s=3)
+    daemon = ProjectionDaemon(
+        store, bank_projections(), RunnerOptions(idle_poll_s=30, lease_ttl_s=3)
+    )
     daemon.start()
     try:
         await daemon.wait_until(await store.head_sequence(), timeout_s=30)
@@ -288,3 +297,15 @@ async def test_the_change_stream_wakes_the_runner_quickly(db: Db) -> None:
         assert time.monotonic() - started < 2.0
     finally:
         await daemon.stop()
+
+
+async def test_one_options_object_tunes_the_daemon_and_its_runners(db: Db) -> None:
+    store = EventStore(db)
+    options = RunnerOptions(batch_size=40, lease_ttl_s=4)
+    daemon = ProjectionDaemon(store, bank_projections(), options)
+    # One owner for the process: its leases read as one daemon's.
+    assert {r.owner for r in daemon.runners} == {daemon.owner}
+    assert all(r.options.batch_size == 40 for r in daemon.runners)
+    assert options.catch_up_size == 400 and options.standby_poll == 1.0
+    with pytest.raises(ValueError, match="batch_size"):
+        RunnerOptions(batch_size=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -139,6 +140,33 @@ async def test_read_by_correlation(store: EventStore) -> None:
     assert all(e.metadata["correlationId"] == "c1" for e in saga)
     assert [e async for e in store.read_by_correlation("nobody")] == []
     assert len([e async for e in store.read_by_correlation("c1", limit=1)]) == 1
+
+
+async def test_watch_tells_of_appends_of_the_watched_types_only(store: EventStore) -> None:
+    stream = await store.watch(["t.happened"], max_await_ms=100)
+    async with stream:
+        await store.append("t", "a", [NewEvent("t.other", {"k": 0})])
+        await store.append("t", "a", [NewEvent("t.happened", {"k": 1}), NewEvent("t.happened", {})])
+        changes: list[Document] = []
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(changes) < 2 and asyncio.get_running_loop().time() < deadline:
+            change = await stream.try_next()
+            if change is not None:
+                changes.append(change)
+        token = stream.resume_token
+    # Only what a woken reader needs: the type and the sequence to read up to.
+    assert [c["fullDocument"] for c in changes] == [
+        {"eventType": "t.happened", "sequence": 2},
+        {"eventType": "t.happened", "sequence": 3},
+    ]
+    assert token is not None
+    await store.append("t", "a", [NewEvent("t.happened", {"k": 2})])
+    resumed = await store.watch(["t.happened"], resume_after=token, max_await_ms=100)
+    async with resumed:
+        change = None
+        while change is None and asyncio.get_running_loop().time() < deadline + 10:
+            change = await resumed.try_next()
+    assert change is not None and change["fullDocument"]["sequence"] == 4
 
 
 async def test_decimal_money_round_trips_as_decimal128(

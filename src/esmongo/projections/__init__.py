@@ -1,11 +1,13 @@
 """Projections: read models kept up to date from the events, exactly once.
 
 Define a `Projection` (name, collections with indexes, `@handles` methods returning
-`Update`/`Insert`/`Delete` writes), run it with `ProjectionDaemon` / `run_projections`
-(or `python -m esmongo.projections.worker`), watch it with `projection_status`, repair it
-with `DeadLetters`, `rebuild` (blue/green) or `replay` (in place). See docs/projections.md.
+`Update`/`Insert`/`Delete` writes), run it with `ProjectionDaemon` / `run_projections`,
+tuned by `RunnerOptions` (or `python -m esmongo.projections.worker`), watch it with
+`projection_status`, repair it with `DeadLetters`, `rebuild` (blue/green) or `replay` (in
+place). See docs/projections.md.
 """
 
+from esmongo.projections.batch_pipeline import RunnerState
 from esmongo.projections.checkpoints import Checkpoint, Checkpoints
 from esmongo.projections.daemon import ProjectionDaemon, run_projections
 from esmongo.projections.dead_letters import DeadLetter, DeadLetters
@@ -18,9 +20,10 @@ from esmongo.projections.errors import (
     RebuildError,
 )
 from esmongo.projections.leases import Leases, LeaseState
+from esmongo.projections.options import BatchReport, RunnerOptions
 from esmongo.projections.projection import FailurePolicy, Projection, handles
 from esmongo.projections.rebuild import RebuildResult, rebuild, replay, reset
-from esmongo.projections.runner import BatchReport, ProjectionRunner, RunnerState
+from esmongo.projections.runner import ProjectionRunner
 from esmongo.projections.status import ProjectionStatus, projection_status
 from esmongo.projections.watcher import EventWatcher
 from esmongo.projections.writes import Delete, Insert, Update, Write, WritePlan
@@ -48,6 +51,7 @@ __all__ = [
     "ProjectionStatus",
     "RebuildError",
     "RebuildResult",
+    "RunnerOptions",
     "RunnerState",
     "Update",
     "Write",

@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import replace
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.codec import Document
 from esmongo.projections.commit_group import CommitGroup
+from esmongo.projections.options import RunnerOptions, default_owner
 from esmongo.projections.projection import Projection
-from esmongo.projections.runner import BatchReport, ProjectionRunner, StepHook, default_owner
+from esmongo.projections.runner import ProjectionRunner
 from esmongo.projections.source import SharedSource
 from esmongo.projections.watcher import EventWatcher
 from esmongo.store import EventStore
@@ -34,40 +35,27 @@ class ProjectionDaemon:
         self,
         store: EventStore,
         projections: Sequence[Projection],
-        *,
-        owner: str | None = None,
-        batch_size: int = 500,
-        catch_up_batch_size: int | None = None,
-        lease_ttl_s: float = 10.0,
-        idle_poll_s: float = 1.0,
-        standby_poll_s: float | None = None,
-        on_batch: Callable[[BatchReport], None] | None = None,
-        step_hook: StepHook | None = None,
+        options: RunnerOptions | None = None,
     ) -> None:
         names = [p.name for p in projections]
         if len(set(names)) != len(names):
             raise ValueError(f"projection names must be distinct: {names}")
+        options = options or RunnerOptions()
         self.store = store
-        self.owner = owner or default_owner()
-        self.watcher = EventWatcher(store.events)
+        self.owner = options.owner or default_owner()
+        self.options = replace(options, owner=self.owner)
+        self.watcher = EventWatcher(store)
         self.source = SharedSource(
-            store, fetch_size=batch_size, known_head=lambda: self.watcher.last_sequence
+            store, fetch_size=options.batch_size, known_head=lambda: self.watcher.last_sequence
         )
         self.group = CommitGroup()
         self.runners = [
             ProjectionRunner(
                 store,
                 projection,
-                owner=self.owner,
-                batch_size=batch_size,
-                catch_up_batch_size=catch_up_batch_size,
-                lease_ttl_s=lease_ttl_s,
-                idle_poll_s=idle_poll_s,
-                standby_poll_s=standby_poll_s,
+                self.options,
                 watcher=self.watcher,
                 source=self.source,
-                on_batch=on_batch,
-                step_hook=step_hook,
                 group=self.group,
             )
             for projection in projections
@@ -138,11 +126,11 @@ async def run_projections(
     db_or_store: AsyncDatabase[Document] | EventStore,
     projections: Sequence[Projection],
     stop: asyncio.Event,
-    **options: Any,
+    options: RunnerOptions | None = None,
 ) -> None:
     """Run `projections` until `stop` is set (for `esmongo projections run` and services).
 
-    Pass an EventStore when events need upcasters; options go to ProjectionDaemon.
+    Pass an EventStore when events need upcasters.
     """
     store = db_or_store if isinstance(db_or_store, EventStore) else EventStore(db_or_store)
-    await ProjectionDaemon(store, projections, **options).run(stop)
+    await ProjectionDaemon(store, projections, options).run(stop)

@@ -25,8 +25,9 @@ from esmongo.projections.checkpoints import Checkpoints
 from esmongo.projections.dead_letters import DeadLetters
 from esmongo.projections.errors import RebuildError
 from esmongo.projections.leases import HeldLease, Leases
+from esmongo.projections.options import RunnerOptions, default_owner
 from esmongo.projections.projection import Projection
-from esmongo.projections.runner import ProjectionRunner, default_owner
+from esmongo.projections.runner import ProjectionRunner
 from esmongo.projections.swap import REBUILDS, collection_exists, finish_swap
 from esmongo.store import EventStore
 
@@ -111,9 +112,7 @@ async def rebuild(
     shadow = ProjectionRunner(
         store,
         projection,
-        owner=owner,
-        batch_size=batch_size,
-        lease_ttl_s=lease_ttl_s,
+        RunnerOptions(owner=owner, batch_size=batch_size, lease_ttl_s=lease_ttl_s),
         checkpoint_name=shadow_name(projection.name),
         targets=collections,
     )
@@ -232,7 +231,6 @@ async def replay(
     """Reset in place, then replay every event now (development). Returns the position."""
     owner = owner or default_owner()
     await reset(store, projection, owner=owner, lease_ttl_s=lease_ttl_s)
-    runner = ProjectionRunner(
-        store, projection, owner=owner, batch_size=batch_size, lease_ttl_s=lease_ttl_s
-    )
+    options = RunnerOptions(owner=owner, batch_size=batch_size, lease_ttl_s=lease_ttl_s)
+    runner = ProjectionRunner(store, projection, options)
     return await runner.catch_up(progress)

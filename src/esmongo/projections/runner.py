@@ -1,14 +1,11 @@
-"""The projection runner: catch-up by sequence, then live on change-stream wake-ups.
+"""The projection runner's lease loop: one runner per projection applies its batches.
 
-Every batch, catch-up or live, is read the same way: events after the checkpoint, by
-sequence, in the order they were committed. The change stream only says "look now".
-Since the global sequence is gap-free and commit-ordered, a read that sees sequence N has
-seen every event below N: nothing is missed at the hand-over, nothing is read twice.
-
-A batch's merged read-model writes, its dead letters and its checkpoint commit in one
-transaction, the checkpoint by compare-and-set on (fence, position). A process that dies
-anywhere leaves either the whole batch or none of it; a runner that lost its lease fails
-the compare-and-set and its batch aborts.
+A runner takes the projection's lease (or stands by until it expires), raises the fence on
+the checkpoint so a former holder's batches abort, catches up and goes live, woken by the
+daemon's change stream (EventWatcher). It renews the lease in the background; a lease lost
+to expiry or takeover stops the batches and sends it back to standby. A projection blocked
+by a STOP dead letter waits until the letter is retried or discarded; a new holder tries
+the blocking event again. The batches themselves are esmongo.projections.batch_pipeline's.
 """
 
 from __future__ import annotations
@@ -16,23 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
 
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import PyMongoError
 
-from esmongo.codec import CODEC_OPTIONS
-from esmongo.events import RecordedEvent, utc_now
-from esmongo.projections.checkpoints import Checkpoints
+from esmongo.projections.batch_pipeline import BatchPipeline, CheckpointMoved, RunnerState
 from esmongo.projections.commit_group import CommitGroup
-from esmongo.projections.dead_letters import DeadLetters, Failure
 from esmongo.projections.errors import (
     CheckpointConflict,
     CommitInterrupted,
@@ -40,152 +28,55 @@ from esmongo.projections.errors import (
     ProjectionBlocked,
 )
 from esmongo.projections.leases import HeldLease, Leases
-from esmongo.projections.projection import FailurePolicy, Projection
-from esmongo.projections.runner_metrics import RunnerMetrics
-from esmongo.projections.source import EventSource, SharedSource, StoreSource
-from esmongo.projections.swap import collection_exists, finish_swap
+from esmongo.projections.options import RunnerOptions
+from esmongo.projections.projection import Projection
+from esmongo.projections.source import EventSource
+from esmongo.projections.swap import finish_swap
 from esmongo.projections.watcher import EventWatcher
-from esmongo.projections.writes import WritePlan, execute
 from esmongo.store import EventStore
 
 log = logging.getLogger(__name__)
 
 
-class RunnerState(StrEnum):
-    IDLE = "idle"
-    STANDBY = "standby"
-    """Another process holds the lease; this runner takes over when it expires."""
-    CATCHING_UP = "catching_up"
-    LIVE = "live"
-    BLOCKED = "blocked"
-    """Stopped before a dead letter by the STOP policy; resumes once it is retried or discarded."""
-    STOPPED = "stopped"
+class ProjectionRunner(BatchPipeline):
+    """Runs one projection: holds its lease, applies batches, moves its checkpoint.
 
-
-@dataclass(frozen=True)
-class BatchReport:
-    """What one committed batch did (for hooks and benchmarks)."""
-
-    projection: str
-    events: Sequence[RecordedEvent]
-    position: int
-    head: int
-    duration_s: float
-    committed_at: float
-    """time.time() right after the commit."""
-    operations: int
-    dead_letters: int
-
-
-@dataclass
-class _Batch:
-    events: list[RecordedEvent]
-    target: int
-    plan: WritePlan = field(default_factory=WritePlan)
-    failures: list[Failure] = field(default_factory=list)
-    resolved: list[int] = field(default_factory=list)
-    blocked_at: int | None = None
-
-
-class _Moved(Exception):
-    """The checkpoint was moved by someone else (a retry, a discard); the fence is still ours."""
-
-
-class _HandlerFailed(Exception):
-    def __init__(self, failure: Failure) -> None:
-        self.failure = failure
-
-
-def default_owner() -> str:
-    """host:pid:random: unique among live processes, readable in the lease document."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-StepHook = Callable[[str], None]
-
-
-class ProjectionRunner:
-    """Runs one projection: holds its lease, applies batches, moves its checkpoint."""
+    `watcher`, `source` and `group` are what a daemon's runners share; `checkpoint_name`
+    and `targets` let a rebuild run a projection into other collections beside the live one.
+    """
 
     def __init__(
         self,
         store: EventStore,
         projection: Projection,
+        options: RunnerOptions | None = None,
         *,
-        owner: str | None = None,
-        batch_size: int = 500,
-        catch_up_batch_size: int | None = None,
-        lease_ttl_s: float = 10.0,
-        idle_poll_s: float = 1.0,
-        standby_poll_s: float | None = None,
         watcher: EventWatcher | None = None,
         source: EventSource | None = None,
         checkpoint_name: str | None = None,
         targets: Mapping[str, str] | None = None,
-        on_batch: Callable[[BatchReport], None] | None = None,
-        step_hook: StepHook | None = None,
         group: CommitGroup | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        self.store = store
-        self.db = store.db.with_options(codec_options=CODEC_OPTIONS)
-        self.projection = projection
-        self.name = checkpoint_name or projection.name
-        self.owner = owner or default_owner()
-        self.batch_size = batch_size
-        self.catch_up_batch_size = max(batch_size, catch_up_batch_size or 10 * batch_size)
-        """Used while more than a batch behind: fewer, larger transactions (and merges)."""
-        self.lease_ttl_s = lease_ttl_s
-        self.idle_poll_s = idle_poll_s
-        self.standby_poll_s = standby_poll_s if standby_poll_s is not None else lease_ttl_s / 4
+        super().__init__(
+            store,
+            projection,
+            options or RunnerOptions(),
+            source=source,
+            checkpoint_name=checkpoint_name,
+            targets=targets,
+            group=group,
+        )
         self.watcher = watcher
-        self.source: EventSource = source if source is not None else StoreSource(store)
-        self.targets = dict(targets or {})
-        self.on_batch = on_batch
-        self.step_hook = step_hook
-        self.group = group or CommitGroup()
-        """Commits this runner's batches, with those of the daemon's other runners."""
-        self.checkpoints = Checkpoints(self.db)
         self.leases = Leases(self.db)
-        self.dead_letters = DeadLetters(self.db)
-        self.state = RunnerState.IDLE
-        self.position = 0
-        self.head = 0
-        self.events_applied = 0
-        self.blocked_at: int | None = None
         self._lease: HeldLease | None = None
         self._session: AsyncClientSession | None = None
         """The session of this runner's batch transactions (recorded in its lease)."""
-        self._fence = 0
-        self._open_dead: set[int] = set()
         self._wake = asyncio.Event()
-        self._advanced = asyncio.Event()
-        self.metrics = RunnerMetrics(self.name)
-        self._event_types = list(projection.event_types)
         if watcher is not None:
             watcher.subscribe(self._event_types, self._wake)
-        if isinstance(self.source, SharedSource):
-            self.source.register(self._event_types)
 
-    # ---- setup ------------------------------------------------------------------
-
-    async def init(self) -> None:
-        """Create the read-model collections (with their indexes) and dead-letter indexes."""
-        await self.dead_letters.init()
-        for name, indexes in self.projection.collections.items():
-            target = self.targets.get(name, name)
-            if not await collection_exists(self.db, target):
-                with contextlib.suppress(PyMongoError):  # created meanwhile elsewhere
-                    await self.db.create_collection(target)
-            if indexes:
-                await self.db[target].create_indexes(list(indexes))
-
-    def _step(self, point: str) -> None:
-        if self.step_hook is not None:
-            self.step_hook(point)
-
-    # ---- the loop ---------------------------------------------------------------
+    def _holds_lease(self) -> bool:
+        return self._lease is not None and self._lease.valid
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set: take the lease (or stand by), catch up, go live.
@@ -200,11 +91,11 @@ class ProjectionRunner:
                     lease = await self._acquire()
                 except PyMongoError as exc:
                     log.warning("projection %s: cannot reach the lease (%s)", self.name, exc)
-                    await self._pause(stop, self.standby_poll_s)
+                    await self._pause(stop, self.options.standby_poll)
                     continue
                 if lease is None:
                     self.state = RunnerState.STANDBY
-                    await self._pause(stop, self.standby_poll_s)
+                    await self._pause(stop, self.options.standby_poll)
                     continue
                 try:
                     await self._serve(lease, stop)
@@ -212,7 +103,7 @@ class ProjectionRunner:
                     log.warning("projection %s: %s; standing by", self.name, exc)
                 except PyMongoError as exc:
                     log.warning("projection %s: database error (%s); retrying", self.name, exc)
-                    await self._pause(stop, min(1.0, self.standby_poll_s))
+                    await self._pause(stop, min(1.0, self.options.standby_poll))
                 finally:
                     await self._drop_lease(release=stop.is_set())
         finally:
@@ -228,7 +119,7 @@ class ProjectionRunner:
             await asyncio.wait_for(stop.wait(), seconds)
 
     async def _acquire(self) -> HeldLease | None:
-        if self._lease is not None and self._lease.valid:
+        if self._lease is not None and self._holds_lease():
             return self._lease
         checkpoint = await self.checkpoints.get(self.name)
         floor = checkpoint.fence if checkpoint else 0
@@ -239,13 +130,13 @@ class ProjectionRunner:
         version = await self.leases.acquire(
             self.name,
             self.owner,
-            self.lease_ttl_s,
+            self.options.lease_ttl_s,
             min_version=floor,
             session_id=self._session.session_id,
         )
         if version is None:
             return None
-        lease = HeldLease(self.leases, self.name, self.owner, version, self.lease_ttl_s)
+        lease = HeldLease(self.leases, self.name, self.owner, version, self.options.lease_ttl_s)
         lease.on_lost = self._wake.set
         lease.start()
         self._lease = lease
@@ -270,12 +161,10 @@ class ProjectionRunner:
         if checkpoint.pending_swap:
             await finish_swap(self.db, self.name, fence)
             checkpoint = await self.checkpoints.raise_fence(self.name, fence)
-        self.position = checkpoint.position
         # A STOP block is not kept across a restart or takeover: the new holder tries the
         # blocking event again (its dead letter is open), and either applies it, removing
         # the dead letter in the batch's transaction, or blocks there again.
-        self.blocked_at = None
-        self._open_dead = await self.dead_letters.open_sequences(self.name, self.position)
+        await self._resume_at(checkpoint.position, None)
         if checkpoint.blocked_at is not None:
             log.info(
                 "projection %s: retrying the event %d it was blocked at",
@@ -307,13 +196,13 @@ class ProjectionRunner:
             else:
                 try:
                     more = await self.step()
-                except _Moved:
+                except CheckpointMoved:
                     continue
                 if more:
                     continue
                 self.state = RunnerState.LIVE if self.blocked_at is None else RunnerState.BLOCKED
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.idle_poll_s)
+                await asyncio.wait_for(self._wake.wait(), self.options.idle_poll_s)
 
     async def _check_unblocked(self) -> None:
         checkpoint = await self.checkpoints.get(self.name)
@@ -321,231 +210,12 @@ class ProjectionRunner:
             raise LeaseLost(f"the checkpoint of {self.name} was fenced by another runner")
         if checkpoint.position != self.position or checkpoint.blocked_at is None:
             log.info("projection %s: unblocked at position %d", self.name, checkpoint.position)
-            self.position = checkpoint.position
-            self.blocked_at = None
-            self._open_dead = await self.dead_letters.open_sequences(self.name, self.position)
-
-    # ---- one batch --------------------------------------------------------------
-
-    async def step(self) -> bool:
-        """Read and apply one batch. True when more events are waiting right now."""
-        with self.group.stepping(self):
-            return await self._step_batch()
-
-    async def _step_batch(self) -> bool:
-        started = time.perf_counter()
-        behind = self.head - self.position > self.batch_size
-        limit = self.catch_up_batch_size if behind else self.batch_size
-        window = await self.source.read(self.position, limit, self._event_types)
-        head, events, target = window.head, window.events, window.complete
-        self.head = max(self.head, head)
-        if target <= self.position:
-            self.metrics.lag(max(0, head - self.position), 0.0)
-            return False
-        self._step("read")
-        live = self.state == RunnerState.LIVE
-        if not live:
-            self.state = RunnerState.CATCHING_UP
-        batch = await self._prepare(events, target)
-        try:
-            operations = await self._commit(batch)
-        except BulkWriteError as exc:
-            log.warning(
-                "projection %s: a write of the batch after %d failed (%s); applying its "
-                "events one at a time to find it",
-                self.name,
-                self.position,
-                exc,
-            )
-            operations = await self._apply_singly(events, target)
-        duration = time.perf_counter() - started
-        await self._after_commit(batch, operations, head, duration, live)
-        return target < head and self.blocked_at is None
-
-    async def _prepare(self, events: list[RecordedEvent], target: int) -> _Batch:
-        batch = _Batch(events=[], target=target)
-        for event in events:
-            try:
-                writes = await self._handle(event)
-            except _HandlerFailed as failed:
-                batch.failures.append(failed.failure)
-                if self.projection.policy == FailurePolicy.STOP:
-                    batch.target = event.sequence - 1
-                    batch.blocked_at = event.sequence
-                    break
-                batch.events.append(event)
-                continue
-            batch.plan.extend(writes)
-            batch.events.append(event)
-            if event.sequence in self._open_dead:
-                batch.resolved.append(event.sequence)
-        return batch
-
-    async def _handle(self, event: RecordedEvent) -> list[Any]:
-        projection = self.projection
-        pause = projection.retry_backoff_s
-        attempts = max(1, projection.max_attempts)
-        for attempt in range(1, attempts + 1):
-            try:
-                return await projection.apply(event)
-            except Exception as exc:
-                if attempt == attempts:
-                    log.error(
-                        "projection %s: handler failed %d times on %s #%d (%s)",
-                        self.name,
-                        attempt,
-                        event.event_type,
-                        event.sequence,
-                        exc,
-                    )
-                    raise _HandlerFailed(Failure(event, exc, attempt)) from exc
-                log.warning(
-                    "projection %s: handler failed on #%d (attempt %d/%d): %s",
-                    self.name,
-                    event.sequence,
-                    attempt,
-                    attempts,
-                    exc,
-                )
-                await asyncio.sleep(pause)
-                pause *= 2
-        raise AssertionError("unreachable")
+            await self._resume_at(checkpoint.position, None)
 
     def session(self) -> AsyncClientSession:
-        """The session of this runner's transactions, which its lease records."""
         if self._session is None:
             raise LeaseLost(f"the lease of {self.name} was lost before commit")
         return self._session
-
-    async def _commit(self, batch: _Batch) -> int:
-        """The batch's transaction (shared with other projections of the daemon when they
-        have a batch ready too). Returns the number of write operations sent."""
-        lease = self._lease
-        if lease is None or not lease.valid:
-            raise LeaseLost(f"the lease of {self.name} was lost before commit")
-        expected = self.position
-
-        advance = self.checkpoints.advance(
-            self.name,
-            fence=self._fence,
-            expected=expected,
-            position=batch.target,
-            blocked_at=batch.blocked_at,
-            stats=self._stats(len(batch.events)),
-        )
-
-        async def write(session: AsyncClientSession) -> int:
-            """What the batch writes after its checkpoint moved (by the group)."""
-            self._step("checkpoint")
-            sent = await execute(session, self.db, batch.plan, self.targets)
-            self._step("writes")
-            for failure in batch.failures:
-                await self.dead_letters.record(
-                    failure, self.name, str(self.projection.policy), session
-                )
-            await self.dead_letters.resolve(self.name, batch.resolved, session)
-            self._step("before_commit")
-            return sent
-
-        try:
-            sent = await self.group.commit(self, advance, write)
-        except CheckpointConflict:
-            await self._reload_after_conflict()
-            raise
-        self._step("committed")
-        self.position = batch.target
-        self.blocked_at = batch.blocked_at
-        self._open_dead.difference_update(batch.resolved)
-        self._open_dead.update(f.event.sequence for f in batch.failures)
-        return sent
-
-    async def _reload_after_conflict(self) -> None:
-        """After a failed compare-and-set: go on from the new position if still fenced in."""
-        checkpoint = await self.checkpoints.get(self.name)
-        if checkpoint is not None and checkpoint.fence == self._fence:
-            log.info(
-                "projection %s: checkpoint moved from %d to %d by someone else; going on",
-                self.name,
-                self.position,
-                checkpoint.position,
-            )
-            self.position = checkpoint.position
-            self.blocked_at = checkpoint.blocked_at
-            self._open_dead = await self.dead_letters.open_sequences(self.name, self.position)
-            raise _Moved
-
-    async def _apply_singly(self, events: list[RecordedEvent], target: int) -> int:
-        """Apply a batch whose bulk write failed one event at a time, isolating the culprit."""
-        sent = 0
-        for index, event in enumerate(events):
-            last = index == len(events) - 1
-            event_target = target if last else event.sequence
-            attempts = max(1, self.projection.max_attempts)
-            pause = self.projection.retry_backoff_s
-            for attempt in range(1, attempts + 1):
-                batch = await self._prepare([event], event_target)
-                try:
-                    sent += await self._commit(batch)
-                    break
-                except BulkWriteError as exc:
-                    if attempt < attempts:
-                        await asyncio.sleep(pause)
-                        pause *= 2
-                        continue
-                    failed = _Batch(events=[event], target=event_target)
-                    failed.failures.append(Failure(event, exc, attempt))
-                    if self.projection.policy == FailurePolicy.STOP:
-                        failed.target, failed.blocked_at = event.sequence - 1, event.sequence
-                    await self._commit(failed)
-            if self.blocked_at is not None:
-                break
-        return sent
-
-    async def _after_commit(
-        self, batch: _Batch, operations: int, head: int, duration: float, live: bool
-    ) -> None:
-        now = time.time()
-        self.events_applied += len(batch.events)
-        self.metrics.batch(batch.events, duration, live=live, now=now)
-        if batch.failures or batch.resolved:
-            await self._count_dead_letters()
-        lag = max(0, head - self.position)
-        oldest = batch.events[-1].timestamp.timestamp() if batch.events and lag else now
-        self.metrics.lag(lag, max(0.0, now - oldest) if lag else 0.0)
-        advanced, self._advanced = self._advanced, asyncio.Event()
-        advanced.set()
-        if self.on_batch is not None:
-            self.on_batch(
-                BatchReport(
-                    projection=self.name,
-                    events=batch.events,
-                    position=self.position,
-                    head=head,
-                    duration_s=duration,
-                    committed_at=now,
-                    operations=operations,
-                    dead_letters=len(batch.failures),
-                )
-            )
-
-    async def _count_dead_letters(self) -> None:
-        try:
-            count = await self.dead_letters.count(self.name)
-        except PyMongoError:
-            return
-        self.metrics.dead_letters(count)
-
-    def _stats(self, count: int) -> dict[str, Any]:
-        return {
-            "eventsPerSecond": round(self.events_per_second, 1),
-            "lastBatchSize": count,
-            "owner": self.owner,
-            "at": utc_now(),
-        }
-
-    @property
-    def events_per_second(self) -> float:
-        return self.metrics.events_per_second
 
     # ---- for callers --------------------------------------------------------------
 
@@ -591,7 +261,7 @@ class ProjectionRunner:
                     )
                 try:
                     more = await self.step()
-                except _Moved:
+                except CheckpointMoved:
                     continue
                 if progress is not None:
                     result = progress(self.position, self.head)

@@ -1,6 +1,6 @@
-"""One change stream on `events` per process, used only to wake the runners up.
+"""One change stream on the store's appends per process, used only to wake the runners up.
 
-The stream filters on the server (`$match` on inserts of the handled event types) and
+The stream (EventStore.watch) filters on the server, on the handled event types, and
 carries no event data: a runner that wakes up reads by sequence after its checkpoint, so
 what the stream delivers (or drops) never decides what is applied. That is why a lost
 resume token (history gone from the oplog) only costs a catch-up read: the watcher logs
@@ -14,25 +14,26 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.errors import PyMongoError
 
 from esmongo.codec import Document
+from esmongo.store import EventStore
 
 log = logging.getLogger(__name__)
 
 
 class EventWatcher:
-    """Watches inserts into the events collection and sets the subscribers' events."""
+    """Watches the store's appends and sets the subscribers' events."""
 
     def __init__(
         self,
-        events: AsyncCollection[Document],
+        store: EventStore,
         *,
         max_await_ms: int = 1000,
         retry_pause_s: float = 0.5,
     ) -> None:
-        self.events = events
+        self.store = store
         self.max_await_ms = max_await_ms
         self.retry_pause_s = retry_pause_s
         self._subscribers: list[tuple[frozenset[str], asyncio.Event]] = []
@@ -55,23 +56,12 @@ class EventWatcher:
         for _types, wake in self._subscribers:
             wake.set()
 
-    def _pipeline(self) -> list[Document]:
-        return [
-            {
-                "$match": {
-                    "operationType": "insert",
-                    "fullDocument.eventType": {"$in": sorted(self._types)},
-                }
-            },
-            {"$project": {"fullDocument.eventType": 1, "fullDocument.sequence": 1}},
-        ]
-
-    async def _open(self) -> Any:
+    async def _open(self) -> AsyncChangeStream[Document]:
         token = self.resume_token
         if token is not None:
             try:
-                return await self.events.watch(
-                    self._pipeline(), resume_after=token, max_await_time_ms=self.max_await_ms
+                return await self.store.watch(
+                    self._types, resume_after=token, max_await_ms=self.max_await_ms
                 )
             except PyMongoError as exc:
                 self.tokens_lost += 1
@@ -82,7 +72,7 @@ class EventWatcher:
                     "sequence, so nothing is missed.",
                     exc,
                 )
-        return await self.events.watch(self._pipeline(), max_await_time_ms=self.max_await_ms)
+        return await self.store.watch(self._types, max_await_ms=self.max_await_ms)
 
     async def run(self) -> None:
         """Watch until cancelled, reopening the stream after errors."""
@@ -104,7 +94,7 @@ class EventWatcher:
                 log.warning("change stream interrupted (%s); resuming", exc)
                 await asyncio.sleep(self.retry_pause_s)
 
-    async def _consume(self, stream: Any) -> None:
+    async def _consume(self, stream: AsyncChangeStream[Document]) -> None:
         while True:
             change = await stream.try_next()
             if stream.resume_token is not None:

@@ -26,8 +26,8 @@ from pymongo import AsyncMongoClient
 
 from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.projections.daemon import ProjectionDaemon
+from esmongo.projections.options import RunnerOptions, StepHook
 from esmongo.projections.projection import Projection
-from esmongo.projections.runner import StepHook
 from esmongo.store import EventStore
 
 
@@ -93,9 +93,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
     client: AsyncMongoClient[Document] = AsyncMongoClient(args.uri)
     try:
         store = EventStore(client.get_database(args.db, codec_options=CODEC_OPTIONS))
-        daemon = ProjectionDaemon(
-            store,
-            projections,
+        options = RunnerOptions(
             owner=args.owner,
             batch_size=args.batch_size,
             catch_up_batch_size=args.catch_up_batch_size,
@@ -104,6 +102,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
             standby_poll_s=args.standby_poll,
             step_hook=chaos(args.kill_probability) if args.kill_probability > 0 else None,
         )
+        daemon = ProjectionDaemon(store, projections, options)
         print(f"worker {daemon.owner} running {[p.name for p in projections]}", flush=True)
         await daemon.run(stop)
     finally:

@@ -6,11 +6,12 @@ upcasts what it returns; nothing is ever loaded whole (cursors, in batches).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING
+from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.collection import AsyncCollection
 
 from esmongo.codec import Document
@@ -43,6 +44,34 @@ class EventReads:
         """The highest committed sequence number (0 on an empty store)."""
         doc = await self.counters.find_one({"_id": SEQUENCE_COUNTER})
         return int(doc["value"]) if doc else 0
+
+    async def watch(
+        self,
+        event_types: Iterable[str],
+        *,
+        resume_after: Mapping[str, Any] | None = None,
+        max_await_ms: int = 1000,
+    ) -> AsyncChangeStream[Document]:
+        """A change stream of the appends of these event types, to wake readers up.
+
+        Each change carries only `fullDocument.eventType` and `fullDocument.sequence`: a
+        reader woken by it reads by sequence (read_all), which is what it can trust, so the
+        stream needs no event data. Filtered on the server. The active collection only:
+        archiving moves old events, it appends none. `resume_after` is the `resume_token`
+        of an earlier stream; the server refuses it when that history has left the oplog.
+        """
+        pipeline: list[Document] = [
+            {
+                "$match": {
+                    "operationType": "insert",
+                    "fullDocument.eventType": {"$in": sorted(set(event_types))},
+                }
+            },
+            {"$project": {"fullDocument.eventType": 1, "fullDocument.sequence": 1}},
+        ]
+        return await self.events.watch(
+            pipeline, resume_after=resume_after, max_await_time_ms=max_await_ms
+        )
 
     def query_events(
         self,
