@@ -20,7 +20,7 @@ from esmongo.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from esmongo.api.context import Services
 from esmongo.api.idempotency import IdempotencyKeys
 from esmongo.api.metadata import CORRELATION_HEADER, correlation_id
-from esmongo.bank import Bank, bank_projections
+from esmongo.bank import Bank
 from esmongo.connect.connection import Connection, Settings
 from esmongo.ops.schema_check import unreachable_versions
 from esmongo.projections import ProjectionDaemon
@@ -38,9 +38,7 @@ async def build_services(db: AsyncDatabase[dict[str, Any]]) -> Services:
     await keys.init()
     idempotency = IdempotencyKeys(db)
     await idempotency.init()
-    return Services(
-        bank=bank, keys=keys, idempotency=idempotency, projection_defs=bank_projections()
-    )
+    return Services(bank=bank, keys=keys, idempotency=idempotency, projection_defs=bank.projections)
 
 
 async def run_projection_daemon(svc: Services) -> Callable[[], Awaitable[None]]:
@@ -101,7 +99,7 @@ def create_app(
             if background is not None:
                 stop = await background(svc)
                 stack.push_async_callback(stop)
-            stack.push_async_callback(svc.bank.accounts.drain)
+            stack.push_async_callback(svc.bank.close)
             yield
 
     app = FastAPI(

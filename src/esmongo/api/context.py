@@ -14,7 +14,6 @@ from esmongo.api.errors import ApiError
 from esmongo.api.idempotency import IdempotencyKeys
 from esmongo.bank import Bank
 from esmongo.projections import Projection, ProjectionDaemon
-from esmongo.projections.checkpoints import Checkpoints
 
 
 @dataclass
@@ -28,19 +27,7 @@ class Services:
     """The projections this service knows (status, rebuilds, dead-letter retries)."""
     rebuilds: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     consistency_timeout_s: float = 5.0
-
-    async def wait_for_projection(self, name: str, sequence: int) -> None:
-        """Return once projection `name` has applied every event up to `sequence`."""
-        checkpoints = Checkpoints(self.bank.db)
-        try:
-            await checkpoints.wait_until(name, sequence, self.consistency_timeout_s)
-        except TimeoutError:
-            raise ApiError(
-                503,
-                "projection_lagging",
-                f"projection {name} did not reach sequence {sequence} within "
-                f"{self.consistency_timeout_s:.0f}s; retry later",
-            ) from None
+    """How long `consistent=true` reads wait for the read model."""
 
 
 def services(request: Request) -> Services:
@@ -82,15 +69,10 @@ def require(*roles: Role) -> Any:
     return Depends(check)
 
 
-async def account_owner(svc: Services, account_id: str) -> str:
-    """The owner id from the account's first event; 404 when there is no such account."""
-    async for event in svc.bank.store.read_stream("account", account_id, 1, 1):
-        return str(event.data["ownerId"])
-    raise ApiError(404, "account_not_found", f"account {account_id} not found")
-
-
 async def check_access(svc: Services, who: Principal, account_id: str) -> None:
     """Customers only reach their own accounts; unknown accounts are 404 for everyone."""
-    owner = await account_owner(svc, account_id)
+    owner = await svc.bank.queries.owner(account_id)
+    if owner is None:
+        raise ApiError(404, "account_not_found", f"account {account_id} not found")
     if not who.sees_all_accounts() and owner != who.user_id:
         raise ApiError(403, "forbidden", f"account {account_id} belongs to another customer")

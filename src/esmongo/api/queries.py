@@ -10,13 +10,13 @@ from esmongo.api.context import ServicesDep, check_access, require
 from esmongo.api.errors import ApiError
 from esmongo.api.models import ERRORS, EventOut, EventsOut, HistoryOut, Page, plain
 from esmongo.api.params import decimal_param, utc_param
+from esmongo.bank import ReadModelLagging
 
 router = APIRouter(tags=["queries"], responses=ERRORS)
 
 AccountId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 READERS = (Role.ADMIN, Role.TELLER, Role.AUDITOR, Role.CUSTOMER)
 STAFF_READERS = (Role.ADMIN, Role.TELLER, Role.AUDITOR)
-ACCOUNTS_PROJECTION = "accounts_read"
 
 
 @router.get("/accounts/{account_id}", response_model=dict[str, Any])
@@ -31,8 +31,11 @@ async def get_account(
     """The account's read model (eventually consistent, or `consistent=true`)."""
     await check_access(svc, who, account_id)
     if consistent:
-        await svc.wait_for_projection(ACCOUNTS_PROJECTION, await svc.bank.store.head_sequence())
-    doc = await svc.bank.db["accounts_read"].find_one({"accountId": account_id})
+        try:
+            await svc.bank.queries.wait_until_current(svc.consistency_timeout_s)
+        except ReadModelLagging as exc:
+            raise ApiError(503, "projection_lagging", str(exc)) from None
+    doc = await svc.bank.queries.account(account_id)
     if doc is None:
         raise ApiError(
             404,
@@ -57,30 +60,19 @@ async def list_accounts(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page:
     """Accounts from the read model, by owner, status and balance range, by account id."""
-    query: dict[str, Any] = {}
     if not who.sees_all_accounts():
         if owner not in (None, who.user_id):
             raise ApiError(403, "forbidden", "customers only list their own accounts")
         owner = who.user_id
-    if owner is not None:
-        query["owner.userId"] = owner
-    if status is not None:
-        query["status"] = status
-    low, high = decimal_param(min_balance, "min_balance"), decimal_param(max_balance, "max_balance")
-    balance: dict[str, Any] = {}
-    if low is not None:
-        balance["$gte"] = low
-    if high is not None:
-        balance["$lte"] = high
-    if balance:
-        query["balance"] = balance
-    if after is not None:
-        query["accountId"] = {"$gt": after}
-    cursor = svc.bank.db["accounts_read"].find(query, sort=[("accountId", 1)], limit=limit + 1)
-    docs = [plain(doc) async for doc in cursor]
-    more = len(docs) > limit
-    docs = docs[:limit]
-    return Page(items=docs, nextAfter=docs[-1]["accountId"] if more else None)
+    page = await svc.bank.queries.accounts_page(
+        owner=owner,
+        status=status,
+        min_balance=decimal_param(min_balance, "min_balance"),
+        max_balance=decimal_param(max_balance, "max_balance"),
+        after=after,
+        limit=limit,
+    )
+    return Page(items=[plain(doc) for doc in page.items], nextAfter=page.next_after)
 
 
 @router.get("/accounts/{account_id}/history", response_model=HistoryOut)

@@ -31,6 +31,7 @@ from esmongo.bank.commands import (
     command_target,
 )
 from esmongo.bank.history import BalanceHistory, BalancePoint, balance_history
+from esmongo.bank.queries import AccountPage, AccountQueries, ReadModelLagging
 from esmongo.bank.read_models import (
     AccountsReadModel,
     AnalyticsHourlyReadModel,
@@ -48,6 +49,8 @@ __all__ = [
     "AccountError",
     "AccountNotActive",
     "AccountNotClosed",
+    "AccountPage",
+    "AccountQueries",
     "AccountStatus",
     "AccountsReadModel",
     "ActivateAccount",
@@ -68,6 +71,7 @@ __all__ = [
     "InvalidAmount",
     "InvalidCurrency",
     "InvalidTransition",
+    "ReadModelLagging",
     "TransactionIdReused",
     "TransactionsReadModel",
     "TransferFunds",

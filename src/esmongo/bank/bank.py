@@ -1,4 +1,4 @@
-"""Everything the bank needs, wired once: store, schema catalog, snapshots, repository, handler."""
+"""The bank application: the generic application wiring, plus commands, queries, archiving."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo import EventStore, Repository, SchemaRegistry, SnapshotStore
+from esmongo.application import Application
 from esmongo.bank.account import Account, AccountError, AccountStatus
 from esmongo.bank.commands import AccountCommandHandler, Command, CommandResult
+from esmongo.bank.queries import AccountQueries
+from esmongo.bank.read_models import bank_projections
 from esmongo.bank.schemas import ACCOUNT_SCHEMAS
-from esmongo.ops.migration import active_events_collection
-from esmongo.schema import SchemaCatalog
-from esmongo.store import ArchiveReport
-from esmongo.store.unit_of_work import Writes
+from esmongo.store import ArchiveReport, Writes
 
 
 class AccountNotClosed(AccountError):
@@ -36,36 +35,28 @@ class ArchiveSummary:
     """Accounts that were not closed (never, for accounts found by their closing event)."""
 
 
-class Bank:
+class Bank(Application):
+    """The accounts application: the generic tools see its store, schemas, the Account
+    repository and the read models (esmongo.application); the API and the bank's own
+    commands add the command handler, the queries and archiving."""
+
     def __init__(
         self, db: AsyncDatabase[dict[str, Any]], *, snapshot_every: int = 50, strict: bool = True
     ) -> None:
-        self.db = db
-        self.registry = SchemaRegistry(strict=strict)
-        self.catalog = SchemaCatalog(db, self.registry)
-        self.snapshots = SnapshotStore(db)
-        self.snapshot_every = snapshot_every
-        self._open_store("events")
+        super().__init__(
+            db,
+            aggregates=[Account],
+            schemas=ACCOUNT_SCHEMAS,
+            projections=bank_projections(),
+            snapshot_every=snapshot_every,
+            strict=strict,
+        )
 
     def _open_store(self, collection: str) -> None:
-        self.store = EventStore(self.db, registry=self.registry, collection=collection)
-        self.accounts = Repository(
-            self.store, Account, snapshots=self.snapshots, snapshot_every=self.snapshot_every
-        )
+        super()._open_store(collection)
+        self.accounts = self.repository(Account)
         self.handler = AccountCommandHandler(self.accounts)
-
-    async def init(self) -> Bank:
-        """The active events collection (a migration may have switched it), indexes,
-        counter and the account event schemas. Idempotent."""
-        active = await active_events_collection(self.db)
-        if active != self.store.collection_name:
-            self._open_store(active)
-        await self.store.init()
-        await self.snapshots.init()
-        await self.catalog.init()
-        await self.catalog.register_all(ACCOUNT_SCHEMAS)
-        await self.catalog.load()
-        return self
+        self.queries = AccountQueries(self.store, self.db)
 
     async def handle(
         self,

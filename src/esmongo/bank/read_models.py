@@ -20,6 +20,8 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from esmongo import Projection, RecordedEvent
 from esmongo.projections import FailurePolicy, Insert, Update, handles
 
+ACCOUNTS_READ = "accounts_read"
+"""The collection of AccountsReadModel: one document per account."""
 ZERO = Decimal("0.00")
 MOVEMENTS = ("account.credited", "account.debited")
 
@@ -49,7 +51,7 @@ class AccountsReadModel(Projection):
 
     name = "accounts_read"
     collections = {
-        "accounts_read": [
+        ACCOUNTS_READ: [
             IndexModel([("accountId", ASCENDING)], unique=True, name="account_id"),
             IndexModel([("owner.userId", ASCENDING)], name="owner"),
             IndexModel([("status", ASCENDING)], name="status"),
@@ -66,14 +68,14 @@ class AccountsReadModel(Projection):
             **changes.pop("set", {}),
         }
         return Update(
-            "accounts_read", {"accountId": event.aggregate_id}, set=fields, upsert=False, **changes
+            ACCOUNTS_READ, {"accountId": event.aggregate_id}, set=fields, upsert=False, **changes
         )
 
     @handles("account.created")
     def created(self, event: RecordedEvent) -> Update:
         data = event.data
         return Update(
-            "accounts_read",
+            ACCOUNTS_READ,
             {"accountId": event.aggregate_id},
             set={
                 "balance": ZERO,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from esmongo.bank import Bank
-from esmongo.cli.common import app, console, fail, progress_bars, run
+from esmongo.cli.common import app, console, fail, progress_bars, run_bank
 
 
 @app.command()
@@ -54,4 +54,4 @@ def archive(
         if summary.refused:
             raise fail(f"not closed, not archived: {', '.join(summary.refused)}")
 
-    run(one if account is not None else many)
+    run_bank("archive", one if account is not None else many)

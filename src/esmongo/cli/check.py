@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from esmongo.bank import Bank
+from esmongo.application import Application
 from esmongo.cli.common import app, console, err, progress_bars, run
 from esmongo.ops.check import CheckReport, check, repair
 
@@ -43,16 +43,16 @@ def check_command(
     # The service's idempotency records; only their collection's name is imported.
     from esmongo.api.idempotency import COLLECTION as IDEMPOTENCY_KEYS
 
-    async def work(bank: Bank) -> bool:
+    async def work(application: Application) -> bool:
         with progress_bars() as advance:
-            report = await check(bank.db, progress=advance, idempotency=[IDEMPOTENCY_KEYS])
+            report = await check(application.db, progress=advance, idempotency=[IDEMPOTENCY_KEYS])
         _show(report)
         if report.ok or not fix:
             return report.ok
-        for outcome in await repair(bank.db, report):
+        for outcome in await repair(application.db, report):
             _say(outcome.line())
         with progress_bars() as advance:
-            after = await check(bank.db, progress=advance, idempotency=[IDEMPOTENCY_KEYS])
+            after = await check(application.db, progress=advance, idempotency=[IDEMPOTENCY_KEYS])
         _say("after the repair:" if after.findings else "after the repair: healthy")
         _show(after)
         return after.ok

@@ -1,5 +1,7 @@
 """What every command shares: the app, consoles, opening the database, progress bars.
 
+Commands work on the application `ESMONGO_APP=module:factory` names (esmongo.application;
+the bank by default): generic commands through `run`, the bank's own through `run_bank`.
 Exit codes: 0 done, 1 the work failed (the message says why), 2 bad configuration; every
 error is one line on stderr (cli/errors.py).
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -22,11 +25,30 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from esmongo.application import (
+    APP_ENV,
+    DEFAULT_APP,
+    Application,
+    application_of,
+    load_factory,
+)
 from esmongo.bank import Bank
 from esmongo.cli.errors import Cli, err, fail, fail_with
 from esmongo.connect.connection import Connection, Settings, redact
+from esmongo.errors import ConfigurationError
 
-__all__ = ["app", "console", "err", "fail", "group", "progress_bars", "run", "run_async"]
+__all__ = [
+    "app",
+    "console",
+    "err",
+    "fail",
+    "group",
+    "progress_bars",
+    "require_bank",
+    "run",
+    "run_async",
+    "run_bank",
+]
 
 app = Cli(
     help="esmongo: event sourcing on MongoDB.",
@@ -55,26 +77,49 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
         raise fail_with(exc) from None
 
 
-def run(work: Callable[[Bank], Awaitable[T]], *, init: bool = True) -> T:
+def run(work: Callable[[Application], Awaitable[T]], *, init: bool = True) -> T:
     """Open the database (starting the embedded server when needed), run, close.
 
-    `init` creates indexes and registers the schemas first; a restore must not.
+    The application is loaded first, so a wrong `ESMONGO_APP` fails before the database
+    starts. `init` creates indexes and registers the schemas first; a restore must not.
     """
+    try:
+        factory = load_factory()
+    except ConfigurationError as exc:
+        raise fail_with(exc) from None
 
     async def main() -> T:
         settings = Settings.from_env()
         async with Connection(settings) as conn:
             where = "embedded server" if conn.server else "MONGODB_URI"
             err.print(f"[dim]database {settings.database} on {redact(conn.uri)} ({where})[/]")
-            bank = Bank(conn.db)
+            application = application_of(factory, conn.db)
             if init:
-                await bank.init()
+                await application.init()
             try:
-                return await work(bank)
+                return await work(application)
             finally:
-                await bank.accounts.drain()
+                await application.close()
 
     return run_async(main())
+
+
+def require_bank(command: str) -> None:
+    """Refuse a bank command when `ESMONGO_APP` names another application (exit 2)."""
+    named = os.environ.get(APP_ENV) or DEFAULT_APP
+    if named != DEFAULT_APP:
+        raise fail(f"esmongo {command} is the bank's command; {APP_ENV}={named} is not the bank", 2)
+
+
+def run_bank(command: str, work: Callable[[Bank], Awaitable[T]]) -> T:
+    """`run` for the bank's own commands (accounts, the API, the demo)."""
+    require_bank(command)
+
+    async def on_bank(application: Application) -> T:
+        assert isinstance(application, Bank)
+        return await work(application)
+
+    return run(on_bank)
 
 
 @contextlib.contextmanager

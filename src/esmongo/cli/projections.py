@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from esmongo.bank import Bank, bank_projections
+from esmongo.application import Application
 from esmongo.cli.common import console, err, fail, group, progress_bars, run
 from esmongo.projections import (
     DeadLetters,
@@ -24,8 +24,8 @@ projections_app = group("projections", "Run, watch and rebuild the read models."
 dead_letters_app = group("dead-letters", "Events a projection could not apply.")
 
 
-def _pick(names: list[str] | None) -> list[Projection]:
-    known = {p.name: p for p in bank_projections()}
+def _pick(application: Application, names: list[str] | None) -> list[Projection]:
+    known = {p.name: p for p in application.projections}
     unknown = sorted(set(names or ()) - set(known))
     if unknown:
         raise fail(f"unknown projection(s) {', '.join(unknown)} (known: {', '.join(known)})")
@@ -43,10 +43,10 @@ def _split(dead_letter_id: str) -> tuple[str, int]:
 def status() -> None:
     """Checkpoint, lag, lease holder and dead letters of each projection."""
 
-    async def work(bank: Bank) -> None:
-        names = [p.name for p in bank_projections()]
+    async def work(application: Application) -> None:
+        names = [p.name for p in application.projections]
         table = Table("projection", "state", "checkpoint", "head", "lag", "lag s", "owner", "dead")
-        for s in await projection_status(bank.store, names):
+        for s in await projection_status(application.store, names):
             table.add_row(
                 s.name,
                 s.state,
@@ -67,14 +67,14 @@ def run_projections(
     names: Annotated[list[str] | None, typer.Argument(help="Default: every projection.")] = None,
 ) -> None:
     """Keep the read models up to date until stopped (Ctrl-C or SIGTERM)."""
-    chosen = _pick(names)
 
-    async def work(bank: Bank) -> None:
+    async def work(application: Application) -> None:
+        chosen = _pick(application, names)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        daemon = ProjectionDaemon(bank.store, chosen)
+        daemon = ProjectionDaemon(application.store, chosen)
         err.print(f"running {', '.join(p.name for p in chosen)} as {daemon.owner}; Ctrl-C stops")
         await daemon.run(stop)
         err.print("stopped: batches finished, leases released")
@@ -85,12 +85,12 @@ def run_projections(
 @projections_app.command("rebuild")
 def rebuild_cmd(name: Annotated[str, typer.Argument(help="The projection.")]) -> None:
     """Blue/green: build beside the live read model from sequence 0, then swap atomically."""
-    (projection,) = _pick([name])
 
-    async def work(bank: Bank) -> None:
+    async def work(application: Application) -> None:
+        (projection,) = _pick(application, [name])
         with progress_bars() as advance:
             result = await rebuild(
-                bank.store, projection, progress=lambda done, head: advance(name, done, head)
+                application.store, projection, progress=lambda done, head: advance(name, done, head)
             )
         console.print(
             f"{name}: generation {result.generation} swapped in after {result.events} events "
@@ -106,14 +106,14 @@ def replay_cmd(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
 ) -> None:
     """Empty the read model in place and replay every event (development only)."""
-    (projection,) = _pick([name])
-    if not yes:
-        typer.confirm(f"empty {name} and replay it in place? readers see it refill", abort=True)
 
-    async def work(bank: Bank) -> None:
+    async def work(application: Application) -> None:
+        (projection,) = _pick(application, [name])
+        if not yes:
+            typer.confirm(f"empty {name} and replay it in place? readers see it refill", abort=True)
         with progress_bars() as advance:
             position = await replay(
-                bank.store, projection, progress=lambda done, head: advance(name, done, head)
+                application.store, projection, progress=lambda done, head: advance(name, done, head)
             )
         console.print(f"{name}: replayed up to sequence {position}")
 
@@ -128,8 +128,8 @@ def dead_letters_list(
 ) -> None:
     """Dead letters, oldest first."""
 
-    async def work(bank: Bank) -> None:
-        letters = await DeadLetters(bank.db).find(projection, limit=limit)
+    async def work(application: Application) -> None:
+        letters = await DeadLetters(application.db).find(projection, limit=limit)
         table = Table("id", "event", "stream", "attempts", "last failure", "error")
         for d in letters:
             table.add_row(
@@ -155,10 +155,10 @@ def dead_letters_retry(
 ) -> None:
     """Apply the event through its projection again (after a fix); removed on success."""
     name, sequence = _split(dead_letter_id)
-    (projection,) = _pick([name])
 
-    async def work(bank: Bank) -> None:
-        await DeadLetters(bank.db).retry(bank.store, projection, sequence)
+    async def work(application: Application) -> None:
+        (projection,) = _pick(application, [name])
+        await DeadLetters(application.db).retry(application.store, projection, sequence)
         console.print(f"{dead_letter_id}: applied and removed")
 
     run(work)
@@ -171,8 +171,8 @@ def dead_letters_discard(
     """Drop a dead letter without applying its event."""
     name, sequence = _split(dead_letter_id)
 
-    async def work(bank: Bank) -> None:
-        await DeadLetters(bank.db).discard(name, sequence)
+    async def work(application: Application) -> None:
+        await DeadLetters(application.db).discard(name, sequence)
         console.print(f"{dead_letter_id}: discarded")
 
     run(work)

@@ -11,7 +11,7 @@ import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
-from esmongo.bank import ACCOUNT_SCHEMAS, Bank
+from esmongo.application import Application
 from esmongo.cli.common import console, err, fail, group, progress_bars, run
 from esmongo.errors import SchemaError
 from esmongo.ops.migration import Migration, Migrator, active_events_collection, rollback_switch
@@ -54,9 +54,9 @@ def schemas_list(
 ) -> None:
     """The registered schemas, by type and version."""
 
-    async def work(bank: Bank) -> None:
+    async def work(application: Application) -> None:
         table = Table("type", "version", "previous", "deprecated", "projections", "description")
-        for s in await stored_schemas(bank.catalog, event_type):
+        for s in await stored_schemas(application.catalog, event_type):
             table.add_row(
                 s.event_type,
                 s.version,
@@ -77,10 +77,10 @@ def schemas_show(
 ) -> None:
     """The JSON Schema of an event type (one version, or all)."""
 
-    async def work(bank: Bank) -> None:
+    async def work(application: Application) -> None:
         found = [
             s
-            for s in await stored_schemas(bank.catalog, event_type)
+            for s in await stored_schemas(application.catalog, event_type)
             if version is None or s.version == version
         ]
         if not found:
@@ -104,9 +104,9 @@ def schemas_register(
     except (OSError, ValueError, KeyError) as exc:
         raise fail(f"{file}: not a schema document ({exc})") from exc
 
-    async def work(bank: Bank) -> None:
+    async def work(application: Application) -> None:
         try:
-            new = await bank.catalog.register(schema)
+            new = await application.catalog.register(schema)
         except SchemaError as exc:
             raise fail(str(exc)) from exc
         state = "registered" if new else "already registered, unchanged"
@@ -121,8 +121,8 @@ def schemas_deprecate(
 ) -> None:
     """Mark a version deprecated (events of it are still read and upcast)."""
 
-    async def work(bank: Bank) -> None:
-        await bank.catalog.deprecate(event_type, version)
+    async def work(application: Application) -> None:
+        await application.catalog.deprecate(event_type, version)
         console.print(f"{event_type} v{version}: deprecated")
 
     run(work)
@@ -134,8 +134,8 @@ def schemas_sync(
 ) -> None:
     """Write the schemas declared in code to the catalog and report drift (exit 1 on drift)."""
 
-    async def work(bank: Bank) -> None:
-        report = await sync(bank.catalog, ACCOUNT_SCHEMAS, dry_run=dry_run)
+    async def work(application: Application) -> None:
+        report = await sync(application.catalog, application.schemas, dry_run=dry_run)
         verb = "would register" if dry_run else "registered"
         for s in report.added:
             console.print(f"{verb} {s.event_type} v{s.version}")
@@ -153,18 +153,22 @@ def schemas_sync(
 @schemas_app.command("check")
 def schemas_check(
     upcasters: Annotated[
-        str | None, typer.Option(help="module:NAME of the application's Upcasters.")
+        str | None,
+        typer.Option(
+            help="module:NAME of an Upcasters chain to check instead of the application's."
+        ),
     ] = None,
 ) -> None:
     """Every (type, version) in the store must upcast to its latest version (exit 1 if not)."""
+    chain: Upcasters | None = None
+    if upcasters is not None:
+        found = load_object(upcasters)
+        if not isinstance(found, Upcasters):
+            raise fail(f"{upcasters} is not an esmongo.Upcasters")
+        chain = found
 
-    async def work(bank: Bank) -> None:
-        if upcasters is not None:
-            chain = load_object(upcasters)
-            if not isinstance(chain, Upcasters):
-                raise fail(f"{upcasters} is not an esmongo.Upcasters")
-            bank.store.upcasters = chain
-        problems = await unreachable_versions(bank.store)
+    async def work(application: Application) -> None:
+        problems = await unreachable_versions(application.store, upcasters=chain)
         for problem in problems:
             err.print(f"[red]unreachable:[/] {problem}")
         if problems:
@@ -178,8 +182,8 @@ def schemas_check(
 def migrate_dry_run(migrations: MigrationsOption) -> None:
     """What a migration would change, with samples, without writing anything."""
 
-    async def work(bank: Bank) -> None:
-        migrator = Migrator(bank.db, _migrations(migrations), registry=bank.registry)
+    async def work(application: Application) -> None:
+        migrator = Migrator(application.db, _migrations(migrations), registry=application.registry)
         with progress_bars() as advance:
             report = await migrator.dry_run(
                 progress=lambda done, total: advance("scan", done, total)
@@ -203,8 +207,8 @@ def migrate_dry_run(migrations: MigrationsOption) -> None:
 def migrate_run(migrations: MigrationsOption, target: TargetOption) -> None:
     """Copy every event into TARGET, transformed; resumes where an interrupted run stopped."""
 
-    async def work(bank: Bank) -> None:
-        migrator = Migrator(bank.db, _migrations(migrations), registry=bank.registry)
+    async def work(application: Application) -> None:
+        migrator = Migrator(application.db, _migrations(migrations), registry=application.registry)
         with progress_bars() as advance:
             report = await migrator.run(
                 target, progress=lambda done, total: advance(target, done, total)
@@ -226,8 +230,8 @@ def migrate_run(migrations: MigrationsOption, target: TargetOption) -> None:
 def migrate_verify(migrations: MigrationsOption, target: TargetOption) -> None:
     """Compare TARGET with the active collection: counts, order, versions, checksum."""
 
-    async def work(bank: Bank) -> None:
-        migrator = Migrator(bank.db, _migrations(migrations), registry=bank.registry)
+    async def work(application: Application) -> None:
+        migrator = Migrator(application.db, _migrations(migrations), registry=application.registry)
         with progress_bars() as advance:
             report = await migrator.verify(
                 target, progress=lambda done, total: advance("verify", done, total)
@@ -251,8 +255,8 @@ def migrate_switch(
 ) -> None:
     """Make TARGET the active events collection; the old one is sealed and kept for audit."""
 
-    async def work(bank: Bank) -> None:
-        migrator = Migrator(bank.db, _migrations(migrations), registry=bank.registry)
+    async def work(application: Application) -> None:
+        migrator = Migrator(application.db, _migrations(migrations), registry=application.registry)
         report = await migrator.switch(target, tail_only=tail_only)
         console.print(f"switched to {target}: {report}. Restart the processes using the store.")
 
@@ -263,8 +267,8 @@ def migrate_switch(
 def migrate_rollback() -> None:
     """Make the previous events collection active again (only while nothing was appended)."""
 
-    async def work(bank: Bank) -> None:
-        previous = await rollback_switch(bank.db)
+    async def work(application: Application) -> None:
+        previous = await rollback_switch(application.db)
         console.print(f"active events collection: {previous}. Restart the processes.")
 
     run(work)
@@ -274,7 +278,7 @@ def migrate_rollback() -> None:
 def migrate_status() -> None:
     """Which events collection is active."""
 
-    async def work(bank: Bank) -> None:
-        console.print(f"active events collection: {await active_events_collection(bank.db)}")
+    async def work(application: Application) -> None:
+        console.print(f"active events collection: {await active_events_collection(application.db)}")
 
     run(work)

@@ -9,8 +9,18 @@ from typing import Annotated
 
 import typer
 
-from esmongo.bank import Bank
-from esmongo.cli.common import app, console, err, fail, group, progress_bars, run, run_async
+from esmongo.application import Application
+from esmongo.cli.common import (
+    app,
+    console,
+    err,
+    fail,
+    group,
+    progress_bars,
+    require_bank,
+    run,
+    run_async,
+)
 from esmongo.connect.connection import Connection, Settings, redact
 
 keys_app = group("keys", "API keys.")
@@ -64,6 +74,7 @@ def serve(
     from esmongo.api.auth import ensure_dev_admin_key
     from esmongo.api.body_limit import DEFAULT_MAX_BODY_BYTES
 
+    require_bank("serve")
     body_limit = DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes
     sock = listen_socket(host, port)
     port = sock.getsockname()[1]
@@ -100,6 +111,7 @@ def demo(
     """Drive realistic traffic through the HTTP API; print balances, a history and the lag."""
     from esmongo.cli.demo import run_demo
 
+    require_bank("demo")
     outcomes = run_async(run_demo(console, operations))
     if outcomes["read_model_mismatch"]:
         raise fail("the read model does not match the events")
@@ -107,10 +119,11 @@ def demo(
 
 @app.command()
 def init() -> None:
-    """Create collections, indexes, the sequence counter and the account schemas (idempotent)."""
+    """Create collections, indexes, the sequence counter and the application's event schemas
+    (idempotent)."""
 
-    async def work(bank: Bank) -> None:
-        console.print(f"ready: {len(bank.registry)} event schemas registered")
+    async def work(application: Application) -> None:
+        console.print(f"ready: {len(application.registry)} event schemas registered")
 
     run(work)
 
@@ -129,8 +142,8 @@ def keys_create(
     except ValueError:
         raise fail(f"role must be one of {', '.join(r.value for r in Role)}") from None
 
-    async def work(bank: Bank) -> None:
-        keys = ApiKeys(bank.db)
+    async def work(application: Application) -> None:
+        keys = ApiKeys(application.db)
         await keys.init()
         console.print(await keys.create(chosen, user, name))
 
@@ -162,9 +175,9 @@ def backup_cmd(
 
     _check_backup_target(directory)
 
-    async def work(bank: Bank) -> None:
+    async def work(application: Application) -> None:
         with progress_bars() as advance:
-            report = await backup(bank.db, directory, advance, keep=[API_KEYS])
+            report = await backup(application.db, directory, advance, keep=[API_KEYS])
         console.print(
             f"backed up {report.counts.get('events', 0)} events up to sequence "
             f"{report.head_sequence} into {directory} (checksum {report.events_checksum[:16]})"
@@ -194,12 +207,12 @@ def restore_cmd(
     if not directory.is_dir():
         raise fail(f"{directory} is not a directory (give a directory made by esmongo backup)")
 
-    async def work(bank: Bank) -> None:
+    async def work(application: Application) -> None:
         with progress_bars() as advance:
             report = await restore(
-                bank.db, directory, advance, drop_state=drop_state, keep=[API_KEYS]
+                application.db, directory, advance, drop_state=drop_state, keep=[API_KEYS]
             )
-        await bank.init()
+        await application.init()
         err.print("[dim]indexes and schemas checked[/]")
         console.print(
             f"restored {report.counts.get('events', 0)} events up to sequence "

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from esmongo.bank import Bank
+from esmongo.application import Application
 from esmongo.cli.common import console, fail, group, progress_bars, run
 from esmongo.events import RecordedEvent
 
@@ -42,8 +42,8 @@ def events_list(
     """List events in global order, by type, time window and correlation id."""
     start, end = (t.replace(tzinfo=t.tzinfo or UTC) if t else None for t in (since, until))
 
-    async def work(bank: Bank) -> None:
-        events = bank.store.read_all(
+    async def work(application: Application) -> None:
+        events = application.store.read_all(
             after,
             limit,
             event_types=[event_type] if event_type else None,
@@ -75,8 +75,8 @@ def events_tail(
 ) -> None:
     """The newest events; with --follow, new ones as they are committed (Ctrl-C stops)."""
 
-    async def work(bank: Bank) -> None:
-        store = bank.store
+    async def work(application: Application) -> None:
+        store = application.store
         types = [event_type] if event_type else None
         last = max(0, await store.head_sequence() - count)
         while True:
@@ -98,18 +98,27 @@ def events_tail(
 
 @snapshots_app.command("create")
 def snapshots_create(
-    aggregate_type: Annotated[str, typer.Option("--type", help="Aggregate type.")] = "account",
+    aggregate_type: Annotated[
+        str | None,
+        typer.Option("--type", help="Aggregate type [default: the application's only one]."),
+    ] = None,
     min_events: Annotated[
         int, typer.Option(min=1, max=MAX_SEQUENCE, help="Only aggregates with this many.")
     ] = 50,
 ) -> None:
     """Snapshot every aggregate of a type that has at least --min-events events."""
 
-    async def work(bank: Bank) -> None:
-        if aggregate_type != bank.accounts.aggregate_type:
-            raise fail(f"unknown aggregate type {aggregate_type!r} (known: account)")
+    async def work(application: Application) -> None:
+        known = application.repositories
+        chosen = aggregate_type
+        if chosen is None and len(known) == 1:
+            (chosen,) = known
+        if chosen is None:
+            raise fail(f"give --type (known: {', '.join(known) or 'none'})")
+        if chosen not in known:
+            raise fail(f"unknown aggregate type {chosen!r} (known: {', '.join(known) or 'none'})")
         with progress_bars() as advance:
-            written = await bank.accounts.snapshot_all(
+            written = await known[chosen].snapshot_all(
                 min_events, lambda done, total: advance("snapshots", done, total)
             )
         console.print(f"{written} snapshot(s) written")

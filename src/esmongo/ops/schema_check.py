@@ -120,10 +120,14 @@ def check_versions(
     return problems
 
 
-async def unreachable_versions(store: EventStore) -> list[UnreachableVersion]:
-    """Stored (type, version, count) that the store's upcasters do not bring to the latest
-    version registered in its schema registry. Empty when every event reads as latest."""
-    return check_versions(await stored_versions(store), store.registry, store.upcasters)
+async def unreachable_versions(
+    store: EventStore, *, upcasters: Upcasters | None = None
+) -> list[UnreachableVersion]:
+    """Stored (type, version, count) that the upcasters (the store's, unless given) do not
+    bring to the latest version registered in its schema registry. Empty when every event
+    reads as latest. Giving `upcasters` checks a chain before the store is built with it."""
+    chain = store.upcasters if upcasters is None else upcasters
+    return check_versions(await stored_versions(store), store.registry, chain)
 
 
 # ---- the catalog declared in code vs `event_schemas` --------------------------------
