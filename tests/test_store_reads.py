@@ -52,6 +52,20 @@ async def test_watch_tells_of_appends_of_the_watched_types_only(store: EventStor
     assert change is not None and change["fullDocument"]["sequence"] == 4
 
 
+async def test_watch_without_types_tells_of_every_append(store: EventStore) -> None:
+    """`esmongo events tail -f` follows every type through it."""
+    stream = await store.watch(max_await_ms=100)
+    async with stream:
+        await store.append("t", "a", [NewEvent("t.other", {}), NewEvent("t.happened", {})])
+        changes: list[Document] = []
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(changes) < 2 and asyncio.get_running_loop().time() < deadline:
+            change = await stream.try_next()
+            if change is not None:
+                changes.append(change)
+    assert [c["fullDocument"]["eventType"] for c in changes] == ["t.other", "t.happened"]
+
+
 async def test_decimal_money_round_trips_as_decimal128(
     store: EventStore, db: AsyncDatabase[Document]
 ) -> None:

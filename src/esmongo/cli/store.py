@@ -86,9 +86,7 @@ def events_tail(
             if not follow:
                 return
             # Woken by the change stream, read by sequence: nothing is missed in between.
-            async with await store.events.watch(
-                [{"$match": {"operationType": "insert"}}], max_await_time_ms=1000
-            ) as stream:
+            async with await store.watch(types) as stream:
                 if await store.head_sequence() <= last:
                     await stream.try_next()
 

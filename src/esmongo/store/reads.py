@@ -47,12 +47,13 @@ class EventReads:
 
     async def watch(
         self,
-        event_types: Iterable[str],
+        event_types: Iterable[str] | None = None,
         *,
         resume_after: Mapping[str, Any] | None = None,
         max_await_ms: int = 1000,
     ) -> AsyncChangeStream[Document]:
-        """A change stream of the appends of these event types, to wake readers up.
+        """A change stream of the appends of these event types (None: every type), to wake
+        readers up.
 
         Each change carries only `fullDocument.eventType` and `fullDocument.sequence`: a
         reader woken by it reads by sequence (read_all), which is what it can trust, so the
@@ -60,13 +61,11 @@ class EventReads:
         archiving moves old events, it appends none. `resume_after` is the `resume_token`
         of an earlier stream; the server refuses it when that history has left the oplog.
         """
+        match: Document = {"operationType": "insert"}
+        if event_types is not None:
+            match["fullDocument.eventType"] = {"$in": sorted(set(event_types))}
         pipeline: list[Document] = [
-            {
-                "$match": {
-                    "operationType": "insert",
-                    "fullDocument.eventType": {"$in": sorted(set(event_types))},
-                }
-            },
+            {"$match": match},
             {"$project": {"fullDocument.eventType": 1, "fullDocument.sequence": 1}},
         ]
         return await self.events.watch(
