@@ -27,6 +27,7 @@ from esmongo.projections import Projection
 from esmongo.schema.catalog import SchemaCatalog
 from esmongo.schema.registry import EventSchema, SchemaRegistry, Upcasters
 from esmongo.store import EventStore
+from esmongo.store.collections import DEFAULT_EVENTS
 
 __all__ = [
     "APP_ENV",
@@ -75,7 +76,7 @@ class Application:
         self.aggregates = list(aggregates)
         self.snapshot_every = snapshot_every
         self.repositories: dict[str, Repository[Any]] = {}
-        self._open_store("events")
+        self._open_store(DEFAULT_EVENTS)
 
     def _open_store(self, collection: str) -> None:
         """The store on `collection`, and repositories over it (subclasses add theirs)."""
