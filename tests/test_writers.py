@@ -8,6 +8,7 @@ and kill its sessions instead of waiting.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -35,10 +36,11 @@ def placed(n: int) -> list[NewEvent]:
     return [NewEvent("order.placed", {"n": n})]
 
 
-async def hold_the_counter_and_die(uri: str, db_name: str) -> None:
-    """Run a writer process until its append's transaction holds the counter; kill -9 it."""
+async def hold_the_counter_and_die(uri: str, db_name: str, mode: str = "append") -> None:
+    """Run a writer process until its append's (or archive's) transaction holds the
+    counter; kill -9 it."""
     child = await asyncio.create_subprocess_exec(
-        sys.executable, str(CHILD), uri, db_name, stdout=asyncio.subprocess.PIPE
+        sys.executable, str(CHILD), uri, db_name, mode, stdout=asyncio.subprocess.PIPE
     )
     assert child.stdout is not None
     try:
@@ -69,6 +71,28 @@ async def test_a_writer_killed_inside_an_append_does_not_stall_the_next(
     # The dead append left nothing: the sequence goes on from where it was, gap-free.
     assert recorded[0].sequence == 1 and await store.head_sequence() == 1
     assert [e.aggregate_id async for e in store.read_all()] == ["o1"]
+
+
+async def test_an_archiver_killed_inside_its_transaction_does_not_stall_appends(
+    server_uri: str, db: AsyncDatabase[Document]
+) -> None:
+    """An archive holds the counter as an append does: its session is a writer's too."""
+    store = EventStore(db, liveness=FAST)
+    await store.init()
+    await store.append("order", "closed", placed(0))
+    await hold_the_counter_and_die(server_uri, db.name, "archive")
+    corpse = await db["esmongo_writers"].find_one({"pid": {"$ne": os.getpid()}})
+    assert corpse is not None and corpse["sessions"]  # the archiver registered its session
+
+    started = time.monotonic()
+    recorded = await asyncio.wait_for(store.append("order", "o1", placed(1)), LIFETIME_S / 4)
+    took = time.monotonic() - started
+
+    assert took < 10, f"the append waited {took:.1f} s for the dead archiver"
+    assert store.writers.killed >= 1
+    assert recorded[0].sequence == 2  # the dead archive moved nothing and took no number
+    assert await store.archived("order", "closed") is None
+    assert [e.aggregate_id async for e in store.read_all()] == ["closed", "o1"]
 
 
 async def test_a_new_store_sweeps_dead_writers_at_init(

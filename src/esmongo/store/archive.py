@@ -44,6 +44,7 @@ from esmongo.store.collections import (
 )
 from esmongo.store.fence import refuse_unless_writable
 from esmongo.store.transactions import DURABLE, bump_counter, run_in_transaction
+from esmongo.store.writers import Writers
 
 ARCHIVES_FIELD = "archives"
 """On the sequence counter document: how many archives committed (each one's `number`)."""
@@ -99,9 +100,13 @@ class Archive:
         db: AsyncDatabase[Document],
         events: AsyncCollection[Document],
         counters: AsyncCollection[Document],
+        writers: Writers | None = None,
     ) -> None:
         self.db = db
         self.client = db.client
+        self.writers = writers
+        """An archive holds the counter like an append: its session is registered as a
+        writer's, so that a successor can kill it if this process dies mid-archive."""
         self.active = events
         self.counters = counters
         self.events: AsyncCollection[Document] = db.get_collection(ARCHIVE, write_concern=DURABLE)
@@ -181,7 +186,13 @@ class Archive:
         async def move(session: AsyncClientSession) -> tuple[Document, bool]:
             return await self._move(session, stream, expected_version)
 
-        doc, already = await run_in_transaction(self.client, move)
+        writers = self.writers
+        doc, already = await run_in_transaction(
+            self.client,
+            move,
+            session=writers.session if writers else None,
+            on_conflict=writers.conflicted if writers else None,
+        )
         return ArchiveReport.of(doc, already=already, elapsed_s=time.perf_counter() - started)
 
     async def _move(

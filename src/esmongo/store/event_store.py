@@ -35,6 +35,7 @@ from esmongo.schema.registry import SchemaRegistry, Upcasters
 from esmongo.store import fence
 from esmongo.store.archive import Archive, ArchiveReport
 from esmongo.store.batch_writer import BatchWriter
+from esmongo.store.collections import COUNTERS
 from esmongo.store.group_commit import GroupCommit
 from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.queries import EventQueries
@@ -99,11 +100,11 @@ class EventStore(EventReads, EventQueries):
             collection, write_concern=DURABLE
         )
         self.counters: AsyncCollection[Document] = db.get_collection(
-            "counters", write_concern=DURABLE
+            COUNTERS, write_concern=DURABLE
         )
         self.versions = StreamVersions(self.events)
-        self.archive = Archive(db, self.events, self.counters)
         self.writers = Writers(db, liveness)
+        self.archive = Archive(db, self.events, self.counters, self.writers)
         self._writer = BatchWriter(
             db.client, self.events, self.counters, self.versions, self.archive, self.writers
         )

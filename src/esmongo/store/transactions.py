@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
 
 from pymongo import ReadPreference, ReturnDocument
@@ -100,28 +101,33 @@ async def run_in_transaction(
     body: Callable[[AsyncClientSession], Awaitable[T]],
     *,
     typical: float = TYPICAL_TRANSACTION_S * 4,
+    session: Callable[[], AbstractAsyncContextManager[AsyncClientSession]] | None = None,
+    on_conflict: Callable[[], Awaitable[None]] | None = None,
 ) -> T:
     """Run `body` in a transaction and commit, retrying transient failures (write conflicts
     on the counter) with `backoff` for up to TRANSACTION_TIMEOUT_S. Any other error aborts
-    and is raised; `body` may also abort and return early."""
+    and is raised; `body` may also abort and return early. `session` opens the session
+    (a registered writer's, esmongo.store.writers); `on_conflict` is told of each retry."""
     deadline = time.monotonic() + TRANSACTION_TIMEOUT_S
     attempt = 0
     while True:
         try:
-            async with client.start_session() as session:
-                await begin(session)
+            async with (session or client.start_session)() as opened:
+                await begin(opened)
                 try:
-                    result = await body(session)
+                    result = await body(opened)
                 except BaseException:
-                    if session.in_transaction:
-                        await session.abort_transaction()
+                    if opened.in_transaction:
+                        await opened.abort_transaction()
                     raise
-                if session.in_transaction:
-                    await commit(session)
+                if opened.in_transaction:
+                    await commit(opened)
                 return result
         except PyMongoError as exc:
             attempt += 1
             pause = backoff(attempt, typical)
             if not transient(exc) or time.monotonic() + pause > deadline:
                 raise
+            if on_conflict is not None:
+                await on_conflict()
             await asyncio.sleep(pause)
