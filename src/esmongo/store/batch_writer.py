@@ -157,14 +157,11 @@ class BatchWriter:
                     exc.append.fail(exc.cause)
                     continue
                 attempt += 1
-                pause = backoff(attempt, self._transaction_s)
-                if time.monotonic() + pause > deadline:
+                pause = await self._retry_pause(attempt, deadline)
+                if pause is None:
                     for append in live:
                         append.fail(exc.cause)
                     break
-                self.stats.retries += 1
-                STORE_TRANSACTION_RETRIES.inc()
-                await self.writers.conflicted()  # a dead writer may hold what they write
                 await asyncio.sleep(pause)
                 continue
             except _ArchivedInBatch as exc:
@@ -184,15 +181,12 @@ class BatchWriter:
                     live = [a for a in live if a not in owned]
                     continue
                 attempt += 1
-                pause = backoff(attempt, self._transaction_s)
-                if not transient(exc) or time.monotonic() + pause > deadline:
+                pause = await self._retry_pause(attempt, deadline) if transient(exc) else None
+                if pause is None:
                     failure = self._sealed(exc) or exc
                     for append in live:
                         append.fail(failure)
                     break
-                self.stats.retries += 1
-                STORE_TRANSACTION_RETRIES.inc()
-                await self.writers.conflicted()  # a dead writer may hold the counter
                 await asyncio.sleep(pause)
                 continue
             took = time.perf_counter() - began
@@ -204,6 +198,18 @@ class BatchWriter:
             if await self._explain(append, errors):
                 again.append(append)
         return again
+
+    async def _retry_pause(self, attempt: int, deadline: float) -> float | None:
+        """The pause before retrying a transaction that met a write conflict, or None
+        when it would end past the deadline. A dead writer may hold what the batch writes
+        (the counter): the registry is told, and sweeps after a while."""
+        pause = backoff(attempt, self._transaction_s)
+        if time.monotonic() + pause > deadline:
+            return None
+        self.stats.retries += 1
+        STORE_TRANSACTION_RETRIES.inc()
+        await self.writers.conflicted()
+        return pause
 
     async def _check_versions(self, batch: list[PendingAppend]) -> list[PendingAppend]:
         """Settle the appends whose expectation fails; return the others with their heads."""
