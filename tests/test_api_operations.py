@@ -13,6 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from api_helpers import Api, api_client
 from esmongo import EventStore, NewEvent
 from esmongo.api.app import report_unreachable_versions, run_projection_daemon
+from esmongo.ops.audit import AuditTrail
 
 
 @pytest.fixture
@@ -97,9 +98,19 @@ async def test_poison_event_dead_letter_listed_and_discarded(api: Api) -> None:
     r = await api.post(f"/dead-letters/accounts_read:{bad.sequence}/retry")
     assert (r.status_code, r.json()["error"]["code"]) == (409, "retry_failed")
     for letter_id in ids:
-        r = await api.http.delete(f"/dead-letters/{letter_id}", headers=api.auth("admin"))
+        headers = api.auth("admin") | {"X-Audit-Reason": "poison, by hand"}
+        r = await api.http.delete(f"/dead-letters/{letter_id}", headers=headers)
         assert r.status_code == 200 and r.json()["discarded"] is True
     assert (await api.get("/dead-letters")).json() == []
+    # Each discard is in the audit trail, with who and why; the failed retry is not.
+    trail = [e async for e in AuditTrail(raw).read()]
+    assert {
+        f"{e.data['details']['projection']}:{e.data['details']['sequence']}" for e in trail
+    } == ids
+    assert all(e.event_type == "DeadLetterDiscarded" for e in trail)
+    assert all(
+        e.data["by"]["userId"] == "admin1" and e.data["reason"] == "poison, by hand" for e in trail
+    )
     # The projection goes on past the discarded event. The log is the truth: the account
     # counted the poison credit, so the next credit's balanceAfter includes it.
     await api.post("/accounts/a1/credit", json={"amount": "2.00"})

@@ -22,6 +22,7 @@ from esmongo.errors import ConfigurationError
 from esmongo.model.aggregate import Aggregate
 from esmongo.model.repository import Repository
 from esmongo.model.snapshots import SnapshotStore
+from esmongo.ops.audit import AUDIT_SCHEMAS
 from esmongo.ops.migration import active_events_collection
 from esmongo.projections import Projection
 from esmongo.schema.catalog import SchemaCatalog
@@ -71,7 +72,7 @@ class Application:
         self.catalog = SchemaCatalog(db, self.registry)
         self.snapshots = SnapshotStore(db)
         self.upcasters = upcasters if upcasters is not None else Upcasters()
-        self.schemas = list(schemas)
+        self.schemas = [*schemas, *AUDIT_SCHEMAS]
         self.projections = list(projections)
         self.aggregates = list(aggregates)
         self.snapshot_every = snapshot_every

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo.api import commands, errors, operations, queries, temporal
+from esmongo.api import commands, errors, keys, operations, queries, temporal
 from esmongo.api.auth import ApiKeys
 from esmongo.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from esmongo.api.context import Services
@@ -22,6 +22,7 @@ from esmongo.api.idempotency import IdempotencyKeys
 from esmongo.api.metadata import CORRELATION_HEADER, correlation_id
 from esmongo.bank import Bank
 from esmongo.connect.connection import Connection, Settings
+from esmongo.ops.audit import AuditTrail
 from esmongo.ops.schema_check import unreachable_versions
 from esmongo.projections import ProjectionDaemon
 
@@ -32,13 +33,22 @@ Starter = Callable[[Services], Awaitable[Callable[[], Awaitable[None]]]]
 """Starts background work (the projection daemon) and returns how to stop it."""
 
 
-async def build_services(db: AsyncDatabase[dict[str, Any]]) -> Services:
+async def build_services(
+    db: AsyncDatabase[dict[str, Any]], *, rate_limit: float | None = None
+) -> Services:
     bank = await Bank(db).init()
-    keys = ApiKeys(db)
-    await keys.init()
+    api_keys = ApiKeys(db)
+    await api_keys.init()
     idempotency = IdempotencyKeys(db)
     await idempotency.init()
-    return Services(bank=bank, keys=keys, idempotency=idempotency, projection_defs=bank.projections)
+    return Services(
+        bank=bank,
+        keys=api_keys,
+        idempotency=idempotency,
+        audit=AuditTrail(bank.store),
+        projection_defs=bank.projections,
+        rate_limit=rate_limit,
+    )
 
 
 async def run_projection_daemon(svc: Services) -> Callable[[], Awaitable[None]]:
@@ -77,13 +87,18 @@ def create_app(
     db: AsyncDatabase[dict[str, Any]] | None = None,
     background: Starter | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    rate_limit: float | None = None,
 ) -> FastAPI:
     """The service on `db` (tests) or on the database `settings` name (opened at startup).
 
     Request bodies over `max_body_bytes` are refused with a 413 before they are parsed.
+    `rate_limit`: requests per second per API key and process, for keys that set none
+    (429 with Retry-After beyond it); None: unlimited.
     """
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be at least 1, not {max_body_bytes}")
+    if rate_limit is not None and not rate_limit > 0:
+        raise ValueError(f"rate_limit must be a positive number, not {rate_limit}")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,7 +107,7 @@ def create_app(
             if database is None:
                 conn = await stack.enter_async_context(Connection(settings))
                 database = conn.db
-            svc = await build_services(database)
+            svc = await build_services(database, rate_limit=rate_limit)
             app.state.services = svc
             check = asyncio.create_task(report_unreachable_versions(svc), name="schemas-check")
             stack.push_async_callback(_cancel, check)
@@ -123,6 +138,7 @@ def create_app(
     app.include_router(queries.router)
     app.include_router(temporal.router)
     app.include_router(operations.router)
+    app.include_router(keys.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -14,7 +14,14 @@ from pymongo.errors import PyMongoError
 
 from esmongo import AggregateNotFoundError, ConcurrencyError, DomainError, RecordedEvent
 from esmongo.api.auth import Principal, Role
-from esmongo.api.context import Services, ServicesDep, check_access, require
+from esmongo.api.context import (
+    ReasonHeader,
+    Services,
+    ServicesDep,
+    actor,
+    check_access,
+    require,
+)
 from esmongo.api.errors import ApiError, to_api_error
 from esmongo.api.errors import body as error_body
 from esmongo.api.idempotency import (
@@ -291,6 +298,7 @@ async def archive_account(
     account_id: AccountId,
     svc: ServicesDep,
     who: Annotated[Principal, require(Role.ADMIN)],
+    reason: ReasonHeader = None,
 ) -> ArchiveOut:
     """Archive a closed account (admin only): its events move to `events_archive` in one
     transaction and stay readable (history, state at a time, balance history); it takes no
@@ -300,6 +308,9 @@ async def archive_account(
         report = await svc.bank.archive_account(account_id)
     except (DomainError, AggregateNotFoundError, ConcurrencyError) as exc:
         raise to_api_error(exc) from None
+    if not report.already:
+        details = {"account": account_id, "events": report.events}
+        await svc.audit.record("StreamArchived", actor(who), reason=reason, details=details)
     return ArchiveOut(
         accountId=account_id,
         version=report.version,

@@ -6,13 +6,15 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from esmongo.api.auth import ApiKeys, Principal, Role
 from esmongo.api.errors import ApiError
 from esmongo.api.idempotency import IdempotencyKeys
+from esmongo.api.rate_limit import RateLimiter, retry_after
 from esmongo.bank import Bank
+from esmongo.ops.audit import Actor, AuditTrail
 from esmongo.projections import Projection, ProjectionDaemon
 
 
@@ -21,6 +23,7 @@ class Services:
     bank: Bank
     keys: ApiKeys
     idempotency: IdempotencyKeys
+    audit: AuditTrail
     projections: ProjectionDaemon | None = None
     """The projection daemon, when this process runs one."""
     projection_defs: list[Projection] = field(default_factory=list)
@@ -28,6 +31,9 @@ class Services:
     rebuilds: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     consistency_timeout_s: float = 5.0
     """How long `consistent=true` reads wait for the read model."""
+    rate_limit: float | None = None
+    """Requests per second per key and process, for keys that set none; None: unlimited."""
+    limiter: RateLimiter = field(default_factory=RateLimiter)
 
 
 def services(request: Request) -> Services:
@@ -48,7 +54,17 @@ async def principal(
         raise ApiError(401, "unauthenticated", "missing header Authorization: Bearer <API key>")
     found = await svc.keys.verify(credentials.credentials.strip())
     if found is None:
-        raise ApiError(401, "unauthenticated", "unknown or revoked API key")
+        raise ApiError(401, "unauthenticated", "unknown, expired or revoked API key")
+    rate = found.rate_limit if found.rate_limit is not None else svc.rate_limit
+    if rate is not None:
+        wait = svc.limiter.take(found.key_prefix, rate)
+        if wait > 0:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"key {found.key_prefix}... is limited to {rate:g} requests per second",
+                headers={"Retry-After": retry_after(wait)},
+            )
     return found
 
 
@@ -76,3 +92,19 @@ async def check_access(svc: Services, who: Principal, account_id: str) -> None:
         raise ApiError(404, "account_not_found", f"account {account_id} not found")
     if not who.sees_all_accounts() and owner != who.user_id:
         raise ApiError(403, "forbidden", f"account {account_id} belongs to another customer")
+
+
+MAX_REASON = 200
+ReasonHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Audit-Reason",
+        max_length=MAX_REASON,
+        description="Why: recorded with the action in the audit trail.",
+    ),
+]
+
+
+def actor(who: Principal, via: str = "api") -> Actor:
+    """The audit trail's view of an API caller."""
+    return Actor(who.user_id, who.user_name, via, role=str(who.role), key_prefix=who.key_prefix)

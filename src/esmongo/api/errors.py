@@ -37,10 +37,17 @@ MAX_TEXT = 200
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, code: str, message: str, details: list[Any] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+        self.headers = headers
 
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:
@@ -86,7 +93,9 @@ def to_api_error(exc: Exception) -> ApiError:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(body(exc.code, exc.message, exc.details), status_code=exc.status)
+        return JSONResponse(
+            body(exc.code, exc.message, exc.details), status_code=exc.status, headers=exc.headers
+        )
 
     @app.exception_handler(EventsCollectionSealed)
     async def paused(request: Request, exc: EventsCollectionSealed) -> JSONResponse:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from esmongo.api.auth import Principal, Role
-from esmongo.api.context import Services, ServicesDep, require
+from esmongo.api.context import ReasonHeader, Services, ServicesDep, actor, require
 from esmongo.api.errors import ApiError
 from esmongo.api.idempotency import COLLECTION as IDEMPOTENCY_KEYS
 from esmongo.api.models import ERRORS, plain
@@ -75,12 +75,16 @@ async def rebuild_projection(
     name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")],
     svc: ServicesDep,
     who: Annotated[Principal, require(*OPERATORS)],
+    reason: ReasonHeader = None,
 ) -> dict[str, Any]:
     """Start a blue/green rebuild: the old read model serves reads until the swap."""
     projection = _projection(svc, name)
     running = svc.rebuilds.get(name)
     if running is not None and not running.done():
         raise ApiError(409, "rebuild_running", f"a rebuild of {name} is already running")
+    await svc.audit.record(
+        "ProjectionRebuildStarted", actor(who), reason=reason, details={"projection": name}
+    )
 
     async def work() -> None:
         try:
@@ -130,6 +134,7 @@ async def retry_dead_letter(
     dead_letter_id: DeadLetterId,
     svc: ServicesDep,
     who: Annotated[Principal, require(*OPERATORS)],
+    reason: ReasonHeader = None,
 ) -> dict[str, Any]:
     """Apply the event through the projection again (after a fix); removed on success."""
     name, sequence = _split(dead_letter_id)
@@ -139,6 +144,8 @@ async def retry_dead_letter(
         await dead.retry(svc.bank.store, projection, sequence)
     except DeadLetterError as exc:
         raise ApiError(409, "retry_failed", str(exc)) from exc
+    details = {"projection": name, "sequence": sequence}
+    await svc.audit.record("DeadLetterRetried", actor(who), reason=reason, details=details)
     return {"id": dead_letter_id, "retried": True}
 
 
@@ -147,6 +154,7 @@ async def discard_dead_letter(
     dead_letter_id: DeadLetterId,
     svc: ServicesDep,
     who: Annotated[Principal, require(*OPERATORS)],
+    reason: ReasonHeader = None,
 ) -> dict[str, Any]:
     """Drop a dead letter without applying its event."""
     name, sequence = _split(dead_letter_id)
@@ -155,6 +163,8 @@ async def discard_dead_letter(
         await dead.discard(name, sequence)
     except DeadLetterError as exc:
         raise ApiError(409, "discard_failed", str(exc)) from exc
+    details = {"projection": name, "sequence": sequence}
+    await svc.audit.record("DeadLetterDiscarded", actor(who), reason=reason, details=details)
     return {"id": dead_letter_id, "discarded": True}
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from esmongo.bank import Bank
-from esmongo.cli.common import app, console, fail, progress_bars, run_bank
+from esmongo.cli.common import ReasonOption, app, audit, console, fail, progress_bars, run_bank
 
 
 @app.command()
@@ -18,6 +18,7 @@ def archive(
         datetime | None,
         typer.Option(help="Archive every account closed before this time (UTC if naive)."),
     ] = None,
+    reason: ReasonOption = None,
 ) -> None:
     """Archive one closed account, or every account closed before a date.
 
@@ -30,6 +31,9 @@ def archive(
     async def one(bank: Bank) -> None:
         assert account is not None
         report = await bank.archive_account(account)
+        if not report.already:
+            details = {"account": account, "events": report.events}
+            await audit(bank, "StreamArchived", reason, details)
         if report.already:
             console.print(f"{account} was already archived ({report.events} events)")
         else:
@@ -46,6 +50,9 @@ def archive(
             summary = await bank.archive_closed(
                 before, lambda done, total: advance("accounts", done, total)
             )
+        for report in summary.archived:
+            details = {"account": report.stream.aggregate_id, "events": report.events}
+            await audit(bank, "StreamArchived", reason, details)
         moved = sum(r.events for r in summary.archived)
         console.print(
             f"{len(summary.archived)} account(s) archived ({moved} events), "

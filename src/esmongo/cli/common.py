@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -36,9 +36,12 @@ from esmongo.bank import Bank
 from esmongo.cli.errors import Cli, err, fail, fail_with
 from esmongo.connect.connection import Connection, Settings, redact
 from esmongo.errors import ConfigurationError
+from esmongo.ops.audit import Actor, AuditTrail
 
 __all__ = [
+    "ReasonOption",
     "app",
+    "audit",
     "console",
     "err",
     "fail",
@@ -140,3 +143,17 @@ def progress_bars() -> Iterator[Advance]:
             progress.update(tasks[name], completed=done, total=total)
 
         yield advance
+
+
+ReasonOption = Annotated[
+    str | None, typer.Option(help="Why: recorded with the action in the audit trail.")
+]
+
+
+async def audit(
+    application: Application, action: str, reason: str | None, details: dict[str, Any]
+) -> None:
+    """Record an administrative action of this shell user (esmongo.ops.audit)."""
+    await AuditTrail(application.store).record(
+        action, Actor.shell(), reason=reason, details=details
+    )

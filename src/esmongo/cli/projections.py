@@ -10,7 +10,16 @@ import typer
 from rich.table import Table
 
 from esmongo.application import Application
-from esmongo.cli.common import console, err, fail, group, progress_bars, run
+from esmongo.cli.common import (
+    ReasonOption,
+    audit,
+    console,
+    err,
+    fail,
+    group,
+    progress_bars,
+    run,
+)
 from esmongo.projections import (
     DeadLetters,
     Projection,
@@ -83,11 +92,14 @@ def run_projections(
 
 
 @projections_app.command("rebuild")
-def rebuild_cmd(name: Annotated[str, typer.Argument(help="The projection.")]) -> None:
+def rebuild_cmd(
+    name: Annotated[str, typer.Argument(help="The projection.")], reason: ReasonOption = None
+) -> None:
     """Blue/green: build beside the live read model from sequence 0, then swap atomically."""
 
     async def work(application: Application) -> None:
         (projection,) = _pick(application, [name])
+        await audit(application, "ProjectionRebuildStarted", reason, {"projection": name})
         with progress_bars() as advance:
             result = await rebuild(
                 application.store, projection, progress=lambda done, head: advance(name, done, head)
@@ -104,6 +116,7 @@ def rebuild_cmd(name: Annotated[str, typer.Argument(help="The projection.")]) ->
 def replay_cmd(
     name: Annotated[str, typer.Argument(help="The projection.")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+    reason: ReasonOption = None,
 ) -> None:
     """Empty the read model in place and replay every event (development only)."""
 
@@ -111,6 +124,7 @@ def replay_cmd(
         (projection,) = _pick(application, [name])
         if not yes:
             typer.confirm(f"empty {name} and replay it in place? readers see it refill", abort=True)
+        await audit(application, "ProjectionReplayed", reason, {"projection": name})
         with progress_bars() as advance:
             position = await replay(
                 application.store, projection, progress=lambda done, head: advance(name, done, head)
@@ -152,6 +166,7 @@ def dead_letters_list(
 @dead_letters_app.command("retry")
 def dead_letters_retry(
     dead_letter_id: Annotated[str, typer.Argument(help="projection:sequence")],
+    reason: ReasonOption = None,
 ) -> None:
     """Apply the event through its projection again (after a fix); removed on success."""
     name, sequence = _split(dead_letter_id)
@@ -159,6 +174,8 @@ def dead_letters_retry(
     async def work(application: Application) -> None:
         (projection,) = _pick(application, [name])
         await DeadLetters(application.db).retry(application.store, projection, sequence)
+        details = {"projection": name, "sequence": sequence}
+        await audit(application, "DeadLetterRetried", reason, details)
         console.print(f"{dead_letter_id}: applied and removed")
 
     run(work)
@@ -167,12 +184,15 @@ def dead_letters_retry(
 @dead_letters_app.command("discard")
 def dead_letters_discard(
     dead_letter_id: Annotated[str, typer.Argument(help="projection:sequence")],
+    reason: ReasonOption = None,
 ) -> None:
     """Drop a dead letter without applying its event."""
     name, sequence = _split(dead_letter_id)
 
     async def work(application: Application) -> None:
         await DeadLetters(application.db).discard(name, sequence)
+        details = {"projection": name, "sequence": sequence}
+        await audit(application, "DeadLetterDiscarded", reason, details)
         console.print(f"{dead_letter_id}: discarded")
 
     run(work)

@@ -12,7 +12,16 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from esmongo.application import Application
-from esmongo.cli.common import console, err, fail, group, progress_bars, run
+from esmongo.cli.common import (
+    ReasonOption,
+    audit,
+    console,
+    err,
+    fail,
+    group,
+    progress_bars,
+    run,
+)
 from esmongo.errors import SchemaError
 from esmongo.ops.migration import Migration, Migrator, active_events_collection, rollback_switch
 from esmongo.ops.schema_check import stored_schemas, sync, unreachable_versions
@@ -204,7 +213,9 @@ def migrate_dry_run(migrations: MigrationsOption) -> None:
 
 
 @migrate_app.command("run")
-def migrate_run(migrations: MigrationsOption, target: TargetOption) -> None:
+def migrate_run(
+    migrations: MigrationsOption, target: TargetOption, reason: ReasonOption = None
+) -> None:
     """Copy every event into TARGET, transformed; resumes where an interrupted run stopped."""
 
     async def work(application: Application) -> None:
@@ -220,6 +231,8 @@ def migrate_run(migrations: MigrationsOption, target: TargetOption) -> None:
         )
         for f in report.failures:
             err.print(f"[red]failed:[/] {f}")
+        details = {"target": target, "copied": report.copied, "complete": report.complete}
+        await audit(application, "MigrationRun", reason, details)
         if not report.complete:
             raise fail(f"{report.failure_count} failure(s): fix them and run again; no switch")
 
@@ -252,23 +265,28 @@ def migrate_switch(
     tail_only: Annotated[
         bool, typer.Option(help="After a passed verify, compare only what came since.")
     ] = False,
+    reason: ReasonOption = None,
 ) -> None:
     """Make TARGET the active events collection; the old one is sealed and kept for audit."""
 
     async def work(application: Application) -> None:
         migrator = Migrator(application.db, _migrations(migrations), registry=application.registry)
         report = await migrator.switch(target, tail_only=tail_only)
+        await application.init()  # the store on the collection now active: the old is sealed
+        await audit(application, "MigrationSwitched", reason, {"target": target})
         console.print(f"switched to {target}: {report}. Restart the processes using the store.")
 
     run(work)
 
 
 @migrate_app.command("rollback")
-def migrate_rollback() -> None:
+def migrate_rollback(reason: ReasonOption = None) -> None:
     """Make the previous events collection active again (only while nothing was appended)."""
 
     async def work(application: Application) -> None:
         previous = await rollback_switch(application.db)
+        await application.init()  # the store on the collection now active again
+        await audit(application, "MigrationRolledBack", reason, {"active": previous})
         console.print(f"active events collection: {previous}. Restart the processes.")
 
     run(work)

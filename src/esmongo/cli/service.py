@@ -15,15 +15,12 @@ from esmongo.cli.common import (
     console,
     err,
     fail,
-    group,
     progress_bars,
     require_bank,
     run,
     run_async,
 )
 from esmongo.connect.connection import Connection, Settings, redact
-
-keys_app = group("keys", "API keys.")
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -65,6 +62,15 @@ def serve(
             "[default: 65536].",
         ),
     ] = None,
+    rate_limit: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            envvar="ESMONGO_RATE_LIMIT",
+            help="Requests per second per API key in this process, for keys that set none "
+            "(429 with Retry-After beyond it) [default: unlimited].",
+        ),
+    ] = None,
 ) -> None:
     """Run the accounts API and the projection daemon (Ctrl-C stops)."""
     import uvicorn
@@ -88,7 +94,10 @@ def serve(
             keys = ApiKeys(conn.db)
             await keys.init()
             service = create_app(
-                db=conn.db, background=run_projection_daemon, max_body_bytes=body_limit
+                db=conn.db,
+                background=run_projection_daemon,
+                max_body_bytes=body_limit,
+                rate_limit=rate_limit,
             )
             url = f"http://{host}:{port}"
             say(f"esmongo serving [bold]{url}[/] (API docs: {url}/docs)")
@@ -124,28 +133,6 @@ def init() -> None:
 
     async def work(application: Application) -> None:
         console.print(f"ready: {len(application.registry)} event schemas registered")
-
-    run(work)
-
-
-@keys_app.command("create")
-def keys_create(
-    role: Annotated[str, typer.Option(help="admin, teller, auditor or customer.")],
-    user: Annotated[str, typer.Option(help="The user id the key acts as.")],
-    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
-) -> None:
-    """Create an API key. It is printed once; only its hash is stored."""
-    from esmongo.api import ApiKeys, Role
-
-    try:
-        chosen = Role(role)
-    except ValueError:
-        raise fail(f"role must be one of {', '.join(r.value for r in Role)}") from None
-
-    async def work(application: Application) -> None:
-        keys = ApiKeys(application.db)
-        await keys.init()
-        console.print(await keys.create(chosen, user, name))
 
     run(work)
 
