@@ -60,7 +60,10 @@ async def test_stored_document_has_the_seed_shape(
         "metadata",
         "timestamp",
         "sequence",
+        "prev",
+        "hash",
     }
+    assert doc["prev"] == "" and len(doc["hash"]) == 64  # the first link of the chain
     assert doc["eventType"] == "order.placed"
     assert doc["eventVersion"] == "1.0"
     assert doc["data"] == {"a": 1}

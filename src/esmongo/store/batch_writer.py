@@ -41,6 +41,7 @@ from esmongo.errors import (
 from esmongo.events import ANY, STREAM_EXISTS, NewEvent, RecordedEvent, StreamId, utc_now
 from esmongo.metrics import EVENTS_APPENDED, STORE_APPENDS_TAKEN_OUT, STORE_TRANSACTION_RETRIES
 from esmongo.store.archive import ARCHIVES_FIELD, Archive
+from esmongo.store.chain import ChainHead, chain
 from esmongo.store.fence import refuse_unless_writable
 from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.requests import AppendRequest
@@ -108,6 +109,9 @@ class BatchWriter:
         self.archives_seen: int | None = None
         """`archives` on the counter as a transaction read it (None: not read yet)."""
         self.stats = WriteStats()
+        self.head = ChainHead()
+        """The chain's last link this writer committed (esmongo.store.chain)."""
+        self._logs = [events] if archive is None else [events, archive.events]
         self._transaction_s = TYPICAL_TRANSACTION_S  # moving average of committed ones
 
     async def flush(self, batch: list[PendingAppend]) -> None:
@@ -250,7 +254,7 @@ class BatchWriter:
                 refuse_unless_writable(counter, self.events.name)
                 archives = int(counter.get(ARCHIVES_FIELD, 0))
                 await self._refuse_archived(batch, known, archives, session)
-                sequence = int(counter["value"]) - total
+                first = sequence = int(counter["value"]) - total
                 now = utc_now()
                 recorded: list[list[list[RecordedEvent]]] = []
                 for append in batch:
@@ -263,6 +267,7 @@ class BatchWriter:
                         streams.append(events)
                     recorded.append(streams)
                 docs = [e.to_document() for streams in recorded for s in streams for e in s]
+                last = chain(await self.head.before(first, self._logs, session), docs)
                 await self.events.insert_many(docs, ordered=False, session=session)
                 for append, streams in zip(batch, recorded, strict=True):
                     if append.writes is not None:
@@ -272,6 +277,7 @@ class BatchWriter:
                     await session.abort_transaction()
                 raise
             await commit(session)
+        self.head.committed(sequence, last)
         return recorded
 
     async def _write_also(
