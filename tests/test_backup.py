@@ -121,10 +121,26 @@ async def test_tampered_backup_is_refused(db: Db, other_db: Db, tmp_path: Path) 
     await backup(db, tmp_path)
     events = tmp_path / db.name / "events.bson"
     data = bytearray(events.read_bytes())
-    position = data.find(b"a3")
-    data[position + 1 : position + 2] = b"4"  # one aggregate id changed: a3 -> a4
+    position = data.find(b"\x03\x00\x00\x00a3\x00")  # the BSON string "a3"
+    data[position + 5 : position + 6] = b"9"  # one aggregate id changed: a3 -> a9
     events.write_bytes(bytes(data))
     with pytest.raises(BackupError, match="checksum"):
+        await restore(other_db, tmp_path)
+
+
+async def test_a_backup_with_an_edited_event_is_refused_by_the_chain(
+    db: Db, other_db: Db, tmp_path: Path
+) -> None:
+    bank = await Bank(db).init()
+    await fill(bank)
+    await backup(db, tmp_path)
+    events = tmp_path / db.name / "events.bson"
+    data = bytearray(events.read_bytes())
+    position = data.find(b"User 3")  # an owner's name, which the checksum does not cover
+    assert position > 0
+    data[position : position + 6] = b"Mallet"
+    events.write_bytes(bytes(data))
+    with pytest.raises(BackupError, match=r"chain is broken at #.*the event was edited"):
         await restore(other_db, tmp_path)
 
 

@@ -24,6 +24,7 @@ from esmongo.ops.check import INVARIANTS, CheckReport, check, repair
 from esmongo.ops.check import scope as check_scope
 from esmongo.ops.migration import Migration, Migrator, rollback_switch
 from esmongo.projections import replay
+from esmongo.store.chain import HASH, PREV, link, relink
 from test_archive import closed_account, open_account
 
 Db = AsyncDatabase[dict[str, Any]]
@@ -110,6 +111,9 @@ async def sealed_event(db: Db, sealed: str, account_id: str, version: int) -> in
         "eventType": "account.credited",
         "data": {"amount": Decimal("7.00"), "reason": "lost"},
     }
+    # Chained as its writer would have: it could not see the event before it.
+    doc[PREV] = ""
+    doc[HASH] = link("", doc)
     await db[sealed].insert_one(doc, bypass_document_validation=True)
     return sequence
 
@@ -169,10 +173,11 @@ async def test_a_stream_in_both_the_active_log_and_the_archive_is_deduplicated(d
     """Item 3: archived during a switch, the stream stayed in the new active collection."""
     bank = await store_with_history(db)
     copies = [d async for d in db["events_archive"].find({"aggregateId": "gone0"})]
-    for doc in copies:  # as the migration copied it: transformed where planned
+    for doc in copies:  # as the migration copied it: transformed where planned, re-chained
         if doc["eventType"] == "account.activated":
             doc["migration"] = {"fromVersion": doc["eventVersion"], "ids": ["note-1"]}
             doc["eventVersion"], doc["data"] = "2.0", noted(doc["data"])
+            relink(doc[PREV], doc)
     await db["events_v2"].insert_many(copies)
 
     report = await checked(db)

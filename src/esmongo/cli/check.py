@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 
 from esmongo.application import Application
-from esmongo.cli.common import app, console, err, progress_bars, run
+from esmongo.cli.common import app, console, err, fail, progress_bars, run
 from esmongo.ops.check import CheckReport, check, repair
+from esmongo.ops.check.chain import parse_anchor, verify_chain
 
 
 def _say(line: str) -> None:
@@ -38,7 +39,7 @@ def check_command(
     ] = False,
 ) -> None:
     """Verify the store's invariants: sequence, counter, streams, sealed collections,
-    checkpoints, idempotency claims, snapshots. Exit 0 healthy, 1 problems found."""
+    checkpoints, idempotency claims, snapshots, the chain. Exit 0 healthy, 1 problems found."""
 
     # The service's idempotency records; only their collection's name is imported.
     from esmongo.api.idempotency import COLLECTION as IDEMPOTENCY_KEYS
@@ -56,6 +57,47 @@ def check_command(
         _say("after the repair:" if after.findings else "after the repair: healthy")
         _show(after)
         return after.ok
+
+    if not run(work, init=False):
+        raise typer.Exit(1)
+
+
+@app.command("verify")
+def verify_command(
+    anchor: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="SEQUENCE:HASH of a head recorded earlier (repeatable): history up to it "
+            "must be unchanged, even re-hashed."
+        ),
+    ] = None,
+) -> None:
+    """Walk the tamper-evident chain of every event in global order; name the first broken
+    sequence. Prints the head as SEQUENCE:HASH: keep it elsewhere, pass it as --anchor
+    later. Exit 0 intact, 1 broken."""
+    try:
+        anchors = [parse_anchor(text) for text in anchor or []]
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+
+    async def work(application: Application) -> bool:
+        with progress_bars() as advance:
+            report = await verify_chain(application.db, anchors=anchors, progress=advance)
+        for found in report.breaks:
+            _say(f"broken at {found.line()}")
+        if report.unlisted:
+            _say(f"{report.unlisted} more break(s) not listed")
+        unchained = report.events - report.chained
+        before = f" ({unchained} written before the chain existed)" if unchained else ""
+        err.print(
+            f"[dim]{report.events} events{before}, {report.anchors_checked} anchor(s), "
+            f"in {report.elapsed_s:.1f} s[/]"
+        )
+        if report.ok:
+            _say(f"intact: head {report.head}:{report.head_hash}")
+        else:
+            _say(f"BROKEN: first at #{report.first_broken}")
+        return report.ok
 
     if not run(work, init=False):
         raise typer.Exit(1)

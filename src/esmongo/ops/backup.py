@@ -42,6 +42,7 @@ from pymongo.errors import BulkWriteError
 
 from esmongo.codec import Document
 from esmongo.errors import EsmongoError
+from esmongo.ops.check.chain import verify_chain
 from esmongo.ops.migration import seal
 from esmongo.schema.catalog import COLLECTION as SCHEMAS
 from esmongo.store import fence
@@ -257,7 +258,8 @@ async def restore(
     drop_state: bool = False,
     keep: Sequence[str] = (),
 ) -> BackupReport:
-    """Load a backup into `db`, which must not hold events yet. Verifies the checksum.
+    """Load a backup into `db`, which must not hold events yet. Verifies the checksum and
+    the events' chain (esmongo.store.chain).
 
     Nor may `db` hold state derived from events (snapshots, checkpoints, read models...):
     state newer than the backup would be loaded as it is and the events it has seen
@@ -327,6 +329,13 @@ async def restore(
         {"$set": counter, "$unset": {fence.SEALED_FOR: ""}},
         upsert=True,
     )
+    chain = await verify_chain(db)  # the checksum covers ids; the chain covers every field
+    if not chain.ok:
+        first = chain.breaks[0]
+        raise BackupError(
+            f"the restored events' chain is broken at #{first.sequence} ({first.problem}): "
+            "the backup was altered after it was made"
+        )
     return report
 
 

@@ -61,6 +61,25 @@ def canonical(doc: Mapping[str, Any]) -> bytes:
     return bson.encode(_sorted(content), codec_options=CODEC_OPTIONS)
 
 
+def unchained(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """`doc` without what the chain adds: what a migration's copy must keep as it was."""
+    return {key: value for key, value in doc.items() if key not in (PREV, HASH, SOURCE_HASH)}
+
+
+def relink(previous: str, doc: Document) -> str:
+    """Chain a copy of an event after `previous` (a migration's target); when its hash
+    differs from the original's, record the original's in `sourceHash`. The new hash."""
+    original = doc.pop(HASH, None)
+    doc.pop(SOURCE_HASH, None)
+    doc[PREV] = previous
+    digest = link(previous, doc)
+    if original is not None and digest != original:
+        doc[SOURCE_HASH] = original
+        digest = link(previous, doc)
+    doc[HASH] = digest
+    return digest
+
+
 def link(previous: str, doc: Mapping[str, Any]) -> str:
     """The hash of `doc` following an event whose hash is `previous` ("" for none)."""
     return hashlib.sha256(previous.encode("ascii") + canonical(doc)).hexdigest()

@@ -20,3 +20,6 @@ MIGRATIONS = "esmongo_migrations"
 """One document per migration run (esmongo.ops.migration)."""
 WRITERS = "esmongo_writers"
 """One document per process writing events, with its session ids (esmongo.store.writers)."""
+CHAIN_LINKS = "esmongo_chain_links"
+"""Hashes an event once had that a later event links to (esmongo.store.chain): written by a
+migration's copy when it drops a stream archived while it ran."""

@@ -26,6 +26,7 @@ from esmongo.ops.check.bookkeeping import (
     check_writable,
     declare_idempotency_records,
 )
+from esmongo.ops.check.chain import SEQUENCE_KINDS, verify_chain
 from esmongo.ops.check.repair import RepairOutcome
 from esmongo.ops.check.repair import repair as _repair
 from esmongo.ops.check.report import INVARIANTS, MAX_LISTED, CheckReport, Finding, Fix, Progress
@@ -77,8 +78,29 @@ async def check(
     await check_checkpoints(scope, report)
     await check_claims(scope, report, stuck_after, records)
     await check_transient_responses(scope, report, records)
+    await _check_chain(db, report, progress)
     report.elapsed_s = time.perf_counter() - started
     return report
+
+
+async def _check_chain(
+    db: AsyncDatabase[Document], report: CheckReport, progress: Progress | None
+) -> None:
+    """The tamper-evident chain (`esmongo verify`): a break is evidence, never repaired."""
+    chain = await verify_chain(db, progress=progress, max_listed=report.max_listed)
+    for found in chain.breaks:
+        if found.kind in SEQUENCE_KINDS:
+            continue  # the sequence invariant reports it, with its repair
+        report.add(
+            Finding(
+                "chain",
+                found.problem,
+                {"sequence": found.sequence},
+                reason="evidence of tampering or loss: restore the event from a backup",
+            )
+        )
+    if chain.unlisted:
+        report.unlisted["chain"] = report.unlisted.get("chain", 0) + chain.unlisted
 
 
 async def _attach_duplicates(

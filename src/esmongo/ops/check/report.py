@@ -22,6 +22,7 @@ INVARIANTS = (
     "checkpoints",
     "idempotency",
     "snapshots",
+    "chain",
 )
 
 

@@ -1,5 +1,10 @@
 """Copying the events into a new collection, transformed by the plan; resumable.
 
+The copy is chained anew (esmongo.store.chain.relink): each event links to the one before
+it in the target, or in the archive when that one was archived before the run; an event
+whose hash changed records the original's in `sourceHash`, which is how the new chain
+links to the original one (kept, sealed, beside it).
+
 A failing event stops the writing (the target stays a gap-free prefix of the source, so a
 resume after fixing the transform continues from there) but the scan goes on so that every
 failure is listed, in the report and in `esmongo_migration_failures`.
@@ -20,7 +25,8 @@ from esmongo.events import utc_now
 from esmongo.ops.migration.active import active_events_collection, max_sequence
 from esmongo.ops.migration.errors import MigrationError
 from esmongo.ops.migration.plan import EventRef, Failure, MigrationPlan, Progress, describe
-from esmongo.store.collections import ARCHIVED_STREAMS, COUNTERS, MIGRATIONS
+from esmongo.store.chain import HASH, relink
+from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS, CHAIN_LINKS, COUNTERS, MIGRATIONS
 from esmongo.store.event_store import EVENT_INDEXES
 from esmongo.store.transactions import DURABLE, SEQUENCE_COUNTER
 
@@ -76,6 +82,7 @@ async def copy_events(
     total = await _remaining(db, source, sink, resumed_after)
     now = utc_now()
     report = RunReport(source_name, target, resumed_after, 0, 0, 0, resumed_after, [], 0, 0.0)
+    links = _Links(db, sink, resumed_after)
     batch: list[Document] = []
     failed: list[Document] = []
     failures = db[FAILURES]
@@ -99,6 +106,7 @@ async def copy_events(
                 # After a failure nothing more is written, so the target stays a
                 # gap-free prefix of the source; the scan goes on to list every failure.
                 if not report.failure_count:
+                    await links.relink(out)
                     batch.append(out)
                     report.transformed += changed
                     if len(batch) >= batch_size:
@@ -144,18 +152,53 @@ async def _flush(
     )
 
 
+class _Links:
+    """The target's chain as the copy extends it (esmongo.store.chain)."""
+
+    def __init__(
+        self, db: AsyncDatabase[Document], sink: AsyncCollection[Document], after: int
+    ) -> None:
+        self.logs = [sink, db[ARCHIVE]]
+        self.sequence = after
+        self.previous: str | None = None if after else ""
+
+    async def relink(self, doc: Document) -> None:
+        sequence = int(doc["sequence"])
+        if self.previous is None or sequence != self.sequence + 1:
+            self.previous = await self._hash_of(sequence - 1)
+        self.previous = relink(self.previous, doc)
+        self.sequence = sequence
+
+    async def _hash_of(self, sequence: int) -> str:
+        """The hash of the event before: in the target, or archived before the run."""
+        for log in self.logs:
+            doc = await log.find_one({"_id": sequence}, {HASH: 1})
+            if doc is not None:
+                return str(doc.get(HASH, ""))
+        return ""
+
+
 async def _drop_archived(db: AsyncDatabase[Document], sink: AsyncCollection[Document]) -> None:
     """Take out of the target the streams archived since this run started: they moved
     to the archive after being copied. Archived events are not migrated (upcasters
-    still apply when they are read), and a stream lives in one collection only."""
+    still apply when they are read), and a stream lives in one collection only.
+
+    The target's next events link to the dropped copies: their hashes are kept in
+    `esmongo_chain_links`, so that `esmongo verify` accepts those links."""
     run = await db[MIGRATIONS].find_one({"_id": sink.name})
     if run is None:
         return
     since = run["startedAt"] - ARCHIVE_CLOCK_MARGIN
     async for record in db[ARCHIVED_STREAMS].find({"archivedAt": {"$gte": since}}):
-        await sink.delete_many(
-            {"aggregateType": record["aggregateType"], "aggregateId": record["aggregateId"]}
-        )
+        where = {"aggregateType": record["aggregateType"], "aggregateId": record["aggregateId"]}
+        dropped = [
+            {"_id": f"{sink.name}:{doc['sequence']}", "sequence": doc["sequence"], HASH: doc[HASH]}
+            async for doc in sink.find(where, {"sequence": 1, HASH: 1})
+            if HASH in doc
+        ]
+        for link in dropped:
+            await db[CHAIN_LINKS].replace_one({"_id": link["_id"]}, link, upsert=True)
+        await sink.delete_many(where)
 
 
 async def _claim(db: AsyncDatabase[Document], plan: MigrationPlan, source: str, target: str) -> int:

@@ -17,6 +17,7 @@ from esmongo.codec import Document
 from esmongo.events import utc_now
 from esmongo.ops.migration.active import max_sequence
 from esmongo.ops.migration.plan import MAX_LISTED, Planned, Progress
+from esmongo.store.chain import HASH, SOURCE_HASH, unchained
 from esmongo.store.collections import ARCHIVE, MIGRATIONS
 
 IDENTITY = ("sequence", "eventId", "aggregateType", "aggregateId", "aggregateVersion")
@@ -217,9 +218,12 @@ def _compare(s: Document, t: Document, planned: Planned, report: VerifyReport) -
         if s.get(name) != t.get(name):
             report.problem(f"{ref}: {name} differs ({s.get(name)!r} -> {t.get(name)!r})")
             return False
+    if s.get(HASH) is not None and t.get(SOURCE_HASH, t.get(HASH)) != s[HASH]:
+        report.problem(f"{ref}: the copy does not record the original's hash (its chain link)")
+        return False
     plan = planned(s["eventType"], s["eventVersion"])
     if plan is None:
-        if s != t:
+        if unchained(s) != unchained(t):
             report.problem(f"{ref}: changed although no migration applies to it")
         return False
     ids, to_version = plan
