@@ -25,7 +25,7 @@ from pymongo.write_concern import WriteConcern
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import Stopwatch, Timing, benchmark_db, console, print_table
+from common import alternating_rounds, benchmark_db, best, console, print_table
 from esmongo import EventStore, NewEvent
 from esmongo.codec import Document
 from esmongo.events import utc_now
@@ -89,37 +89,23 @@ async def run(n: int, writers: int, rounds: int) -> None:
         await store.init()
         await db.get_collection("raw_events").create_indexes(EVENT_INDEXES)
         shapes = {
-            "raw transaction": lambda k: raw(db, k),
-            "claim + append + complete": lambda k: claim_complete(store, k),
-            "append with writes (unit of work)": lambda k: unit_of_work(store, k),
+            "raw transaction": lambda: raw(db, uuid.uuid4().hex),
+            "claim + append + complete": lambda: claim_complete(store, uuid.uuid4().hex),
+            "append with writes (unit of work)": lambda: unit_of_work(store, uuid.uuid4().hex),
         }
-        results: dict[tuple[str, int], list[Timing]] = {}
-        for _ in range(rounds):
-            for width in (1, writers):
-                for label, op in shapes.items():
-                    watch = Stopwatch()
-
-                    async def worker(count: int, op=op, watch=watch) -> None:  # type: ignore[no-untyped-def]
-                        for _ in range(count):
-                            with watch.lap():
-                                await op(uuid.uuid4().hex)
-
-                    await asyncio.gather(*(worker(n // width) for _ in range(width)))
-                    results.setdefault((label, width), []).append(
-                        watch.timing(label, (n // width) * width)
-                    )
+        results = await alternating_rounds(shapes, (1, writers), n, rounds)
         rows = []
         for width in (1, writers):
-            base = max(t.rate for t in results[("raw transaction", width)])
+            base = best(results, "raw transaction", width).rate
             for label in shapes:
-                best = max(results[(label, width)], key=lambda t: t.rate)
+                found = best(results, label, width)
                 rows.append(
                     [
                         f"{width}",
                         label,
-                        f"{best.rate:,.0f}/s",
-                        f"{best.p50_ms:.1f}",
-                        f"{best.rate / base:.2f}x",
+                        f"{found.rate:,.0f}/s",
+                        f"{found.p50_ms:.1f}",
+                        f"{found.rate / base:.2f}x",
                     ]
                 )
         print_table(

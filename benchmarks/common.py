@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -101,6 +103,41 @@ class Stopwatch:
 
     def timing(self, label: str, items: int) -> Timing:
         return Timing(label, self.latencies, items, time.perf_counter() - self.started)
+
+
+Op = Callable[[], Awaitable[Any]]
+
+
+async def alternating_rounds(
+    shapes: Mapping[str, Op],
+    widths: Sequence[int],
+    n: int,
+    rounds: int,
+    around: Callable[[str], contextlib.AbstractContextManager[Any]] | None = None,
+) -> dict[tuple[str, int], list[Timing]]:
+    """Each shape at each width (concurrent workers), `n` operations a row, rounds
+    alternating so that drift hits every row alike. `around(label)` wraps a row."""
+    results: dict[tuple[str, int], list[Timing]] = {}
+    for _ in range(rounds):
+        for width in widths:
+            for label, op in shapes.items():
+                watch = Stopwatch()
+
+                async def worker(count: int, op: Op = op, watch: Stopwatch = watch) -> None:
+                    for _ in range(count):
+                        with watch.lap():
+                            await op()
+
+                with around(label) if around is not None else contextlib.nullcontext():
+                    await asyncio.gather(*(worker(n // width) for _ in range(width)))
+                results.setdefault((label, width), []).append(
+                    watch.timing(label, (n // width) * width)
+                )
+    return results
+
+
+def best(results: dict[tuple[str, int], list[Timing]], label: str, width: int) -> Timing:
+    return max(results[(label, width)], key=lambda t: t.rate)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

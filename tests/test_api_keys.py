@@ -4,10 +4,8 @@ use and are rate limited; every key change is in the audit trail with who and wh
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +13,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from api_helpers import Api, api_client
+from cli_helpers import esmongo
 from esmongo.api import ApiKeys, Role
 from esmongo.api.rate_limit import RateLimiter, retry_after
 from esmongo.codec import CODEC_OPTIONS
@@ -214,28 +213,11 @@ async def test_unknown_audit_actions_are_refused(db: Db) -> None:
     assert await db.events.count_documents({}) == 0
 
 
-ESMONGO = str(Path(sys.executable).with_name("esmongo"))
-
-
 async def test_the_cli_manages_keys_and_records_the_shell_user(server_uri: str, db: Db) -> None:
-    env = {
-        "PATH": str(Path(sys.executable).parent),
-        "MONGODB_URI": server_uri,
-        "ESMONGO_DB": db.name,
-        "COLUMNS": "200",
-    }
+    def keys(*args: str) -> subprocess.CompletedProcess[str]:
+        return esmongo(server_uri, db, "keys", *args)
 
-    def esmongo(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [ESMONGO, "keys", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    created = esmongo(
+    created = keys(
         "create",
         "--role",
         "auditor",
@@ -249,14 +231,14 @@ async def test_the_cli_manages_keys_and_records_the_shell_user(server_uri: str, 
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
     assert key.startswith("esk_")
-    listed = esmongo("list")
+    listed = keys("list")
     assert key[:12] in listed.stdout and "au7" in listed.stdout
-    bad = esmongo("create", "--role", "auditor", "--user", "x", "--expires-in", "soon")
+    bad = keys("create", "--role", "auditor", "--user", "x", "--expires-in", "soon")
     assert bad.returncode == 2 and "--expires-in must be a positive duration" in bad.stderr
-    assert esmongo("revoke", key[:12]).returncode == 0
-    again = esmongo("revoke", key[:12])
+    assert keys("revoke", key[:12]).returncode == 0
+    again = keys("revoke", key[:12])
     assert again.returncode == 1 and "no unrevoked API key" in again.stderr
-    assert key[:12] not in esmongo("list").stdout and key[:12] in esmongo("list", "--all").stdout
+    assert key[:12] not in keys("list").stdout and key[:12] in keys("list", "--all").stdout
 
     trail = await audit_trail(db)
     assert [e.event_type for e in trail] == ["ApiKeyCreated", "ApiKeyRevoked"]

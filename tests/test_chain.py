@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from cli_helpers import esmongo
 from esmongo import EventStore, NewEvent
 from esmongo.codec import Document
 from esmongo.ops.backup import backup, restore
@@ -183,23 +183,9 @@ async def test_a_migration_chains_its_copy_to_the_original(db: Db) -> None:
 
 async def test_the_cli_names_the_head_and_the_first_break(db: Db, server_uri: str) -> None:
     await filled(db, 2, 2)
-    env = {
-        "PATH": str(Path(sys.executable).parent),
-        "MONGODB_URI": server_uri,
-        "ESMONGO_DB": db.name,
-        "COLUMNS": "200",
-    }
-    esmongo = str(Path(sys.executable).with_name("esmongo"))
 
     def verify(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [esmongo, "verify", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return esmongo(server_uri, db, "verify", *args)
 
     intact = verify()
     assert intact.returncode == 0, intact.stderr

@@ -4,18 +4,15 @@ refused with the reason otherwise. The damage is written directly, as the defect
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from api_helpers import api_client
+from cli_helpers import esmongo
 from esmongo.api.idempotency import IdempotencyKeys, StoredResponse
 from esmongo.bank import Bank, CreditAccount, bank_projections
 from esmongo.errors import EventsCollectionSealed
@@ -414,15 +411,6 @@ async def test_an_archive_between_a_pass_opening_its_cursors_is_not_damage(
 
 
 # ---- the command line and HTTP ---------------------------------------------------------
-
-
-def esmongo(server_uri: str, db: Db, *args: str) -> subprocess.CompletedProcess[str]:
-    """The console script, as an operator runs it."""
-    script = Path(sys.executable).with_name("esmongo")
-    env = {**os.environ, "MONGODB_URI": server_uri, "ESMONGO_DB": db.name, "COLUMNS": "80"}
-    return subprocess.run(
-        [str(script), *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
 
 
 async def test_the_command_exits_0_healthy_1_damaged_and_repairs(db: Db, server_uri: str) -> None:

@@ -5,17 +5,16 @@ projections and its aggregates; the bank's own commands refuse it."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from cli_helpers import esmongo as run_esmongo
 from esmongo.codec import Document
 from esmongo.ops.audit import AUDIT_SCHEMAS
 from tally_app import TALLIES, Tally, make
 
-ESMONGO = str(Path(sys.executable).with_name("esmongo"))
 TESTS = str(Path(__file__).parent)
 
 Db = AsyncDatabase[Document]
@@ -24,17 +23,7 @@ Db = AsyncDatabase[Document]
 def esmongo(
     server_uri: str, db: Db, *args: str, app: str = "tally_app:make"
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": str(Path(sys.executable).parent),
-        "PYTHONPATH": TESTS,
-        "MONGODB_URI": server_uri,
-        "ESMONGO_DB": db.name,
-        "ESMONGO_APP": app,
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [ESMONGO, *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    return run_esmongo(server_uri, db, *args, env={"PYTHONPATH": TESTS, "ESMONGO_APP": app})
 
 
 async def tallies(db: Db) -> None:
