@@ -203,6 +203,8 @@ async def test_keys_over_http_with_the_audit_trail(api: Api, db: Db) -> None:
     }
     assert trail[0].data["reason"] == "new hire" and trail[0].data["details"]["prefix"] == prefix
     assert trail[2].data["reason"] == "left" and "reason" not in trail[1].data
+    recent = await AuditTrail(EventStore(db)).recent(2)
+    assert [e.event_type for e in recent] == ["ApiKeyRevoked", "ApiKeyRotated"]
 
 
 async def test_unknown_audit_actions_are_refused(db: Db) -> None:

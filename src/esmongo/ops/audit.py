@@ -20,6 +20,7 @@ from esmongo.schema.registry import EventSchema
 from esmongo.store import EventStore
 
 AUDIT_STREAM = StreamId("esmongo.admin", "audit")
+_STREAM = (AUDIT_STREAM.aggregate_type, AUDIT_STREAM.aggregate_id)
 
 ACTIONS = frozenset(
     {
@@ -124,6 +125,13 @@ class AuditTrail:
             ANY,
         )
         return recorded
+
+    async def recent(self, limit: int = 20) -> list[RecordedEvent]:
+        """The last `limit` actions, newest first: one head read and one bounded range."""
+        head = await self.store.stream_version(*_STREAM)
+        first = max(1, head - limit + 1)
+        found = [e async for e in self.read(first - 1)]
+        return found[::-1]
 
     async def read(self, after_version: int = 0) -> AsyncIterator[RecordedEvent]:
         """The trail in the order it was recorded."""
