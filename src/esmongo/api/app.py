@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.api import commands, errors, operations, queries, temporal
+from esmongo.api.audit import OperationsLog
 from esmongo.api.auth import ApiKeys
 from esmongo.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from esmongo.api.context import Services
@@ -38,7 +39,15 @@ async def build_services(db: AsyncDatabase[dict[str, Any]]) -> Services:
     await keys.init()
     idempotency = IdempotencyKeys(db)
     await idempotency.init()
-    return Services(bank=bank, keys=keys, idempotency=idempotency, projection_defs=bank.projections)
+    operations = OperationsLog(db)
+    await operations.init()
+    return Services(
+        bank=bank,
+        keys=keys,
+        idempotency=idempotency,
+        operations=operations,
+        projection_defs=bank.projections,
+    )
 
 
 async def run_projection_daemon(svc: Services) -> Callable[[], Awaitable[None]]:
@@ -59,6 +68,7 @@ async def report_unreachable_versions(svc: Services) -> None:
     except Exception:
         log.exception("the startup check of stored event versions failed")
         return
+    svc.schema_problems = [str(problem) for problem in problems]
     for problem in problems:
         log.warning("schema check: %s", problem)
     if not problems:

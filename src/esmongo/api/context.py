@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from esmongo.api.audit import OperationsLog
 from esmongo.api.auth import ApiKeys, Principal, Role
 from esmongo.api.errors import ApiError
 from esmongo.api.idempotency import IdempotencyKeys
@@ -21,13 +22,20 @@ class Services:
     bank: Bank
     keys: ApiKeys
     idempotency: IdempotencyKeys
+    operations: OperationsLog
+    """Who did which operation (rebuilds, dead-letter retries and discards)."""
     projections: ProjectionDaemon | None = None
     """The projection daemon, when this process runs one."""
     projection_defs: list[Projection] = field(default_factory=list)
     """The projections this service knows (status, rebuilds, dead-letter retries)."""
     rebuilds: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    """Rebuilds and replays started here, by projection."""
+    progress: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """(position, head) of each rebuild or replay started here, after its latest batch."""
     consistency_timeout_s: float = 5.0
     """How long `consistent=true` reads wait for the read model."""
+    schema_problems: list[str] | None = None
+    """What the startup check of stored event versions found (None: not finished)."""
 
 
 def services(request: Request) -> Services:

@@ -20,6 +20,7 @@ from esmongo.projections import (
     ProjectionError,
     projection_status,
     rebuild,
+    replay,
 )
 
 log = logging.getLogger(__name__)
@@ -70,27 +71,57 @@ async def projections(
     return result
 
 
-@router.post("/projections/{name}/rebuild", status_code=202, response_model=dict[str, Any])
-async def rebuild_projection(
-    name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")],
-    svc: ServicesDep,
-    who: Annotated[Principal, require(*OPERATORS)],
-) -> dict[str, Any]:
-    """Start a blue/green rebuild: the old read model serves reads until the swap."""
+ProjectionName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+async def start_rebuild(
+    svc: Services, name: str, who: Principal, *, source: str, replay_in_place: bool = False
+) -> None:
+    """Start a blue/green rebuild (or a reset-and-replay) in the background; recorded with
+    who asked. Shared by the API and the console."""
     projection = _projection(svc, name)
+    action = "replay" if replay_in_place else "rebuild"
     running = svc.rebuilds.get(name)
     if running is not None and not running.done():
+        await svc.operations.record(who, action, name, source=source, outcome="refused: running")
         raise ApiError(409, "rebuild_running", f"a rebuild of {name} is already running")
+
+    def progress(position: int, head: int) -> None:
+        svc.progress[name] = (position, head)
 
     async def work() -> None:
         try:
-            result = await rebuild(svc.bank.store, projection)
-            log.info("rebuild of %s swapped in: %s", name, result)
+            if replay_in_place:
+                position = await replay(svc.bank.store, projection, progress=progress)
+                log.info("replay of %s reached %s", name, position)
+            else:
+                result = await rebuild(svc.bank.store, projection, progress=progress)
+                log.info("rebuild of %s swapped in: %s", name, result)
         except ProjectionError:
-            log.exception("rebuild of %s failed", name)
+            log.exception("%s of %s failed", action, name)
 
-    svc.rebuilds[name] = asyncio.create_task(work(), name=f"rebuild:{name}")
+    svc.progress[name] = (0, 0)
+    svc.rebuilds[name] = asyncio.create_task(work(), name=f"{action}:{name}")
+    await svc.operations.record(who, action, name, source=source, outcome="started")
+
+
+@router.post("/projections/{name}/rebuild", status_code=202, response_model=dict[str, Any])
+async def rebuild_projection(
+    name: ProjectionName, svc: ServicesDep, who: Annotated[Principal, require(*OPERATORS)]
+) -> dict[str, Any]:
+    """Start a blue/green rebuild: the old read model serves reads until the swap."""
+    await start_rebuild(svc, name, who, source="api")
     return {"projection": name, "rebuild": "started"}
+
+
+@router.post("/projections/{name}/replay", status_code=202, response_model=dict[str, Any])
+async def replay_projection(
+    name: ProjectionName, svc: ServicesDep, who: Annotated[Principal, require(*OPERATORS)]
+) -> dict[str, Any]:
+    """Empty the read model in place and replay every event (development: readers see it
+    empty, then growing). Use rebuild in production."""
+    await start_rebuild(svc, name, who, source="api", replay_in_place=True)
+    return {"projection": name, "replay": "started"}
 
 
 @router.get("/dead-letters", response_model=list[dict[str, Any]])
@@ -125,6 +156,37 @@ def _letter(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
+async def retry_letter(svc: Services, dead_letter_id: str, who: Principal, *, source: str) -> None:
+    """Apply a dead letter's event again; recorded with who asked and how it went."""
+    name, sequence = _split(dead_letter_id)
+    projection = _projection(svc, name)
+    dead = await _dead_letters_holding(svc, dead_letter_id)
+    try:
+        await dead.retry(svc.bank.store, projection, sequence)
+    except DeadLetterError as exc:
+        await svc.operations.record(
+            who, "retry", dead_letter_id, source=source, outcome=f"failed: {exc}"
+        )
+        raise ApiError(409, "retry_failed", str(exc)) from exc
+    await svc.operations.record(who, "retry", dead_letter_id, source=source, outcome="applied")
+
+
+async def discard_letter(
+    svc: Services, dead_letter_id: str, who: Principal, *, source: str
+) -> None:
+    """Drop a dead letter without applying its event; recorded with who asked."""
+    name, sequence = _split(dead_letter_id)
+    dead = await _dead_letters_holding(svc, dead_letter_id)
+    try:
+        await dead.discard(name, sequence)
+    except DeadLetterError as exc:
+        await svc.operations.record(
+            who, "discard", dead_letter_id, source=source, outcome=f"failed: {exc}"
+        )
+        raise ApiError(409, "discard_failed", str(exc)) from exc
+    await svc.operations.record(who, "discard", dead_letter_id, source=source, outcome="discarded")
+
+
 @router.post("/dead-letters/{dead_letter_id}/retry", response_model=dict[str, Any])
 async def retry_dead_letter(
     dead_letter_id: DeadLetterId,
@@ -132,13 +194,7 @@ async def retry_dead_letter(
     who: Annotated[Principal, require(*OPERATORS)],
 ) -> dict[str, Any]:
     """Apply the event through the projection again (after a fix); removed on success."""
-    name, sequence = _split(dead_letter_id)
-    projection = _projection(svc, name)
-    dead = await _dead_letters_holding(svc, dead_letter_id)
-    try:
-        await dead.retry(svc.bank.store, projection, sequence)
-    except DeadLetterError as exc:
-        raise ApiError(409, "retry_failed", str(exc)) from exc
+    await retry_letter(svc, dead_letter_id, who, source="api")
     return {"id": dead_letter_id, "retried": True}
 
 
@@ -149,12 +205,7 @@ async def discard_dead_letter(
     who: Annotated[Principal, require(*OPERATORS)],
 ) -> dict[str, Any]:
     """Drop a dead letter without applying its event."""
-    name, sequence = _split(dead_letter_id)
-    dead = await _dead_letters_holding(svc, dead_letter_id)
-    try:
-        await dead.discard(name, sequence)
-    except DeadLetterError as exc:
-        raise ApiError(409, "discard_failed", str(exc)) from exc
+    await discard_letter(svc, dead_letter_id, who, source="api")
     return {"id": dead_letter_id, "discarded": True}
 
 

@@ -66,13 +66,14 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run the accounts API and the projection daemon (Ctrl-C stops)."""
+    """Run the console, the accounts API and the projection daemon (Ctrl-C stops)."""
     import uvicorn
 
     from esmongo.api import ApiKeys, create_app
     from esmongo.api.app import run_projection_daemon
     from esmongo.api.auth import ensure_dev_admin_key
     from esmongo.api.body_limit import DEFAULT_MAX_BODY_BYTES
+    from esmongo.console import mount
 
     require_bank("serve")
     body_limit = DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes
@@ -90,8 +91,9 @@ def serve(
             service = create_app(
                 db=conn.db, background=run_projection_daemon, max_body_bytes=body_limit
             )
+            mount(service)
             url = f"http://{host}:{port}"
-            say(f"esmongo serving [bold]{url}[/] (API docs: {url}/docs)")
+            say(f"esmongo serving [bold]{url}[/] (console: {url}/ , API docs: {url}/docs)")
             say(f"database {settings.database} on {redact(conn.uri)}")
             if conn.server is not None:
                 key = await ensure_dev_admin_key(keys, settings.home / "dev-admin-key")
@@ -170,6 +172,7 @@ def backup_cmd(
     directory: Annotated[Path, typer.Argument(help="A new or empty directory.")],
 ) -> None:
     """Back up events, schemas and keys (mongodump layout; read models are rebuilt)."""
+    from esmongo.api.audit import COLLECTION as OPERATIONS_LOG
     from esmongo.api.auth import COLLECTION as API_KEYS
     from esmongo.ops.backup import backup
 
@@ -177,7 +180,9 @@ def backup_cmd(
 
     async def work(application: Application) -> None:
         with progress_bars() as advance:
-            report = await backup(application.db, directory, advance, keep=[API_KEYS])
+            report = await backup(
+                application.db, directory, advance, keep=[API_KEYS, OPERATIONS_LOG]
+            )
         console.print(
             f"backed up {report.counts.get('events', 0)} events up to sequence "
             f"{report.head_sequence} into {directory} (checksum {report.events_checksum[:16]})"
@@ -199,6 +204,7 @@ def restore_cmd(
 ) -> None:
     """Restore a backup into the configured database, which must hold no events yet, nor
     any state derived from events (unless --drop-state)."""
+    from esmongo.api.audit import COLLECTION as OPERATIONS_LOG
     from esmongo.api.auth import COLLECTION as API_KEYS
     from esmongo.ops.backup import restore
 
@@ -210,7 +216,11 @@ def restore_cmd(
     async def work(application: Application) -> None:
         with progress_bars() as advance:
             report = await restore(
-                application.db, directory, advance, drop_state=drop_state, keep=[API_KEYS]
+                application.db,
+                directory,
+                advance,
+                drop_state=drop_state,
+                keep=[API_KEYS, OPERATIONS_LOG],
             )
         await application.init()
         err.print("[dim]indexes and schemas checked[/]")

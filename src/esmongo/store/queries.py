@@ -6,9 +6,10 @@ travel and schema checks. Each covers the active collection and the archive.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
+from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
 from esmongo.codec import Document
@@ -71,3 +72,46 @@ class EventQueries:
                 key = (doc["_id"]["t"], doc["_id"]["v"])
                 counts[key] = counts.get(key, 0) + int(doc["n"])
         return counts
+
+    async def first_sequences_at(self, moments: Sequence[datetime]) -> list[int | None]:
+        """For each moment, the sequence of the first active event stamped at or after it
+        (None: none yet). One point lookup on the timestamp index each, whatever the store
+        holds: differences between neighbours count the appends in between, which is how
+        the console draws events per second. Timestamps follow the commit order closely,
+        not exactly (concurrent writers), so the counts are estimates."""
+        found: list[int | None] = []
+        for moment in moments:
+            doc = await self.events.find_one(
+                {"timestamp": {"$gte": moment}},
+                {"sequence": 1},
+                sort=[("timestamp", ASCENDING)],
+            )
+            found.append(int(doc["sequence"]) if doc else None)
+        return found
+
+    async def aggregate_types(self) -> list[str]:
+        """The aggregate types that have events (active and archived), sorted."""
+        types: set[str] = set()
+        for collection in self._collections():
+            types.update(str(t) for t in await collection.distinct("aggregateType"))
+        return sorted(types)
+
+    async def stream_ids(
+        self, aggregate_type: str, prefix: str = "", *, after: str = "", limit: int = 50
+    ) -> list[str]:
+        """Ids of the streams of a type that start with `prefix`, in id order, after `after`:
+        the first event of each stream, through the (type, id, version) index."""
+        ids: Document = {"$gt": after} if after else {"$gte": prefix}
+        if prefix:
+            ids["$lt"] = prefix + "\U0010ffff"
+        query: Document = {
+            "aggregateType": aggregate_type,
+            "aggregateId": ids,
+            "aggregateVersion": 1,
+        }
+        sort = [("aggregateType", ASCENDING), ("aggregateId", ASCENDING), ("aggregateVersion", 1)]
+        found: set[str] = set()
+        for collection in self._collections():  # a stream lives in one of them
+            cursor = collection.find(query, {"aggregateId": 1}, sort=sort, limit=limit)
+            found.update([str(doc["aggregateId"]) async for doc in cursor])
+        return sorted(found)[:limit]

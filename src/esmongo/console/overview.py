@@ -1,0 +1,50 @@
+"""The overview: head, events per second, projections and their lag, dead letters, storage;
+live through server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from esmongo.console.access import ViewerDep
+from esmongo.console.charts import polyline
+from esmongo.console.figures import figures
+from esmongo.console.render import page
+from esmongo.console.sse import frame, stream
+
+router = APIRouter()
+LIVE_EVERY_S = 1.0
+
+
+@router.get("/", response_class=HTMLResponse)
+async def overview(request: Request, viewer: ViewerDep) -> Response:
+    shown = await figures(viewer.svc) if viewer.staff else None
+    recent = await viewer.svc.operations.recent(10) if viewer.staff else []
+    return page(
+        request,
+        "overview.html",
+        viewer,
+        title="Overview",
+        figures=shown,
+        sparkline=polyline([float(r) for r in shown.rates]) if shown else None,
+        recent=recent,
+    )
+
+
+@router.get("/ui/overview/events")
+async def overview_events(request: Request, viewer: ViewerDep) -> Response:
+    """The overview's figures once a second, for as long as the page is open."""
+
+    async def frames() -> AsyncIterator[str]:
+        while True:
+            if viewer.staff:
+                shown = await figures(viewer.svc)
+                data = shown.to_dict()
+                data["sparkline"] = polyline([float(r) for r in shown.rates]).points
+                yield frame(data, event="figures")
+            await asyncio.sleep(LIVE_EVERY_S)
+
+    return stream(request, frames())
