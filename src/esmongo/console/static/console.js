@@ -100,6 +100,14 @@ document.addEventListener("DOMContentLoaded", () => {
   const tail = document.getElementById("tail");
   if (tail && window.EventSource) liveTail(tail);
   for (const input of document.querySelectorAll("[data-autosubmit]")) autosubmit(input);
+  for (const form of document.querySelectorAll("form[method=get]")) {
+    // Empty fields mean "not given": leave them out of the (bookmarkable) URL.
+    form.addEventListener("formdata", (event) => {
+      for (const [name, value] of [...event.formData.entries()]) {
+        if (value === "") event.formData.delete(name);
+      }
+    });
+  }
   for (const button of document.querySelectorAll("[data-confirm]")) {
     button.addEventListener("click", (event) => {
       if (!window.confirm(button.dataset.confirm)) event.preventDefault();
