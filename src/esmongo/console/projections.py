@@ -45,7 +45,8 @@ async def confirm(
     name: ProjectionName,
     action: Annotated[str, Query(pattern="^(rebuild|replay)$")],
 ) -> Response:
-    _staff_only(viewer)
+    if not viewer.operates:
+        raise Refused(403, f"refused: role {viewer.who.role} may not take actions")
     if name not in [p.name for p in viewer.svc.projection_defs]:
         raise Refused(404, f"no projection {name}")
     return page(
