@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,7 +21,6 @@ from esmongo.api.context import Services
 from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.console import mount
 from esmongo.console.causation import causation_tree
-from esmongo.console.figures import per_second
 from esmongo.events import RecordedEvent
 from esmongo.schema.registry import Upcasters
 
@@ -29,21 +28,7 @@ Db = AsyncDatabase[dict[str, Any]]
 T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
 
 
-async def test_first_sequences_at_counts_appends_per_second(db: Db) -> None:
-    store = EventStore(db)
-    await store.init()
-    offsets = [0.0, 1.2, 1.5, 3.9]
-    for i, offset in enumerate(offsets):
-        event = NewEvent("tick", {"i": i}, timestamp=T0 + timedelta(seconds=offset))
-        await store.append("clock", "c1", [event])
-    marks = [T0 + timedelta(seconds=s) for s in range(5)]
-    firsts = await store.first_sequences_at(marks)
-    assert firsts == [1, 2, 4, 4, None]
-    assert per_second(firsts, await store.head_sequence()) == [1, 2, 0, 1, 0]
-    assert per_second([None, None], 7) == [0, 0]
-
-
-async def test_stream_ids_by_prefix_page_after_and_aggregate_types(db: Db) -> None:
+async def test_stream_ids_by_prefix_and_page_and_event_counts(db: Db) -> None:
     store = EventStore(db)
     await store.init()
     for ident in ("b2", "a1", "a3", "a2"):
@@ -53,7 +38,10 @@ async def test_stream_ids_by_prefix_page_after_and_aggregate_types(db: Db) -> No
     assert await store.stream_ids("thing", "a", after="a1", limit=1) == ["a2"]
     assert await store.stream_ids("thing") == ["a1", "a2", "a3", "b2"]
     assert await store.stream_ids("thing", "z") == []
-    assert await store.aggregate_types() == ["other", "thing"]
+    assert await store.event_counts() == (9, 0)
+    await store.archive_stream("thing", "b2")
+    assert await store.event_counts() == (7, 2)
+    assert await store.stream_ids("thing") == ["a1", "a2", "a3", "b2"]  # archived too
 
 
 async def test_stored_document_is_the_event_before_upcasting(db: Db) -> None:

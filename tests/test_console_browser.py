@@ -120,6 +120,7 @@ def test_find_an_account_open_its_stream_an_event_and_trace_a_transfer(
     )
     assert r.status_code == 201, r.text
     debit_id, credit_id = r.json()["eventIds"]
+    console.api("GET", "/accounts/find_b", params={"consistent": "true"})  # the search reads it
     page = login(browser, contexts, console, "admin", "/ui/streams")
     page.fill("#q", "find_")
     page.click("#search")

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from esmongo.console.access import ViewerDep
 from esmongo.console.charts import polyline
-from esmongo.console.figures import figures
+from esmongo.console.figures import RateSampler, figures
 from esmongo.console.render import page
 from esmongo.console.sse import frame, stream
 
@@ -19,9 +19,17 @@ router = APIRouter()
 LIVE_EVERY_S = 1.0
 
 
+def sampler(request: Request, viewer: ViewerDep) -> RateSampler:
+    """One per application: every overview shares the samples."""
+    state = request.app.state
+    if getattr(state, "console_rates", None) is None:
+        state.console_rates = RateSampler(viewer.svc)
+    return state.console_rates  # type: ignore[no-any-return]
+
+
 @router.get("/", response_class=HTMLResponse)
 async def overview(request: Request, viewer: ViewerDep) -> Response:
-    shown = await figures(viewer.svc) if viewer.staff else None
+    shown = await figures(viewer.svc, sampler(request, viewer)) if viewer.staff else None
     recent = await viewer.svc.operations.recent(10) if viewer.staff else []
     return page(
         request,
@@ -29,7 +37,7 @@ async def overview(request: Request, viewer: ViewerDep) -> Response:
         viewer,
         title="Overview",
         figures=shown,
-        sparkline=polyline([float(r) for r in shown.rates]) if shown else None,
+        sparkline=polyline(shown.rates) if shown else None,
         recent=recent,
     )
 
@@ -38,12 +46,14 @@ async def overview(request: Request, viewer: ViewerDep) -> Response:
 async def overview_events(request: Request, viewer: ViewerDep) -> Response:
     """The overview's figures once a second, for as long as the page is open."""
 
+    rates = sampler(request, viewer)
+
     async def frames() -> AsyncIterator[str]:
         while True:
             if viewer.staff:
-                shown = await figures(viewer.svc)
+                shown = await figures(viewer.svc, rates)
                 data = shown.to_dict()
-                data["sparkline"] = polyline([float(r) for r in shown.rates]).points
+                data["sparkline"] = polyline(shown.rates).points
                 yield frame(data, event="figures")
             await asyncio.sleep(LIVE_EVERY_S)
 

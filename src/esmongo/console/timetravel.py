@@ -3,21 +3,23 @@ two points side by side."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from esmongo.bank import Account, balance_history
+from esmongo.bank import Account
 from esmongo.console.access import Refused, Viewer, ViewerDep
 from esmongo.console.charts import polyline, steps
 from esmongo.console.render import page
 from esmongo.console.streams import Name
-from esmongo.events import utc_now
 from esmongo.model import TemporalQueries
 
 router = APIRouter()
+CHART_VERSIONS = 1000
+"""The chart shows the movements among the account's latest versions, at most this many:
+each credit and debit carries the balance after it, so no replay from the start is needed."""
 Version = Annotated[str, Query(pattern=r"^[0-9]{0,18}$", description="empty: not given")]
 Moment = Annotated[str, Query(max_length=40, description="YYYY-MM-DDTHH:MM[:SS] in UTC")]
 
@@ -67,11 +69,11 @@ async def time_travel(
     other = int(compare) if compare and int(compare) > 0 else None
     if chosen is None and moment is None:
         chosen = head
-    first = [e async for e in store.read_stream("account", account_id, 1, 1)]
-    start = first[0].timestamp if first else utc_now() - timedelta(days=30)
-    history = await balance_history(store, account_id, start, utc_now())
-    xs = [p.timestamp.timestamp() for p in history.points]
-    ys = [float(p.balance) for p in history.points]
+    since = max(1, head - CHART_VERSIONS + 1)
+    window = [e async for e in store.read_stream("account", account_id, since, head)]
+    points = [(e.timestamp, e.data["balanceAfter"]) for e in window if "balanceAfter" in e.data]
+    xs = [moment.timestamp() for moment, _ in points]
+    ys = [float(balance) for _, balance in points]
     if xs:
         xs, ys = steps(ys, xs)
     return page(
@@ -87,6 +89,9 @@ async def time_travel(
         compare_at=compare_at,
         state=await state(viewer, account_id, chosen, moment),
         other=await state(viewer, account_id, other, compare_moment),
-        history=history,
+        currency=window[-1].data.get("currency", "") if window else "",
+        closing=points[-1][1] if points else None,
         chart=polyline(ys, 640, 160, xs) if ys else None,
+        partial=since > 1,
+        chart_versions=CHART_VERSIONS,
     )

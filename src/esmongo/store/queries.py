@@ -6,7 +6,7 @@ travel and schema checks. Each covers the active collection and the archive.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 from pymongo import ASCENDING
@@ -14,12 +14,14 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from esmongo.codec import Document
 from esmongo.store.archive import Archive
+from esmongo.store.transactions import SEQUENCE_COUNTER
 
 
 class EventQueries:
     """The aggregate queries of an EventStore (its base class)."""
 
     events: AsyncCollection[Document]
+    counters: AsyncCollection[Document]
     archive: Archive
 
     def _collections(self) -> tuple[AsyncCollection[Document], ...]:
@@ -73,28 +75,17 @@ class EventQueries:
                 counts[key] = counts.get(key, 0) + int(doc["n"])
         return counts
 
-    async def first_sequences_at(self, moments: Sequence[datetime]) -> list[int | None]:
-        """For each moment, the sequence of the first active event stamped at or after it
-        (None: none yet). One point lookup on the timestamp index each, whatever the store
-        holds: differences between neighbours count the appends in between, which is how
-        the console draws events per second. Timestamps follow the commit order closely,
-        not exactly (concurrent writers), so the counts are estimates."""
-        found: list[int | None] = []
-        for moment in moments:
-            doc = await self.events.find_one(
-                {"timestamp": {"$gte": moment}},
-                {"sequence": 1},
-                sort=[("timestamp", ASCENDING)],
-            )
-            found.append(int(doc["sequence"]) if doc else None)
-        return found
-
-    async def aggregate_types(self) -> list[str]:
-        """The aggregate types that have events (active and archived), sorted."""
-        types: set[str] = set()
-        for collection in self._collections():
-            types.update(str(t) for t in await collection.distinct("aggregateType"))
-        return sorted(types)
+    async def event_counts(self) -> tuple[int, int]:
+        """(active, archived) event counts without counting events: the gap-free sequence
+        says how many were appended, the archive registry how many of them moved (one small
+        document per archived stream)."""
+        pipeline: list[Document] = [{"$group": {"_id": None, "n": {"$sum": "$events"}}}]
+        archived = 0
+        async for doc in await self.archive.registry.aggregate(pipeline):
+            archived = int(doc["n"])
+        head = await self.counters.find_one({"_id": SEQUENCE_COUNTER})
+        appended = int(head["value"]) if head else 0
+        return appended - archived, archived
 
     async def stream_ids(
         self, aggregate_type: str, prefix: str = "", *, after: str = "", limit: int = 50
