@@ -149,7 +149,9 @@ async def test_unauthenticated_requests_go_to_login_and_headers_are_strict(
     c, _ = console
     r = await c.http.get("/ui/streams?type=account&q=a")
     assert r.status_code == 303
-    assert r.headers["location"] == "/login?next=/ui/streams?type=account&q=a"
+    assert r.headers["location"] == "/login?next=/ui/streams%3Ftype%3Daccount%26q%3Da"
+    form = await c.http.get(r.headers["location"])  # the form sends the whole path back
+    assert 'name="next" value="/ui/streams?type=account&amp;q=a"' in form.text
     live = await c.http.get("/ui/tail/events?after=0")
     assert live.status_code == 401  # an EventSource is not redirected to a form
     assert (await c.http.post("/ui/dead-letters/retry-all")).status_code == 401

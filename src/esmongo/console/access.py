@@ -67,7 +67,7 @@ def sessions(request: Request) -> Sessions:
 
 def _next_path(request: Request) -> str:
     query = f"?{request.url.query}" if request.url.query else ""
-    return quote(request.url.path + query, safe="/?=&")
+    return quote(request.url.path + query, safe="/")  # one query value, whole
 
 
 async def viewer(request: Request) -> Viewer:

@@ -65,8 +65,8 @@ async def time_travel(
     store = viewer.svc.bank.store
     head = await store.stream_version("account", account_id)
     moment, compare_moment = parse_moment(at, "at"), parse_moment(compare_at, "compare_at")
-    chosen = int(version) if version and int(version) > 0 else None
-    other = int(compare) if compare and int(compare) > 0 else None
+    chosen = min(int(version), head) if version and int(version) > 0 else None
+    other = min(int(compare), head) if compare and int(compare) > 0 else None
     if chosen is None and moment is None:
         chosen = head
     since = max(1, head - CHART_VERSIONS + 1)
