@@ -4,6 +4,7 @@ The browser tests are in test_console_browser.py."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -16,12 +17,15 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo import EventStore, NewEvent
 from esmongo.api import Role, create_app
+from esmongo.api.app import Starter, run_projection_daemon
 from esmongo.api.audit import COLLECTION as OPERATIONS_LOG
 from esmongo.api.context import Services
 from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.console import mount
 from esmongo.console.causation import causation_tree
 from esmongo.events import RecordedEvent
+from esmongo.projections import DeadLetters
+from esmongo.projections.dead_letters import Failure
 from esmongo.schema.registry import Upcasters
 
 Db = AsyncDatabase[dict[str, Any]]
@@ -124,10 +128,24 @@ class Console:
 
 @pytest.fixture
 async def console(server_uri: str, db: Db) -> AsyncIterator[tuple[Console, Finds]]:
+    async with serving(server_uri, db) as served:
+        yield served
+
+
+@pytest.fixture
+async def console_with_projections(server_uri: str, db: Db) -> AsyncIterator[tuple[Console, Finds]]:
+    async with serving(server_uri, db, run_projection_daemon) as served:
+        yield served
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    server_uri: str, db: Db, background: Starter | None = None
+) -> AsyncIterator[tuple[Console, Finds]]:
     finds = Finds()
     client: AsyncMongoClient[Document] = AsyncMongoClient(server_uri, event_listeners=[finds])
     database = client.get_database(db.name, codec_options=CODEC_OPTIONS)
-    app = create_app(db=database)
+    app = create_app(db=database, background=background)
     mount(app)
     try:
         async with app.router.lifespan_context(app):
@@ -259,3 +277,41 @@ async def test_api_operations_are_recorded_with_who_did_them(db: Db) -> None:
         ("rebuild", "transactions_read", "ops7", "api"),
     ]
     assert recent[-1].outcome == "started"
+
+
+async def test_retry_and_discard_all_shown_are_checked_and_recorded(
+    console_with_projections: tuple[Console, Finds],
+) -> None:
+    c, _ = console_with_projections
+    bank = c.services.bank
+    await bank.store.append(
+        "account",
+        "dl1",
+        [NewEvent("account.created", {"ownerId": "u", "ownerName": "U", "currency": "EUR"})],
+    )
+    await bank.queries.wait_until_current(30)  # applied, checkpoints written
+    events = [e async for e in bank.store.read_all(0)]
+    dead = DeadLetters(bank.db)
+    for name in ("transactions_read", "accounts_read"):
+        await dead.record(Failure(events[0], ValueError("boom"), 1), name, "skip")
+    token = await c.login("admin")
+    listed = await c.http.get("/ui/dead-letters")
+    assert listed.text.count("boom") == 2 and listed.text.count('class="retry"') == 2
+    only = await c.http.get("/ui/dead-letters?projection=accounts_read")
+    assert only.text.count("boom") == 1
+    r = await c.http.post(
+        "/ui/dead-letters/retry-all?projection=accounts_read", data={"csrf": token}
+    )
+    assert r.status_code == 303, r.text
+    assert r.headers["location"] == "/ui/dead-letters?notice=retried-all"
+    assert await dead.count() == 1  # only accounts_read's was retried (applied again)
+    r = await c.http.post("/ui/dead-letters/discard-all", data={"csrf": token})
+    assert r.status_code == 303, r.text
+    assert r.headers["location"] == "/ui/dead-letters?notice=discarded-all"
+    assert await dead.count() == 0
+    recent = await c.services.operations.recent()
+    sequence = events[0].sequence
+    assert [(o.action, o.target, o.outcome) for o in reversed(recent)] == [
+        ("retry", f"accounts_read:{sequence}", "applied"),
+        ("discard", f"transactions_read:{sequence}", "discarded"),
+    ]

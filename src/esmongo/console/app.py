@@ -51,4 +51,6 @@ def mount(app: FastAPI) -> None:
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> Response:
-        return page(request, "refused.html", None, status=exc.status, message=exc.message)
+        return page(
+            request, "refused.html", None, status=exc.status, title="Refused", message=exc.message
+        )
