@@ -215,8 +215,9 @@ def run(uri: str, name: str, events: int, rounds: int) -> None:
                     ("event", f"/ui/events/{debit}"),
                     ("causation trace (transfer)", f"/ui/trace/{debit}"),
                     ("time travel, 100-event account", "/ui/accounts/acc00001/time?version=50"),
+                    ("time travel, 10,000-event account, latest", f"/ui/accounts/{LONG}/time"),
                     (
-                        "time travel, 10,000-event account",
+                        "time travel, 10,000-event account, v5000",
                         f"/ui/accounts/{LONG}/time?version=5000",
                     ),
                     ("projections", "/ui/projections"),
