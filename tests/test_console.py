@@ -315,3 +315,23 @@ async def test_retry_and_discard_all_shown_are_checked_and_recorded(
         ("retry", f"accounts_read:{sequence}", "applied"),
         ("discard", f"transactions_read:{sequence}", "discarded"),
     ]
+
+
+async def test_an_event_page_shows_the_upcast_chain_and_the_stored_document(
+    console: tuple[Console, Finds],
+) -> None:
+    c, _ = console
+    store = c.services.bank.store
+    store.upcasters.register("thing.named", "1.0", "2.0", lambda d: {**d, "full": d["name"]})
+    store.upcasters.register("thing.named", "2.0", "3.0", lambda d: {**d, "v3": True})
+    (event,) = await EventStore(c.services.bank.db).append(
+        "thing", "t1", [NewEvent("thing.named", {"name": "Ada"})]
+    )
+    await c.login("auditor")
+    page = await c.http.get(f"/ui/events/{event.event_id}")
+    assert page.status_code == 200
+    assert '<dd id="upcast-chain">v1.0 → v2.0 → v3.0</dd>' in page.text
+    data = page.text.split('id="event-data">')[1].split("</pre>")[0]
+    raw = page.text.split('id="event-raw">')[1].split("</pre>")[0]
+    assert "&#34;full&#34;: &#34;Ada&#34;" in data and "&#34;v3&#34;: true" in data
+    assert "&#34;eventVersion&#34;: &#34;1.0&#34;" in raw and "full" not in raw

@@ -186,6 +186,18 @@ def test_a_new_event_appears_in_the_live_tail_within_a_second(
     expect()(page.locator("#tail")).not_to_contain_text("tail_other")
 
 
+def test_the_overview_updates_without_a_reload(
+    browser: Browser, contexts: list[BrowserContext], console: Console
+) -> None:
+    page = login(browser, contexts, console, "auditor", "/")
+    head = page.locator('#overview [data-field="head"]')
+    before = int(head.inner_text())
+    console.open_account("overview_live")  # three events
+    expect()(head).not_to_have_text(str(before), timeout=5_000)  # pushed once a second
+    assert int(head.inner_text()) >= before + 3
+    expect()(page.locator("#sparkline")).to_have_attribute("points", re.compile(r"\d"))
+
+
 def lag_of(page: Page, projection: str) -> Any:
     return page.locator(f'#projections tr[data-projection="{projection}"] td.lag')
 
