@@ -65,3 +65,15 @@ async def counted(
         yield listener, client.get_database(db.name, codec_options=CODEC_OPTIONS)
     finally:
         await client.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Each phase's report on the item (`item.stash[PHASE_REPORTS]`), for fixtures that act
+    on failure (the console's browser tests save screenshots)."""
+    report = yield
+    item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
+    return report
+
+
+PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()

@@ -65,3 +65,9 @@ async def test_accounts_by_owner_status_and_balance_in_pages(bank: Bank) -> None
     assert ids(first) == ["a1", "a2"] and first.next_after == "a2"
     last = await queries.accounts_page(after=first.next_after, limit=2)
     assert ids(last) == ["b1"] and last.next_after is None
+    # By id prefix (the console's account search), alone and with a page's `after`.
+    assert ids(await queries.accounts_page(id_prefix="a")) == ["a1", "a2"]
+    assert ids(await queries.accounts_page(id_prefix="a", after="a1")) == ["a2"]
+    assert ids(await queries.accounts_page(id_prefix="a", after="0")) == ["a1", "a2"]
+    assert ids(await queries.accounts_page(id_prefix="b1")) == ["b1"]
+    assert ids(await queries.accounts_page(id_prefix="c")) == []

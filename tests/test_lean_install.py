@@ -19,7 +19,15 @@ import pytest
 from pymongo import MongoClient
 
 ESMONGO = str(Path(sys.executable).with_name("esmongo"))
-SERVICE = ("fastapi", "starlette", "pydantic", "uvicorn", "prometheus_client")
+SERVICE = (
+    "fastapi",
+    "starlette",
+    "pydantic",
+    "uvicorn",
+    "prometheus_client",
+    "jinja2",
+    "multipart",
+)
 CLI = ("typer", "click", "rich")
 EXTRAS = (*SERVICE, *CLI)
 DEV = ("pytest", "_pytest", "pytest_asyncio")
@@ -56,7 +64,7 @@ from esmongo.codec import CODEC_OPTIONS
 from pymongo import AsyncMongoClient
 
 REFUSED = {refused!r}
-APPLICATION = ("esmongo.api", "esmongo.cli", "esmongo.testing")  # extras, test tools
+APPLICATION = ("esmongo.api", "esmongo.cli", "esmongo.console", "esmongo.testing")  # extras, tools
 
 
 def import_all(package: types.ModuleType) -> int:

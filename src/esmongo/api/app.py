@@ -69,6 +69,7 @@ async def report_unreachable_versions(svc: Services) -> None:
     except Exception:
         log.exception("the startup check of stored event versions failed")
         return
+    svc.schema_problems = [str(problem) for problem in problems]
     for problem in problems:
         log.warning("schema check: %s", problem)
     if not problems:

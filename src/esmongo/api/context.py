@@ -29,11 +29,16 @@ class Services:
     projection_defs: list[Projection] = field(default_factory=list)
     """The projections this service knows (status, rebuilds, dead-letter retries)."""
     rebuilds: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    """Rebuilds and replays started here, by projection."""
+    progress: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """(position, head) of each rebuild or replay started here, after its latest batch."""
     consistency_timeout_s: float = 5.0
     """How long `consistent=true` reads wait for the read model."""
     rate_limit: float | None = None
     """Requests per second per key and process, for keys that set none; None: unlimited."""
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    schema_problems: list[str] | None = None
+    """What the startup check of stored event versions found (None: not finished)."""
 
 
 def services(request: Request) -> Services:

@@ -20,6 +20,7 @@ from esmongo.projections import (
     ProjectionError,
     projection_status,
     rebuild,
+    replay,
 )
 
 log = logging.getLogger(__name__)
@@ -70,31 +71,69 @@ async def projections(
     return result
 
 
+ProjectionName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+async def start_rebuild(
+    svc: Services,
+    name: str,
+    who: Principal,
+    *,
+    source: str,
+    replay_in_place: bool = False,
+    reason: str | None = None,
+) -> None:
+    """Start a blue/green rebuild (or a reset-and-replay) in the background, recorded in the
+    audit trail with who asked and why. Shared by the API and the console."""
+    projection = _projection(svc, name)
+    action = "replay" if replay_in_place else "rebuild"
+    running = svc.rebuilds.get(name)
+    if running is not None and not running.done():
+        raise ApiError(409, "rebuild_running", f"a rebuild of {name} is already running")
+    kind = "ProjectionReplayed" if replay_in_place else "ProjectionRebuildStarted"
+    await svc.audit.record(kind, actor(who, source), reason=reason, details={"projection": name})
+
+    def progress(position: int, head: int) -> None:
+        svc.progress[name] = (position, head)
+
+    async def work() -> None:
+        try:
+            if replay_in_place:
+                position = await replay(svc.bank.store, projection, progress=progress)
+                log.info("replay of %s reached %s", name, position)
+            else:
+                result = await rebuild(svc.bank.store, projection, progress=progress)
+                log.info("rebuild of %s swapped in: %s", name, result)
+        except ProjectionError:
+            log.exception("%s of %s failed", action, name)
+
+    svc.progress[name] = (0, 0)
+    svc.rebuilds[name] = asyncio.create_task(work(), name=f"{action}:{name}")
+
+
 @router.post("/projections/{name}/rebuild", status_code=202, response_model=dict[str, Any])
 async def rebuild_projection(
-    name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")],
+    name: ProjectionName,
     svc: ServicesDep,
     who: Annotated[Principal, require(*OPERATORS)],
     reason: ReasonHeader = None,
 ) -> dict[str, Any]:
     """Start a blue/green rebuild: the old read model serves reads until the swap."""
-    projection = _projection(svc, name)
-    running = svc.rebuilds.get(name)
-    if running is not None and not running.done():
-        raise ApiError(409, "rebuild_running", f"a rebuild of {name} is already running")
-    await svc.audit.record(
-        "ProjectionRebuildStarted", actor(who), reason=reason, details={"projection": name}
-    )
-
-    async def work() -> None:
-        try:
-            result = await rebuild(svc.bank.store, projection)
-            log.info("rebuild of %s swapped in: %s", name, result)
-        except ProjectionError:
-            log.exception("rebuild of %s failed", name)
-
-    svc.rebuilds[name] = asyncio.create_task(work(), name=f"rebuild:{name}")
+    await start_rebuild(svc, name, who, source="api", reason=reason)
     return {"projection": name, "rebuild": "started"}
+
+
+@router.post("/projections/{name}/replay", status_code=202, response_model=dict[str, Any])
+async def replay_projection(
+    name: ProjectionName,
+    svc: ServicesDep,
+    who: Annotated[Principal, require(*OPERATORS)],
+    reason: ReasonHeader = None,
+) -> dict[str, Any]:
+    """Empty the read model in place and replay every event (development: readers see it
+    empty, then growing). Use rebuild in production."""
+    await start_rebuild(svc, name, who, source="api", replay_in_place=True, reason=reason)
+    return {"projection": name, "replay": "started"}
 
 
 @router.get("/dead-letters", response_model=list[dict[str, Any]])
@@ -129,14 +168,10 @@ def _letter(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
-@router.post("/dead-letters/{dead_letter_id}/retry", response_model=dict[str, Any])
-async def retry_dead_letter(
-    dead_letter_id: DeadLetterId,
-    svc: ServicesDep,
-    who: Annotated[Principal, require(*OPERATORS)],
-    reason: ReasonHeader = None,
-) -> dict[str, Any]:
-    """Apply the event through the projection again (after a fix); removed on success."""
+async def retry_letter(
+    svc: Services, dead_letter_id: str, who: Principal, *, source: str, reason: str | None = None
+) -> None:
+    """Apply a dead letter's event again; once applied, recorded in the audit trail."""
     name, sequence = _split(dead_letter_id)
     projection = _projection(svc, name)
     dead = await _dead_letters_holding(svc, dead_letter_id)
@@ -145,7 +180,34 @@ async def retry_dead_letter(
     except DeadLetterError as exc:
         raise ApiError(409, "retry_failed", str(exc)) from exc
     details = {"projection": name, "sequence": sequence}
-    await svc.audit.record("DeadLetterRetried", actor(who), reason=reason, details=details)
+    await svc.audit.record("DeadLetterRetried", actor(who, source), reason=reason, details=details)
+
+
+async def discard_letter(
+    svc: Services, dead_letter_id: str, who: Principal, *, source: str, reason: str | None = None
+) -> None:
+    """Drop a dead letter without applying its event; recorded in the audit trail."""
+    name, sequence = _split(dead_letter_id)
+    dead = await _dead_letters_holding(svc, dead_letter_id)
+    try:
+        await dead.discard(name, sequence)
+    except DeadLetterError as exc:
+        raise ApiError(409, "discard_failed", str(exc)) from exc
+    details = {"projection": name, "sequence": sequence}
+    await svc.audit.record(
+        "DeadLetterDiscarded", actor(who, source), reason=reason, details=details
+    )
+
+
+@router.post("/dead-letters/{dead_letter_id}/retry", response_model=dict[str, Any])
+async def retry_dead_letter(
+    dead_letter_id: DeadLetterId,
+    svc: ServicesDep,
+    who: Annotated[Principal, require(*OPERATORS)],
+    reason: ReasonHeader = None,
+) -> dict[str, Any]:
+    """Apply the event through the projection again (after a fix); removed on success."""
+    await retry_letter(svc, dead_letter_id, who, source="api", reason=reason)
     return {"id": dead_letter_id, "retried": True}
 
 
@@ -157,14 +219,7 @@ async def discard_dead_letter(
     reason: ReasonHeader = None,
 ) -> dict[str, Any]:
     """Drop a dead letter without applying its event."""
-    name, sequence = _split(dead_letter_id)
-    dead = await _dead_letters_holding(svc, dead_letter_id)
-    try:
-        await dead.discard(name, sequence)
-    except DeadLetterError as exc:
-        raise ApiError(409, "discard_failed", str(exc)) from exc
-    details = {"projection": name, "sequence": sequence}
-    await svc.audit.record("DeadLetterDiscarded", actor(who), reason=reason, details=details)
+    await discard_letter(svc, dead_letter_id, who, source="api", reason=reason)
     return {"id": dead_letter_id, "discarded": True}
 
 

@@ -77,9 +77,11 @@ class AccountQueries:
         min_balance: Decimal | None = None,
         max_balance: Decimal | None = None,
         after: str | None = None,
+        id_prefix: str = "",
         limit: int = 50,
     ) -> AccountPage:
-        """Accounts by owner, status and balance range (inclusive), after an account id."""
+        """Accounts by owner, status and balance range (inclusive), after an account id,
+        whose id starts with `id_prefix`."""
         query: dict[str, Any] = {}
         if owner is not None:
             query["owner.userId"] = owner
@@ -92,8 +94,16 @@ class AccountQueries:
             balance["$lte"] = max_balance
         if balance:
             query["balance"] = balance
+        ids: dict[str, Any] = {}
         if after is not None:
-            query["accountId"] = {"$gt": after}
+            ids["$gt"] = after
+        if id_prefix:
+            ids["$gte" if after is None or after < id_prefix else "$gt"] = max(
+                id_prefix, after or ""
+            )
+            ids["$lt"] = id_prefix + "\U0010ffff"
+        if ids:
+            query["accountId"] = ids
         cursor = self.accounts.find(query, sort=[("accountId", 1)], limit=limit + 1)
         docs = [doc async for doc in cursor]
         more = len(docs) > limit

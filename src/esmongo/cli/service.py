@@ -72,13 +72,14 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run the accounts API and the projection daemon (Ctrl-C stops)."""
+    """Run the console, the accounts API and the projection daemon (Ctrl-C stops)."""
     import uvicorn
 
     from esmongo.api import ApiKeys, create_app
     from esmongo.api.app import run_projection_daemon
     from esmongo.api.auth import ensure_dev_admin_key
     from esmongo.api.body_limit import DEFAULT_MAX_BODY_BYTES
+    from esmongo.console import mount
 
     require_bank("serve")
     body_limit = DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes
@@ -99,8 +100,9 @@ def serve(
                 max_body_bytes=body_limit,
                 rate_limit=rate_limit,
             )
+            mount(service)
             url = f"http://{host}:{port}"
-            say(f"esmongo serving [bold]{url}[/] (API docs: {url}/docs)")
+            say(f"esmongo serving [bold]{url}[/] (console: {url}/ , API docs: {url}/docs)")
             say(f"database {settings.database} on {redact(conn.uri)}")
             if conn.server is not None:
                 key = await ensure_dev_admin_key(keys, settings.home / "dev-admin-key")
@@ -197,7 +199,11 @@ def restore_cmd(
     async def work(application: Application) -> None:
         with progress_bars() as advance:
             report = await restore(
-                application.db, directory, advance, drop_state=drop_state, keep=[API_KEYS]
+                application.db,
+                directory,
+                advance,
+                drop_state=drop_state,
+                keep=[API_KEYS],
             )
         await application.init()
         err.print("[dim]indexes and schemas checked[/]")

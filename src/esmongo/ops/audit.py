@@ -13,6 +13,7 @@ import getpass
 import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from esmongo.events import ANY, NewEvent, RecordedEvent, StreamId
@@ -93,6 +94,33 @@ class Actor:
         if self.key_prefix is not None:
             doc["keyPrefix"] = self.key_prefix
         return doc
+
+
+@dataclass(frozen=True)
+class Action:
+    """An audit event, flat, for a table (the console's overview)."""
+
+    at: datetime
+    action: str
+    user_id: str
+    role: str | None
+    source: str
+    target: str
+    reason: str
+
+    @classmethod
+    def of(cls, event: RecordedEvent) -> Action:
+        by = event.data.get("by", {})
+        details = event.data.get("details", {})
+        return cls(
+            at=event.timestamp,
+            action=event.event_type,
+            user_id=str(by.get("userId", "")),
+            role=by.get("role"),
+            source=str(by.get("via", "")),
+            target=", ".join(f"{key}={value}" for key, value in details.items()),
+            reason=str(event.data.get("reason", "")),
+        )
 
 
 class AuditTrail:

@@ -9,16 +9,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import datetime
 
+from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
 from esmongo.codec import Document
 from esmongo.store.archive import Archive
+from esmongo.store.transactions import SEQUENCE_COUNTER
 
 
 class EventQueries:
     """The aggregate queries of an EventStore (its base class)."""
 
     events: AsyncCollection[Document]
+    counters: AsyncCollection[Document]
     archive: Archive
 
     def _collections(self) -> tuple[AsyncCollection[Document], ...]:
@@ -71,3 +74,35 @@ class EventQueries:
                 key = (doc["_id"]["t"], doc["_id"]["v"])
                 counts[key] = counts.get(key, 0) + int(doc["n"])
         return counts
+
+    async def event_counts(self) -> tuple[int, int]:
+        """(active, archived) event counts without counting events: the gap-free sequence
+        says how many were appended, the archive registry how many of them moved (one small
+        document per archived stream)."""
+        pipeline: list[Document] = [{"$group": {"_id": None, "n": {"$sum": "$events"}}}]
+        archived = 0
+        async for doc in await self.archive.registry.aggregate(pipeline):
+            archived = int(doc["n"])
+        head = await self.counters.find_one({"_id": SEQUENCE_COUNTER})
+        appended = int(head["value"]) if head else 0
+        return appended - archived, archived
+
+    async def stream_ids(
+        self, aggregate_type: str, prefix: str = "", *, after: str = "", limit: int = 50
+    ) -> list[str]:
+        """Ids of the streams of a type that start with `prefix`, in id order, after `after`:
+        the first event of each stream, through the (type, id, version) index."""
+        ids: Document = {"$gt": after} if after else {"$gte": prefix}
+        if prefix:
+            ids["$lt"] = prefix + "\U0010ffff"
+        query: Document = {
+            "aggregateType": aggregate_type,
+            "aggregateId": ids,
+            "aggregateVersion": 1,
+        }
+        sort = [("aggregateType", ASCENDING), ("aggregateId", ASCENDING), ("aggregateVersion", 1)]
+        found: set[str] = set()
+        for collection in self._collections():  # a stream lives in one of them
+            cursor = collection.find(query, {"aggregateId": 1}, sort=sort, limit=limit)
+            found.update([str(doc["aggregateId"]) async for doc in cursor])
+        return sorted(found)[:limit]

@@ -140,6 +140,14 @@ class EventReads:
         event = RecordedEvent.from_document(doc)
         return self.upcasters.upcast(event) if self.upcasters else event
 
+    async def stored_document(self, event_id: str) -> Document | None:
+        """The event's document exactly as stored (not upcast), active or archived: what
+        an operator compares with the upcast event."""
+        doc = await self.events.find_one({"eventId": event_id})
+        if doc is None:
+            doc = await self.archive.events.find_one({"eventId": event_id})
+        return doc
+
     def read_stream(
         self,
         aggregate_type: str,
