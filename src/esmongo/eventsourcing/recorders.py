@@ -1,0 +1,240 @@
+"""The `eventsourcing` library's recorders on esmongo's event store.
+
+Writes go through `EventStore.append_streams`: one AppendRequest per originator, with the
+library's versions as given (AppendRequest.versions: the unique index `aggregate_ordering`
+is the only check, and a conflict is the store's ConcurrencyError, raised here as the
+library's IntegrityError). A process recorder's tracking record is a unit-of-work write of
+that same append (esmongo.store.unit_of_work): it commits with the events or not at all.
+Reads are single indexed queries (tests/eventsourcing/test_query_plans.py checks each plan).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    Notification,
+    ProcessRecorder,
+    ProgrammingError,
+    StoredEvent,
+    Subscription,
+    Tracking,
+    TrackingRecorder,
+)
+from pymongo import ASCENDING, DESCENDING
+
+from esmongo.codec import Document
+from esmongo.eventsourcing.datastore import Datastore
+from esmongo.eventsourcing.documents import (
+    AGGREGATE_TYPE,
+    EVENT_FIELDS,
+    new_event,
+    notification,
+    stored_event,
+)
+from esmongo.eventsourcing.subscription import MongoSubscription
+from esmongo.eventsourcing.tracking import Trackings
+from esmongo.store import AppendRequest, DocumentWrite, EventStore
+
+
+class MongoAggregateRecorder(AggregateRecorder):
+    """Events of aggregates in one events collection, numbered by its own sequence."""
+
+    def __init__(self, datastore: Datastore, events_collection: str) -> None:
+        self.datastore = datastore
+        self.events_collection = events_collection
+        self.store: EventStore = datastore.store(events_collection)
+
+    def create_collection(self) -> None:
+        """The indexes and the sequence counter (idempotent)."""
+        self.datastore.run(self.store.init())
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        self._insert(stored_events, **kwargs)
+        return None
+
+    def _insert(
+        self, stored_events: Sequence[StoredEvent], writes: Sequence[DocumentWrite] = ()
+    ) -> list[int]:
+        """Append, all or nothing; the notification ids in the order of `stored_events`."""
+        if not stored_events:
+            return []
+        requests = _requests(stored_events)
+        recorded = self.datastore.run(
+            self.store.append_streams(requests, writes=list(writes) or None)
+        )
+        ids = {
+            (e.aggregate_id, e.aggregate_version): e.sequence for stream in recorded for e in stream
+        }
+        return [ids[str(s.originator_id), s.originator_version] for s in stored_events]
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        return self.datastore.run(self._select(originator_id, gt, lte, desc, limit))
+
+    async def _select(
+        self,
+        originator_id: UUID | str,
+        gt: int | None,
+        lte: int | None,
+        desc: bool,
+        limit: int | None,
+    ) -> list[StoredEvent]:
+        query = events_query(originator_id, gt, lte)
+        order = DESCENDING if desc else ASCENDING
+        found = self.store.events.find(
+            query, EVENT_FIELDS, sort=[("aggregateVersion", order)], limit=limit or 0
+        )
+        return [stored_event(doc) async for doc in found]
+
+
+class MongoApplicationRecorder(MongoAggregateRecorder, ApplicationRecorder):
+    """Aggregate events plus the application sequence: notification id = `sequence`."""
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        return self._insert(stored_events, **kwargs)
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        return self.datastore.run(
+            self._notifications(start, limit, stop, topics, inclusive_of_start)
+        )
+
+    async def _notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None,
+        topics: Sequence[str],
+        inclusive_of_start: bool,
+    ) -> list[Notification]:
+        if limit <= 0:
+            return []
+        query = notifications_query(start, stop, topics, inclusive_of_start=inclusive_of_start)
+        found = self.store.events.find(
+            query, EVENT_FIELDS, sort=[("sequence", ASCENDING)], limit=limit
+        )
+        return [notification(doc) async for doc in found]
+
+    def max_notification_id(self) -> int | None:
+        return self.datastore.run(self.store.head_sequence()) or None
+
+    def subscribe(
+        self, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> Subscription[ApplicationRecorder]:
+        return MongoSubscription(self, gt=gt, topics=topics)
+
+
+class MongoTrackingRecorder(TrackingRecorder):
+    """Tracking records: one document per upstream application, with the highest
+    notification id processed (esmongo.eventsourcing.tracking)."""
+
+    def __init__(self, datastore: Datastore, tracking_collection: str) -> None:
+        self.datastore = datastore
+        self.trackings = Trackings(datastore.db, tracking_collection)
+
+    def create_collection(self) -> None:
+        """Nothing to create: the `_id` index is the one a tracking document needs."""
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        self.datastore.run(self.trackings.record(tracking))
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        return self.datastore.run(self.trackings.highest(application_name))
+
+
+class MongoProcessRecorder(MongoTrackingRecorder, MongoApplicationRecorder, ProcessRecorder):
+    """New events and the tracking record of what caused them, in one transaction."""
+
+    def __init__(
+        self, datastore: Datastore, events_collection: str, tracking_collection: str
+    ) -> None:
+        MongoTrackingRecorder.__init__(self, datastore, tracking_collection)
+        MongoApplicationRecorder.__init__(self, datastore, events_collection)
+
+    def create_collection(self) -> None:
+        MongoApplicationRecorder.create_collection(self)
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        tracking: Tracking | None = kwargs.get("tracking")
+        if tracking is None:
+            return self._insert(stored_events)
+        if not stored_events:
+            self.insert_tracking(tracking)
+            return []
+        return self._insert(stored_events, [self.trackings.write(tracking)])
+
+
+def events_query(originator_id: UUID | str, gt: int | None, lte: int | None) -> Document:
+    """One originator's events between versions: a plain document (no `$and`), so that
+    every server runs it on the `aggregate_ordering` index."""
+    query: Document = {"aggregateType": AGGREGATE_TYPE, "aggregateId": str(originator_id)}
+    versions: Document = {}
+    if gt is not None:
+        versions["$gt"] = gt
+    if lte is not None:
+        versions["$lte"] = lte
+    if versions:
+        query["aggregateVersion"] = versions
+    return query
+
+
+def notifications_query(
+    start: int | None, stop: int | None, topics: Sequence[str], *, inclusive_of_start: bool
+) -> Document:
+    """Notifications by position: a range on `sequence` (a range on `_id` and an `$or` of
+    topics scan the collection on some servers: docs/mongodb.md), topics as `$in`."""
+    positions: Document = {"$gte": 1}
+    if start is not None:
+        positions = {"$gte" if inclusive_of_start else "$gt": start}
+    if stop is not None:
+        positions["$lte"] = stop
+    query: Document = {"sequence": positions}
+    if topics:
+        query["eventType"] = {"$in": list(topics)}
+    return query
+
+
+def _requests(stored_events: Sequence[StoredEvent]) -> list[AppendRequest]:
+    """One request per originator, in the order originators first appear."""
+    by_originator: dict[str, list[StoredEvent]] = {}
+    for stored in stored_events:
+        if not isinstance(stored.originator_version, int):
+            raise ProgrammingError(
+                f"originator_version of {stored.originator_id} must be an int, "
+                f"not {stored.originator_version!r}"
+            )
+        by_originator.setdefault(str(stored.originator_id), []).append(stored)
+    return [
+        AppendRequest(
+            AGGREGATE_TYPE,
+            originator,
+            [new_event(s) for s in events],
+            versions=[s.originator_version for s in events],
+        )
+        for originator, events in by_originator.items()
+    ]
