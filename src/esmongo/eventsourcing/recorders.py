@@ -40,6 +40,9 @@ from esmongo.eventsourcing.subscription import MongoSubscription
 from esmongo.eventsourcing.tracking import Trackings
 from esmongo.store import AppendRequest, DocumentWrite, EventStore
 
+NOTIFICATION_WINDOW = 10_000
+"""The widest range of sequence one query of notifications by topic reads."""
+
 
 class MongoAggregateRecorder(AggregateRecorder):
     """Events of aggregates in one events collection, numbered by its own sequence."""
@@ -130,11 +133,38 @@ class MongoApplicationRecorder(MongoAggregateRecorder, ApplicationRecorder):
         topics: Sequence[str],
         inclusive_of_start: bool,
     ) -> list[Notification]:
+        """Read in bounded ranges of sequence: a server need not stop an open range at the
+        limit (the embedded one reads all of it first: docs/mongodb.md). Without topics the
+        range is exact, since the sequence has no gap; with topics, windows that double
+        from the limit up to NOTIFICATION_WINDOW, as far as the head."""
         if limit <= 0:
             return []
-        query = notifications_query(start, stop, topics, inclusive_of_start=inclusive_of_start)
+        low = 1 if start is None else start if inclusive_of_start else start + 1
+        low = max(low, 1)
+        if not topics:
+            high = low + limit - 1 if stop is None else min(low + limit - 1, stop)
+            return await self._window(low, high, (), limit)
+        head = await self.store.head_sequence()
+        top = head if stop is None else min(head, stop)
+        found: list[Notification] = []
+        width = max(limit, 100)
+        while low <= top and len(found) < limit:
+            high = min(low + width - 1, top)
+            found += await self._window(low, high, topics, limit - len(found))
+            low = high + 1
+            width = min(width * 2, NOTIFICATION_WINDOW)
+        return found
+
+    async def _window(
+        self, low: int, high: int, topics: Sequence[str], limit: int
+    ) -> list[Notification]:
+        if high < low:
+            return []
         found = self.store.events.find(
-            query, EVENT_FIELDS, sort=[("sequence", ASCENDING)], limit=limit
+            notifications_query(low, high, topics),
+            EVENT_FIELDS,
+            sort=[("sequence", ASCENDING)],
+            limit=limit,
         )
         return [notification(doc) async for doc in found]
 
@@ -203,17 +233,10 @@ def events_query(originator_id: UUID | str, gt: int | None, lte: int | None) -> 
     return query
 
 
-def notifications_query(
-    start: int | None, stop: int | None, topics: Sequence[str], *, inclusive_of_start: bool
-) -> Document:
-    """Notifications by position: a range on `sequence` (a range on `_id` and an `$or` of
-    topics scan the collection on some servers: docs/mongodb.md), topics as `$in`."""
-    positions: Document = {"$gte": 1}
-    if start is not None:
-        positions = {"$gte" if inclusive_of_start else "$gt": start}
-    if stop is not None:
-        positions["$lte"] = stop
-    query: Document = {"sequence": positions}
+def notifications_query(low: int, high: int, topics: Sequence[str]) -> Document:
+    """Notifications from `low` to `high`: a range on `sequence` (a range on `_id` and an
+    `$or` of topics scan the collection on some servers: docs/mongodb.md), topics `$in`."""
+    query: Document = {"sequence": {"$gte": low, "$lte": high}}
     if topics:
         query["eventType"] = {"$in": list(topics)}
     return query
