@@ -59,7 +59,7 @@ class MongoAggregateRecorder(AggregateRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        self._insert(stored_events, **kwargs)
+        self._insert(stored_events)
         return None
 
     def _insert(
@@ -110,7 +110,7 @@ class MongoApplicationRecorder(MongoAggregateRecorder, ApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        return self._insert(stored_events, **kwargs)
+        return self._insert(stored_events)
 
     def select_notifications(
         self,
@@ -190,6 +190,12 @@ class MongoTrackingRecorder(TrackingRecorder):
 
     def insert_tracking(self, tracking: Tracking) -> None:
         self.datastore.run(self.trackings.record(tracking))
+
+    def insert_tracking_with(self, tracking: Tracking, writes: Sequence[DocumentWrite]) -> None:
+        """The tracking record and a materialised view's writes (any collections of this
+        database), in one transaction: IntegrityError, and nothing written, when the
+        tracking record repeats one or comes after a higher one."""
+        self.datastore.run(self.trackings.record_with(tracking, writes))
 
     def max_tracking_id(self, application_name: str) -> int | None:
         return self.datastore.run(self.trackings.highest(application_name))

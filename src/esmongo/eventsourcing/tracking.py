@@ -10,14 +10,19 @@ require, and the filter is not an equality, so the server does not retry that up
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from eventsourcing.persistence import Tracking
 from pymongo import UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from esmongo.codec import Document
 from esmongo.store import DocumentWrite
+from esmongo.store.unit_of_work import by_collection
 
 NOTIFICATION_ID = "notificationId"
 DURABLE = WriteConcern("majority", j=True)
@@ -28,6 +33,7 @@ class Trackings:
 
     def __init__(self, db: AsyncDatabase[Document], collection: str) -> None:
         self.name = collection
+        self.database = db
         self.collection: AsyncCollection[Document] = db.get_collection(
             collection, write_concern=DURABLE
         )
@@ -48,6 +54,21 @@ class Trackings:
         """The record alone (nothing else to commit with it: one document, atomic)."""
         query, update = self._update(tracking)
         await self.collection.update_one(query, update, upsert=True)
+
+    async def record_with(self, tracking: Tracking, writes: Sequence[DocumentWrite]) -> None:
+        """The record and a view's writes in one transaction (PyMongo's with_transaction
+        retries it on transient errors), for materialised views without events."""
+
+        async def body(session: AsyncClientSession) -> None:
+            query, update = self._update(tracking)
+            await self.collection.update_one(query, update, upsert=True, session=session)
+            for name, operations in by_collection(writes):
+                await self.database[name].bulk_write(operations, ordered=True, session=session)
+
+        async with self.database.client.start_session() as session:
+            await session.with_transaction(
+                body, read_concern=ReadConcern("snapshot"), write_concern=DURABLE
+            )
 
     async def highest(self, application_name: str) -> int | None:
         doc = await self.collection.find_one({"_id": application_name})
