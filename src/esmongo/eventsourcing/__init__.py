@@ -5,6 +5,15 @@ docs/eventsourcing.md says how to switch an application, what is stored where, a
 figures; docs/adr/0011 why the synchronous recorders run on esmongo's async store.
 """
 
+try:
+    import eventsourcing  # noqa: F401
+except ModuleNotFoundError as missing:  # pragma: no cover (the lean install test runs it)
+    raise ModuleNotFoundError(
+        "esmongo.eventsourcing needs the eventsourcing library: pip install "
+        "'esmongo[eventsourcing]'",
+        name=missing.name,
+    ) from missing
+
 from esmongo.eventsourcing.factory import MongoFactory
 from esmongo.eventsourcing.recorders import (
     MongoAggregateRecorder,

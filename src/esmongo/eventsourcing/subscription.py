@@ -12,30 +12,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from eventsourcing.persistence import ListenNotifySubscription
+from eventsourcing.persistence import ApplicationRecorder, ListenNotifySubscription
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 
 from esmongo.codec import Document
-
-if TYPE_CHECKING:
-    from esmongo.eventsourcing.recorders import MongoApplicationRecorder
+from esmongo.eventsourcing.datastore import Datastore
+from esmongo.store import EventStore
 
 MAX_AWAIT_MS = 500
 """How long one getMore of the change stream waits on the server for a change."""
 
 
-class MongoSubscription(ListenNotifySubscription["MongoApplicationRecorder"]):
+class MongoSubscription(ListenNotifySubscription[ApplicationRecorder]):
+    """`recorder` reads the notifications; `store` (its events) is watched for inserts."""
+
     def __init__(
         self,
-        recorder: MongoApplicationRecorder,
+        recorder: ApplicationRecorder,
+        datastore: Datastore,
+        store: EventStore,
         gt: int | None = None,
         topics: Sequence[str] = (),
     ) -> None:
-        self._datastore = recorder.datastore
+        self._datastore = datastore
         self._stream: AsyncChangeStream[Document] | None = self._datastore.run(
-            recorder.store.watch(list(topics) or None, max_await_ms=MAX_AWAIT_MS)
+            store.watch(list(topics) or None, max_await_ms=MAX_AWAIT_MS)
         )
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
