@@ -20,3 +20,9 @@ MIGRATIONS = "esmongo_migrations"
 """One document per migration run (esmongo.ops.migration)."""
 WRITERS = "esmongo_writers"
 """One document per process writing events, with its session ids (esmongo.store.writers)."""
+
+
+def own_archive(collection: str) -> tuple[str, str]:
+    """The archive and its registry of a log numbered by a sequence of its own (an
+    EventStore made with `sequence=`; `esmongo check --log`)."""
+    return f"{collection}_archive", f"{collection}_archived_streams"

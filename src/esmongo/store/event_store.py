@@ -35,7 +35,7 @@ from esmongo.schema.registry import SchemaRegistry, Upcasters
 from esmongo.store import fence
 from esmongo.store.archive import Archive, ArchiveReport
 from esmongo.store.batch_writer import BatchWriter
-from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS, COUNTERS
+from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS, COUNTERS, own_archive
 from esmongo.store.group_commit import GroupCommit
 from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.queries import EventQueries
@@ -115,9 +115,7 @@ class EventStore(EventReads, EventQueries):
             self.events,
             self.counters,
             self.writers,
-            names=(f"{collection}_archive", f"{collection}_archived_streams")
-            if own
-            else (ARCHIVE, ARCHIVED_STREAMS),
+            names=own_archive(collection) if own else (ARCHIVE, ARCHIVED_STREAMS),
         )
         self._writer = BatchWriter(
             db.client,

@@ -1,0 +1,90 @@
+"""An `eventsourcing` application's events are esmongo events: esmongo's EventStore and
+`esmongo check --log` read them, and the application reads what esmongo appends in its shape."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pymongo import AsyncMongoClient
+
+from es_apps import Order, Orders
+from esmongo import EventStore, NewEvent
+from esmongo.codec import CODEC_OPTIONS, Document
+from esmongo.store import AppendRequest
+from eventsourcing_env import mongo_env  # noqa: F401  (the autouse fixture)
+
+ESMONGO = str(Path(sys.executable).with_name("esmongo"))
+LOG = "orders_events"
+
+
+def esmongo_check(server_uri: str, database: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": str(Path(sys.executable).parent),
+        "MONGODB_URI": server_uri,
+        "ESMONGO_DB": database,
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [ESMONGO, "check", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+async def test_esmongo_reads_and_checks_an_eventsourcing_log(
+    client: AsyncMongoClient[Document], server_uri: str
+) -> None:
+    orders = Orders()
+    placed = [orders.place(f"item {n}") for n in range(5)]
+    orders.close()
+    database = os.environ["MONGODB_DATABASE"]
+    db = client.get_database(database, codec_options=CODEC_OPTIONS)
+    store = EventStore(db, collection=LOG, sequence=LOG)
+
+    events = [e async for e in store.read_all()]
+    assert [e.sequence for e in events] == [1, 2, 3, 4, 5]
+    assert [e.aggregate_id for e in events] == [str(p) for p in placed]
+    assert {e.aggregate_type for e in events} == {"eventsourcing"}
+    assert {e.event_type for e in events} == {"es_apps:Order.Placed"}
+    assert {e.aggregate_version for e in events} == {1}
+    assert isinstance(events[0].data["state"], bytes)
+    assert await store.head_sequence() == 5
+
+    checked = esmongo_check(server_uri, database, "--log", LOG)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "5 events, 5 streams, head #5, counter 5" in checked.stderr
+    assert "healthy" in checked.stderr
+
+    await db[LOG].delete_one({"sequence": 3})  # damage: check must see it
+    damaged = esmongo_check(server_uri, database, "--log", LOG)
+    assert damaged.returncode == 1, damaged.stdout + damaged.stderr
+    assert f"#3 missing from {LOG} and {LOG}_archive" in damaged.stdout
+
+    refused = esmongo_check(server_uri, database, "--log", LOG, "--repair")
+    assert refused.returncode == 2
+    assert "--repair is for the main log only" in refused.stderr
+
+
+async def test_the_application_reads_events_esmongo_appended_in_its_shape(
+    client: AsyncMongoClient[Document],
+) -> None:
+    orders = Orders()
+    first = orders.place("by the library")
+    order = Order("by esmongo")
+    stored = orders.mapper.to_stored_event(order.collect_events()[0])
+    db = client.get_database(os.environ["MONGODB_DATABASE"], codec_options=CODEC_OPTIONS)
+    store = EventStore(db, collection=LOG, sequence=LOG)
+    await store.init()
+    event = NewEvent(stored.topic, {"state": stored.state})
+    request = AppendRequest(
+        "eventsourcing", str(order.id), [event], versions=[stored.originator_version]
+    )
+    await store.append_streams([request])
+
+    assert orders.repository.get(order.id).item == "by esmongo"
+    assert orders.repository.get(first).item == "by the library"
+    log = orders.recorder.select_notifications(start=None, limit=10)
+    assert [(n.id, n.originator_id) for n in log] == [(1, first), (2, order.id)]
+    orders.close()
+    await store.writers.close()
