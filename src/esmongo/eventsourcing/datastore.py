@@ -6,7 +6,8 @@ collection meet in one store and share transactions (group commit).
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+import contextlib
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 from bson.errors import InvalidDocument
@@ -17,7 +18,9 @@ from eventsourcing.persistence import (
     InterfaceError,
     OperationalError,
 )
+from pymongo import MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.collection import Collection
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
@@ -26,7 +29,7 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
-from esmongo.codec import Document
+from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.connect import Connection, Settings
 from esmongo.errors import ConcurrencyError, ConfigurationError, EventsCollectionSealed
 from esmongo.eventsourcing.loop import LoopThread
@@ -50,6 +53,7 @@ class Datastore:
         except BaseException:
             self._loop.close()
             raise
+        self._reads: MongoClient[Document] = MongoClient(self._connection.uri)
 
     @property
     def db(self) -> AsyncDatabase[Document]:
@@ -58,29 +62,21 @@ class Datastore:
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the loop; the driver's and the store's errors as the
         `eventsourcing` library's (IntegrityError for a conflict, and so on)."""
-        try:
-            return self._loop.run(coroutine)
-        except ConcurrencyError as exc:
-            raise IntegrityError(str(exc)) from exc
-        except DuplicateKeyError as exc:
-            raise IntegrityError(str(exc)) from exc
-        except BulkWriteError as exc:
-            errors = (exc.details or {}).get("writeErrors") or []
-            if errors and all(e.get("code") == DUPLICATE_KEY for e in errors):
-                raise IntegrityError(str(exc)) from exc
-            raise DataError(str(exc)) from exc
-        except InvalidDocument as exc:
-            raise DataError(str(exc)) from exc
-        except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
-            raise OperationalError(str(exc)) from exc
-        except (EventsCollectionSealed, ConfigurationError) as exc:
-            raise OperationalError(str(exc)) from exc
-        except PyMongoError as exc:
-            raise DatabaseError(str(exc)) from exc
-        except RuntimeError as exc:
-            if not self._loop.running:
-                raise InterfaceError(str(exc)) from exc
-            raise
+        with translated():
+            try:
+                return self._loop.run(coroutine)
+            except RuntimeError as exc:
+                if not self._loop.running:
+                    raise InterfaceError(str(exc)) from exc
+                raise
+
+    def collection(self, name: str) -> Collection[Document]:
+        """A collection through the synchronous client, for reads in the caller's thread:
+        they have no transaction logic to share, and skip the hop to the loop (measured in
+        docs/eventsourcing.md)."""
+        return self._reads.get_database(
+            self.database_name, codec_options=CODEC_OPTIONS
+        ).get_collection(name)
 
     def store(self, collection: str) -> EventStore:
         """The event store of `collection`, numbered by its own sequence (one per factory)."""
@@ -98,9 +94,34 @@ class Datastore:
         if self._loop.running:
             stores, self._stores = list(self._stores.values()), {}
             self.run(self._close(stores))
+        self._reads.close()
         self._loop.close()
 
     async def _close(self, stores: list[EventStore]) -> None:
         for store in stores:
             await store.writers.close()
         await self._connection.close()
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """The driver's and the store's errors as the `eventsourcing` library's."""
+    try:
+        yield
+    except ConcurrencyError as exc:
+        raise IntegrityError(str(exc)) from exc
+    except DuplicateKeyError as exc:
+        raise IntegrityError(str(exc)) from exc
+    except BulkWriteError as exc:
+        errors = (exc.details or {}).get("writeErrors") or []
+        if errors and all(e.get("code") == DUPLICATE_KEY for e in errors):
+            raise IntegrityError(str(exc)) from exc
+        raise DataError(str(exc)) from exc
+    except InvalidDocument as exc:
+        raise DataError(str(exc)) from exc
+    except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
+        raise OperationalError(str(exc)) from exc
+    except (EventsCollectionSealed, ConfigurationError) as exc:
+        raise OperationalError(str(exc)) from exc
+    except PyMongoError as exc:
+        raise DatabaseError(str(exc)) from exc

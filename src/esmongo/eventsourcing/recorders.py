@@ -28,7 +28,7 @@ from eventsourcing.persistence import (
 from pymongo import ASCENDING, DESCENDING
 
 from esmongo.codec import Document
-from esmongo.eventsourcing.datastore import Datastore
+from esmongo.eventsourcing.datastore import Datastore, translated
 from esmongo.eventsourcing.documents import (
     AGGREGATE_TYPE,
     EVENT_FIELDS,
@@ -37,8 +37,9 @@ from esmongo.eventsourcing.documents import (
     stored_event,
 )
 from esmongo.eventsourcing.subscription import MongoSubscription
-from esmongo.eventsourcing.tracking import Trackings
+from esmongo.eventsourcing.tracking import NOTIFICATION_ID, Trackings
 from esmongo.store import AppendRequest, DocumentWrite, EventStore
+from esmongo.store.collections import COUNTERS
 
 NOTIFICATION_WINDOW = 10_000
 """The widest range of sequence one query of notifications by topic reads."""
@@ -51,6 +52,8 @@ class MongoAggregateRecorder(AggregateRecorder):
         self.datastore = datastore
         self.events_collection = events_collection
         self.store: EventStore = datastore.store(events_collection)
+        self.reads = datastore.collection(events_collection)
+        """The events, for reads in the caller's thread (the sync client)."""
 
     def create_collection(self) -> None:
         """The indexes and the sequence counter (idempotent)."""
@@ -86,22 +89,15 @@ class MongoAggregateRecorder(AggregateRecorder):
         desc: bool = False,
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
-        return self.datastore.run(self._select(originator_id, gt, lte, desc, limit))
-
-    async def _select(
-        self,
-        originator_id: UUID | str,
-        gt: int | None,
-        lte: int | None,
-        desc: bool,
-        limit: int | None,
-    ) -> list[StoredEvent]:
-        query = events_query(originator_id, gt, lte)
         order = DESCENDING if desc else ASCENDING
-        found = self.store.events.find(
-            query, EVENT_FIELDS, sort=[("aggregateVersion", order)], limit=limit or 0
-        )
-        return [stored_event(doc) async for doc in found]
+        with translated():
+            found = self.reads.find(
+                events_query(originator_id, gt, lte),
+                EVENT_FIELDS,
+                sort=[("aggregateVersion", order)],
+                limit=limit or 0,
+            )
+            return [stored_event(doc) for doc in found]
 
 
 class MongoApplicationRecorder(MongoAggregateRecorder, ApplicationRecorder):
@@ -121,18 +117,6 @@ class MongoApplicationRecorder(MongoAggregateRecorder, ApplicationRecorder):
         *,
         inclusive_of_start: bool = True,
     ) -> Sequence[Notification]:
-        return self.datastore.run(
-            self._notifications(start, limit, stop, topics, inclusive_of_start)
-        )
-
-    async def _notifications(
-        self,
-        start: int | None,
-        limit: int,
-        stop: int | None,
-        topics: Sequence[str],
-        inclusive_of_start: bool,
-    ) -> list[Notification]:
         """Read in bounded ranges of sequence: a server need not stop an open range at the
         limit (the embedded one reads all of it first: docs/mongodb.md). Without topics the
         range is exact, since the sequence has no gap; with topics, windows that double
@@ -141,23 +125,22 @@ class MongoApplicationRecorder(MongoAggregateRecorder, ApplicationRecorder):
             return []
         low = 1 if start is None else start if inclusive_of_start else start + 1
         low = max(low, 1)
-        if not topics:
-            high = low + limit - 1 if stop is None else min(low + limit - 1, stop)
-            return await self._window(low, high, (), limit)
-        head = await self.store.head_sequence()
-        top = head if stop is None else min(head, stop)
-        found: list[Notification] = []
-        width = max(limit, 100)
-        while low <= top and len(found) < limit:
-            high = min(low + width - 1, top)
-            found += await self._window(low, high, topics, limit - len(found))
-            low = high + 1
-            width = min(width * 2, NOTIFICATION_WINDOW)
-        return found
+        with translated():
+            if not topics:
+                high = low + limit - 1 if stop is None else min(low + limit - 1, stop)
+                return self._window(low, high, (), limit)
+            head = self._head()
+            top = head if stop is None else min(head, stop)
+            found: list[Notification] = []
+            width = max(limit, 100)
+            while low <= top and len(found) < limit:
+                high = min(low + width - 1, top)
+                found += self._window(low, high, topics, limit - len(found))
+                low = high + 1
+                width = min(width * 2, NOTIFICATION_WINDOW)
+            return found
 
-    async def _window(
-        self, low: int, high: int, topics: Sequence[str], limit: int
-    ) -> list[Notification]:
+    def _window(self, low: int, high: int, topics: Sequence[str], limit: int) -> list[Notification]:
         """Notifications from `low` to `high`, of `topics` (all when empty), at most `limit`.
 
         Topics are filtered here, not in the query: a filter on `sequence` and `eventType`
@@ -165,16 +148,15 @@ class MongoApplicationRecorder(MongoAggregateRecorder, ApplicationRecorder):
         range alone is read on the `global_sequence` index; the range is bounded anyway."""
         if high < low:
             return []
-        found = self.store.events.find(
+        wanted = set(topics)
+        notifications: list[Notification] = []
+        with self.reads.find(
             notifications_query(low, high),
             EVENT_FIELDS,
             sort=[("sequence", ASCENDING)],
             limit=0 if topics else limit,
-        )
-        wanted = set(topics)
-        notifications: list[Notification] = []
-        async with found:
-            async for doc in found:
+        ) as found:
+            for doc in found:
                 if wanted and doc["eventType"] not in wanted:
                     continue
                 notifications.append(notification(doc))
@@ -182,8 +164,14 @@ class MongoApplicationRecorder(MongoAggregateRecorder, ApplicationRecorder):
                     break
         return notifications
 
+    def _head(self) -> int:
+        """The highest committed notification id: the counter, written with the events."""
+        counter = self.datastore.collection(COUNTERS).find_one({"_id": self.store.sequence})
+        return 0 if counter is None else int(counter["value"])
+
     def max_notification_id(self) -> int | None:
-        return self.datastore.run(self.store.head_sequence()) or None
+        with translated():
+            return self._head() or None
 
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()
@@ -212,7 +200,9 @@ class MongoTrackingRecorder(TrackingRecorder):
         self.datastore.run(self.trackings.record_with(tracking, writes))
 
     def max_tracking_id(self, application_name: str) -> int | None:
-        return self.datastore.run(self.trackings.highest(application_name))
+        with translated():
+            doc = self.datastore.collection(self.trackings.name).find_one({"_id": application_name})
+        return None if doc is None else int(doc[NOTIFICATION_ID])
 
 
 class MongoProcessRecorder(MongoTrackingRecorder, MongoApplicationRecorder, ProcessRecorder):

@@ -69,7 +69,3 @@ class Trackings:
             await session.with_transaction(
                 body, read_concern=ReadConcern("snapshot"), write_concern=DURABLE
             )
-
-    async def highest(self, application_name: str) -> int | None:
-        doc = await self.collection.find_one({"_id": application_name})
-        return None if doc is None else int(doc[NOTIFICATION_ID])
