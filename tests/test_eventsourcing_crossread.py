@@ -20,16 +20,14 @@ ESMONGO = str(Path(sys.executable).with_name("esmongo"))
 LOG = "orders_events"
 
 
-def esmongo_check(server_uri: str, database: str, *args: str) -> subprocess.CompletedProcess[str]:
+def esmongo(server_uri: str, database: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": str(Path(sys.executable).parent),
         "MONGODB_URI": server_uri,
         "ESMONGO_DB": database,
         "COLUMNS": "200",
     }
-    return subprocess.run(
-        [ESMONGO, "check", *args], env=env, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([ESMONGO, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 async def test_esmongo_reads_and_checks_an_eventsourcing_log(
@@ -51,17 +49,25 @@ async def test_esmongo_reads_and_checks_an_eventsourcing_log(
     assert isinstance(events[0].data["state"], bytes)
     assert await store.head_sequence() == 5
 
-    checked = esmongo_check(server_uri, database, "--log", LOG)
+    listed = esmongo(server_uri, database, "events", "list", "--log", LOG)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count("es_apps:Order.Placed") == 5, listed.stdout
+    assert all(f"eventsourcing/{order}" in listed.stdout for order in placed), listed.stdout
+    tail = esmongo(server_uri, database, "events", "tail", "-n", "2", "--log", LOG)
+    assert tail.returncode == 0, tail.stderr
+    assert [line.split()[0] for line in tail.stdout.splitlines()] == ["4", "5"]
+
+    checked = esmongo(server_uri, database, "check", "--log", LOG)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "5 events, 5 streams, head #5, counter 5" in checked.stderr
     assert "healthy" in checked.stderr
 
     await db[LOG].delete_one({"sequence": 3})  # damage: check must see it
-    damaged = esmongo_check(server_uri, database, "--log", LOG)
+    damaged = esmongo(server_uri, database, "check", "--log", LOG)
     assert damaged.returncode == 1, damaged.stdout + damaged.stderr
     assert f"#3 missing from {LOG} and {LOG}_archive" in damaged.stdout
 
-    refused = esmongo_check(server_uri, database, "--log", LOG, "--repair")
+    refused = esmongo(server_uri, database, "check", "--log", LOG, "--repair")
     assert refused.returncode == 2
     assert "--repair is for the main log only" in refused.stderr
 
