@@ -7,8 +7,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
 from es_apps import Order, Orders
 from esmongo import EventStore, NewEvent
@@ -94,3 +95,38 @@ async def test_the_application_reads_events_esmongo_appended_in_its_shape(
     assert [(n.id, n.originator_id) for n in log] == [(1, first), (2, order.id)]
     orders.close()
     await store.writers.close()
+
+
+class Payments(Orders):
+    """A second application in the same database."""
+
+
+def test_two_applications_in_one_database_keep_their_own_sequences() -> None:
+    orders, payments = Orders(), Payments()
+    for n in range(3):
+        orders.place(f"order {n}")
+        payments.place(f"payment {n}")
+    payments.place("one more")
+    assert orders.factory.datastore.database_name == payments.factory.datastore.database_name
+    order_ids = [n.id for n in orders.recorder.select_notifications(start=None, limit=10)]
+    payment_ids = [n.id for n in payments.recorder.select_notifications(start=None, limit=10)]
+    assert order_ids == [1, 2, 3]
+    assert payment_ids == [1, 2, 3, 4]
+    orders.close()
+    payments.close()
+
+
+def test_an_application_prefix_chooses_its_own_database(monkeypatch: Any) -> None:
+    elsewhere = f"{os.environ['MONGODB_DATABASE']}_orders"
+    monkeypatch.setenv("ORDERS_MONGODB_DATABASE", elsewhere)
+    orders, payments = Orders(), Payments()
+    try:
+        assert orders.factory.datastore.database_name == elsewhere
+        assert payments.factory.datastore.database_name == os.environ["MONGODB_DATABASE"]
+        orders.place("x")
+        with MongoClient(os.environ["MONGODB_URI"]) as client:
+            assert client[elsewhere]["orders_events"].count_documents({}) == 1
+            client.drop_database(elsewhere)
+    finally:
+        orders.close()
+        payments.close()
