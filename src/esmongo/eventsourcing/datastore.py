@@ -6,7 +6,9 @@ collection meet in one store and share transactions (group commit).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -31,6 +33,7 @@ from pymongo.errors import (
 
 from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.connect import Connection, Settings
+from esmongo.connect.embedded import EmbeddedServer
 from esmongo.errors import ConcurrencyError, ConfigurationError, EventsCollectionSealed
 from esmongo.eventsourcing.loop import LoopThread
 from esmongo.store import EventStore
@@ -39,6 +42,24 @@ T = TypeVar("T")
 
 DUPLICATE_KEY = 11000
 
+_embedded: EmbeddedServer | None = None
+_embedded_lock = threading.Lock()
+
+
+def embedded_uri() -> str:
+    """The embedded server (ESMONGO_HOME), started once for every factory of this process
+    and stopped at exit: a server owned by one factory would stop when that application
+    closes, under the others of its System."""
+    global _embedded
+    with _embedded_lock:
+        if _embedded is None:
+            server = EmbeddedServer(Settings.from_env().home)
+            server.start()
+            server.keep_alive()  # another process may own it, and stop it
+            atexit.register(server.stop)
+            _embedded = server
+        return _embedded.uri
+
 
 class Datastore:
     """The connection of one factory, opened on its loop thread."""
@@ -46,7 +67,9 @@ class Datastore:
     def __init__(self, uri: str | None, database: str, *, name: str) -> None:
         self.database_name = database
         self._loop = LoopThread(name=f"esmongo-eventsourcing:{name or 'factory'}")
-        self._connection = Connection(Settings(mongodb_uri=uri, database=database))
+        self._connection = Connection(
+            Settings(mongodb_uri=uri or embedded_uri(), database=database)
+        )
         self._stores: dict[str, EventStore] = {}
         try:
             self.run(self._connection.open())
