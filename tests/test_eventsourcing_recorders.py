@@ -111,6 +111,15 @@ class TestInfrastructureFactory(InfrastructureFactoryTestCase[MongoFactory]):
     def expected_process_recorder_class(self) -> type[ProcessRecorder]:
         return MongoProcessRecorder
 
+    def test_a_factory_made_for_its_mapper_alone_starts_nothing(self) -> None:
+        # A follower makes one per application it follows, and never closes it.
+        before = {t for t in threading.enumerate() if t.name.startswith("esmongo-eventsourcing")}
+        factory = InfrastructureFactory.construct(self.env)
+        factory.mapper()
+        after = {t for t in threading.enumerate() if t.name.startswith("esmongo-eventsourcing")}
+        assert after == before, f"threads started: {after - before}"
+        factory.close()
+
     def test_close_stops_the_loop_thread(self) -> None:
         before = {t for t in threading.enumerate() if t.name.startswith("esmongo-eventsourcing")}
         factory = InfrastructureFactory.construct(self.env)

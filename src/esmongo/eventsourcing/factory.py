@@ -15,6 +15,8 @@ when it has none).
 
 from __future__ import annotations
 
+import threading
+
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
@@ -41,11 +43,22 @@ class MongoFactory(InfrastructureFactory[MongoTrackingRecorder]):
 
     def __init__(self, env: Environment | EnvType | None) -> None:
         super().__init__(env)
-        self.datastore = Datastore(
-            self.env.get(self.MONGODB_URI) or None,
-            self.env.get(self.MONGODB_DATABASE) or DEFAULT_DATABASE,
-            name=self.env.name,
-        )
+        self._datastore: Datastore | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def datastore(self) -> Datastore:
+        """Connected when the first recorder is made: the library also makes factories
+        only for their mapper (a follower, for each application it follows) and never
+        closes those, so a factory must cost nothing until it is used."""
+        with self._lock:
+            if self._datastore is None:
+                self._datastore = Datastore(
+                    self.env.get(self.MONGODB_URI) or None,
+                    self.env.get(self.MONGODB_DATABASE) or DEFAULT_DATABASE,
+                    name=self.env.name,
+                )
+            return self._datastore
 
     def env_create_table(self) -> bool:
         return strtobool(self.env.get(self.CREATE_TABLE) or "yes")
@@ -101,5 +114,8 @@ class MongoFactory(InfrastructureFactory[MongoTrackingRecorder]):
         return recorder
 
     def close(self) -> None:
-        self.datastore.close()
+        with self._lock:
+            datastore, self._datastore = self._datastore, None
+        if datastore is not None:
+            datastore.close()
         super().close()
