@@ -29,7 +29,8 @@ SERVICE = (
     "multipart",
 )
 CLI = ("typer", "click", "rich")
-EXTRAS = (*SERVICE, *CLI)
+EVENTSOURCING = ("eventsourcing",)
+EXTRAS = (*SERVICE, *CLI, *EVENTSOURCING)
 DEV = ("pytest", "_pytest", "pytest_asyncio")
 """Test tools: a core install lacks them too (esmongo.testing needs them, by design)."""
 
@@ -64,7 +65,13 @@ from esmongo.codec import CODEC_OPTIONS
 from pymongo import AsyncMongoClient
 
 REFUSED = {refused!r}
-APPLICATION = ("esmongo.api", "esmongo.cli", "esmongo.console", "esmongo.testing")  # extras, tools
+APPLICATION = (  # extras, test tools
+    "esmongo.api",
+    "esmongo.cli",
+    "esmongo.console",
+    "esmongo.testing",
+    "esmongo.eventsourcing",
+)
 
 
 def import_all(package: types.ModuleType) -> int:
@@ -161,6 +168,21 @@ def test_the_console_script_without_the_cli_extra_says_what_to_install(tmp_path:
     ]
 
 
+def test_the_eventsourcing_module_without_its_extra_says_what_to_install(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import esmongo.eventsourcing"],
+        env=refusing(tmp_path, EVENTSOURCING),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "ModuleNotFoundError: esmongo.eventsourcing needs the eventsourcing library: "
+        "pip install 'esmongo[eventsourcing]'"
+    )
+
+
 @pytest.mark.parametrize(("command", "missing"), [(["serve", "--port", "0"], "uvicorn")])
 def test_a_service_command_without_the_service_extra_says_what_to_install(
     tmp_path: Path, command: list[str], missing: str
@@ -193,5 +215,6 @@ def test_the_installed_metadata_keeps_the_extras_out_of_the_core() -> None:
     assert {"fastapi", "pydantic", "uvicorn", "prometheus-client"} <= names("service")
     assert {"typer", "rich"} <= names("cli")
     assert names("embedded") == {"SecantusDB"}
+    assert names("eventsourcing") == {"eventsourcing"}
     (script,) = entry_points(group="console_scripts", name="esmongo")
     assert script.value == "esmongo.__main__:main"

@@ -37,16 +37,29 @@ def check_command(
     fix: Annotated[
         bool, typer.Option("--repair", help="Fix what can be fixed without losing anything.")
     ] = False,
+    log: Annotated[
+        str | None,
+        typer.Option(
+            "--log",
+            help="Check the log of this events collection, numbered by a sequence of its "
+            "own (an eventsourcing application's, e.g. bankaccounts_events). Not with --repair.",
+        ),
+    ] = None,
 ) -> None:
     """Verify the store's invariants: sequence, counter, streams, sealed collections,
     checkpoints, idempotency claims, snapshots, the chain. Exit 0 healthy, 1 problems found."""
+    if fix and log is not None:
+        err.print("error: --repair is for the main log only, not with --log")
+        raise typer.Exit(2)
 
     # The service's idempotency records; only their collection's name is imported.
     from esmongo.api.idempotency import COLLECTION as IDEMPOTENCY_KEYS
 
     async def work(application: Application) -> bool:
         with progress_bars() as advance:
-            report = await check(application.db, progress=advance, idempotency=[IDEMPOTENCY_KEYS])
+            report = await check(
+                application.db, progress=advance, idempotency=[IDEMPOTENCY_KEYS], log=log
+            )
         _show(report)
         if report.ok or not fix:
             return report.ok
@@ -71,6 +84,14 @@ def verify_command(
             "must be unchanged, even re-hashed."
         ),
     ] = None,
+    log: Annotated[
+        str | None,
+        typer.Option(
+            "--log",
+            help="Walk the log of this events collection, numbered by a sequence of its own "
+            "(an eventsourcing application's, e.g. bankaccounts_events).",
+        ),
+    ] = None,
 ) -> None:
     """Walk the tamper-evident chain of every event in global order; name the first broken
     sequence. Prints the head as SEQUENCE:HASH: keep it elsewhere, pass it as --anchor
@@ -82,7 +103,7 @@ def verify_command(
 
     async def work(application: Application) -> bool:
         with progress_bars() as advance:
-            report = await verify_chain(application.db, anchors=anchors, progress=advance)
+            report = await verify_chain(application.db, anchors=anchors, progress=advance, log=log)
         for found in report.breaks:
             _say(f"broken at {found.line()}")
         if report.unlisted:

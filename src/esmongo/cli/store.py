@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from esmongo import EventStore
 from esmongo.application import Application
 from esmongo.cli.common import console, fail, group, progress_bars, run
 from esmongo.events import RecordedEvent
@@ -17,6 +18,20 @@ MAX_SEQUENCE = 2**62  # BSON integers are 64-bit: larger values cannot even be c
 
 events_app = group("events", "Read the event store.")
 snapshots_app = group("snapshots", "Manage aggregate snapshots.")
+
+
+LOG_OPTION = typer.Option(
+    "--log",
+    help="Read the log of this events collection, numbered by a sequence of its own "
+    "(an eventsourcing application's, e.g. bankaccounts_events).",
+)
+
+
+def _store(application: Application, log: str | None) -> EventStore:
+    """The application's store, or a reader of another log in its database."""
+    if log is None:
+        return application.store
+    return EventStore(application.db, collection=log, sequence=log)
 
 
 def _line(e: RecordedEvent) -> str:
@@ -38,12 +53,13 @@ def events_list(
     since: Annotated[datetime | None, typer.Option(help="From this time (UTC if naive).")] = None,
     until: Annotated[datetime | None, typer.Option(help="Before this time.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many events.")] = 50,
+    log: Annotated[str | None, LOG_OPTION] = None,
 ) -> None:
     """List events in global order, by type, time window and correlation id."""
     start, end = (t.replace(tzinfo=t.tzinfo or UTC) if t else None for t in (since, until))
 
     async def work(application: Application) -> None:
-        events = application.store.read_all(
+        events = _store(application, log).read_all(
             after,
             limit,
             event_types=[event_type] if event_type else None,
@@ -72,11 +88,12 @@ def events_tail(
         bool, typer.Option("--follow", "-f", help="Keep printing new events.")
     ] = False,
     event_type: Annotated[str | None, typer.Option("--type", help="Only this event type.")] = None,
+    log: Annotated[str | None, LOG_OPTION] = None,
 ) -> None:
     """The newest events; with --follow, new ones as they are committed (Ctrl-C stops)."""
 
     async def work(application: Application) -> None:
-        store = application.store
+        store = _store(application, log)
         types = [event_type] if event_type else None
         last = max(0, await store.head_sequence() - count)
         while True:

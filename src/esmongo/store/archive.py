@@ -101,7 +101,11 @@ class Archive:
         events: AsyncCollection[Document],
         counters: AsyncCollection[Document],
         writers: Writers | None = None,
+        *,
+        names: tuple[str, str] = (ARCHIVE, ARCHIVED_STREAMS),
     ) -> None:
+        """`names`: the archive collection and its registry (a log of its own, numbered by
+        another sequence than the main one, has its own pair: EventStore `sequence`)."""
         self.db = db
         self.client = db.client
         self.writers = writers
@@ -109,9 +113,9 @@ class Archive:
         writer's, so that a successor can kill it if this process dies mid-archive."""
         self.active = events
         self.counters = counters
-        self.events: AsyncCollection[Document] = db.get_collection(ARCHIVE, write_concern=DURABLE)
+        self.events: AsyncCollection[Document] = db.get_collection(names[0], write_concern=DURABLE)
         self.registry: AsyncCollection[Document] = db.get_collection(
-            ARCHIVED_STREAMS, write_concern=DURABLE
+            names[1], write_concern=DURABLE
         )
         self.snapshots: AsyncCollection[Document] = db.get_collection(
             SNAPSHOTS, write_concern=DURABLE

@@ -48,6 +48,7 @@ from esmongo.store.requests import AppendRequest
 from esmongo.store.retries import recorded_before
 from esmongo.store.stream_versions import StreamVersions
 from esmongo.store.transactions import (
+    SEQUENCE_COUNTER,
     TRANSACTION_TIMEOUT_S,
     TYPICAL_TRANSACTION_S,
     backoff,
@@ -97,8 +98,11 @@ class BatchWriter:
         versions: StreamVersions,
         archive: Archive | None = None,
         writers: Writers | None = None,
+        counter_id: str = SEQUENCE_COUNTER,
     ) -> None:
         self.client = client
+        self.counter_id = counter_id
+        """The counter document whose `value` numbers these events (EventStore `sequence`)."""
         self.writers = writers or Writers(events.database)
         """Registers the sessions, so that a dead process's transaction can be killed."""
         self.events = events
@@ -250,7 +254,9 @@ class BatchWriter:
         async with self.writers.session() as session:
             await begin(session)
             try:
-                counter = await bump_counter(self.counters, "value", total, session)
+                counter = await bump_counter(
+                    self.counters, "value", total, session, self.counter_id
+                )
                 refuse_unless_writable(counter, self.events.name)
                 archives = int(counter.get(ARCHIVES_FIELD, 0))
                 await self._refuse_archived(batch, known, archives, session)
@@ -263,7 +269,12 @@ class BatchWriter:
                         events = []
                         for offset, event in enumerate(request.events, start=1):
                             sequence += 1
-                            events.append(_record(request, event, head + offset, sequence, now))
+                            version = (
+                                head + offset
+                                if request.versions is None
+                                else request.versions[offset - 1]
+                            )
+                            events.append(_record(request, event, version, sequence, now))
                         streams.append(events)
                     recorded.append(streams)
                 docs = [e.to_document() for streams in recorded for s in streams for e in s]
@@ -350,7 +361,10 @@ class BatchWriter:
             moved = [append.requests[e["request"]] for e in errors if on_versions(e)]
             for request in moved:
                 self.versions.forget(request.stream)  # its next check asks for the head
-                if request.expected_version not in (ANY, STREAM_EXISTS):
+                if (
+                    request.expected_version not in (ANY, STREAM_EXISTS)
+                    or request.versions is not None
+                ):
                     actual = await self.versions.head(request.stream)
                     append.fail(ConcurrencyError(request.stream, request.expected_version, actual))
                     return False

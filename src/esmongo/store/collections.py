@@ -23,3 +23,9 @@ WRITERS = "esmongo_writers"
 CHAIN_LINKS = "esmongo_chain_links"
 """Hashes an event once had that a later event links to (esmongo.store.chain): written by a
 migration's copy when it drops a stream archived while it ran."""
+
+
+def own_archive(collection: str) -> tuple[str, str]:
+    """The archive and its registry of a log numbered by a sequence of its own (an
+    EventStore made with `sequence=`; `esmongo check --log`)."""
+    return f"{collection}_archive", f"{collection}_archived_streams"

@@ -35,7 +35,7 @@ from esmongo.schema.registry import SchemaRegistry, Upcasters
 from esmongo.store import fence
 from esmongo.store.archive import Archive, ArchiveReport
 from esmongo.store.batch_writer import BatchWriter
-from esmongo.store.collections import COUNTERS
+from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS, COUNTERS, own_archive
 from esmongo.store.group_commit import GroupCommit
 from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.queries import EventQueries
@@ -91,11 +91,16 @@ class EventStore(EventReads, EventQueries):
         max_batch_events: int = MAX_BATCH_EVENTS,
         max_batch_bytes: int = MAX_BATCH_BYTES,
         liveness: Liveness | None = None,
+        sequence: str = SEQUENCE_COUNTER,
     ) -> None:
         self.db = db
         self.registry = registry if registry is not None else SchemaRegistry()
         self.upcasters = upcasters if upcasters is not None else Upcasters()
         self.collection_name = collection
+        self.sequence = sequence
+        """The `_id` of the counter document numbering this log. Another name than the
+        default makes a log of its own (an `eventsourcing` application's: its own gap-free
+        sequence beside others in one database), outside migrations and archiving."""
         self.events: AsyncCollection[Document] = db.get_collection(
             collection, write_concern=DURABLE
         )
@@ -104,9 +109,22 @@ class EventStore(EventReads, EventQueries):
         )
         self.versions = StreamVersions(self.events)
         self.writers = Writers(db, liveness)
-        self.archive = Archive(db, self.events, self.counters, self.writers)
+        own = sequence != SEQUENCE_COUNTER
+        self.archive = Archive(
+            db,
+            self.events,
+            self.counters,
+            self.writers,
+            names=own_archive(collection) if own else (ARCHIVE, ARCHIVED_STREAMS),
+        )
         self._writer = BatchWriter(
-            db.client, self.events, self.counters, self.versions, self.archive, self.writers
+            db.client,
+            self.events,
+            self.counters,
+            self.versions,
+            self.archive,
+            self.writers,
+            counter_id=sequence,
         )
         self._group: GroupCommit[PendingAppend] | None = (
             GroupCommit(self._writer.flush, max_events=max_batch_events, max_bytes=max_batch_bytes)
@@ -127,6 +145,14 @@ class EventStore(EventReads, EventQueries):
         """Create the indexes (archive included) and the sequence counter (with its write
         fence, esmongo.store.fence). Idempotent."""
         await self.events.create_indexes(EVENT_INDEXES)
+        if self.sequence != SEQUENCE_COUNTER:  # a log of its own: the fence is its collection
+            await self.counters.update_one(
+                {"_id": self.sequence},
+                {"$setOnInsert": {"value": 0, fence.WRITABLE: self.collection_name}},
+                upsert=True,
+            )
+            await self.writers.sweep()
+            return
         await self.archive.init(EVENT_INDEXES)
         await self.counters.update_one(
             {"_id": SEQUENCE_COUNTER}, {"$setOnInsert": {"value": 0}}, upsert=True
@@ -218,6 +244,11 @@ class EventStore(EventReads, EventQueries):
         returns the first archive's record with `already=True`. AggregateNotFoundError
         when it has no event; ConcurrencyError when it is not at `expected_version`.
         """
+        if self.sequence != SEQUENCE_COUNTER:
+            raise ValueError(
+                f"archiving is for the database's main log, not {self.collection_name} "
+                f"(numbered by its own sequence {self.sequence!r})"
+            )
         stream = StreamId(aggregate_type, aggregate_id)
         report = await self.archive.archive_stream(stream, expected_version)
         self.versions.forget(stream)

@@ -19,7 +19,6 @@ from esmongo.events import RecordedEvent, StreamId
 from esmongo.schema.registry import Upcasters
 from esmongo.store.archive import Archive, merged
 from esmongo.store.stream_versions import StreamVersions
-from esmongo.store.transactions import SEQUENCE_COUNTER
 
 
 class EventReads:
@@ -27,6 +26,7 @@ class EventReads:
 
     events: AsyncCollection[Document]
     counters: AsyncCollection[Document]
+    sequence: str
     archive: Archive
     versions: StreamVersions
     upcasters: Upcasters
@@ -42,7 +42,7 @@ class EventReads:
 
     async def head_sequence(self) -> int:
         """The highest committed sequence number (0 on an empty store)."""
-        doc = await self.counters.find_one({"_id": SEQUENCE_COUNTER})
+        doc = await self.counters.find_one({"_id": self.sequence})
         return int(doc["value"]) if doc else 0
 
     async def watch(

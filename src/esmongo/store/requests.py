@@ -18,6 +18,11 @@ class AppendRequest:
     aggregate_id: str
     events: Sequence[NewEvent]
     expected_version: Expected = ANY
+    versions: Sequence[int] | None = None
+    """The events' stream versions as the caller numbers them (any ascending ints >= 0,
+    gaps allowed), instead of head + 1, head + 2...: nothing is read before the transaction,
+    and a version taken already is a ConcurrencyError raised by the unique index
+    `aggregate_ordering` as the transaction inserts it. Only with expected_version ANY."""
 
     @property
     def stream(self) -> StreamId:
@@ -35,6 +40,8 @@ def validate_request(request: AppendRequest, registry: SchemaRegistry) -> None:
         raise ValueError(
             f"expected_version must be an int >= 0 or ANY/NO_STREAM/STREAM_EXISTS, not {expected!r}"
         )
+    if request.versions is not None:
+        _validate_versions(request)
     for index, event in enumerate(request.events):
         if not event.event_type:
             raise ValueError(f"event #{index} on {request.stream} has no event_type")
@@ -48,4 +55,23 @@ def validate_request(request: AppendRequest, registry: SchemaRegistry) -> None:
                 violations,
                 index=index,
                 stream=request.stream,
+            )
+
+
+def _validate_versions(request: AppendRequest) -> None:
+    versions = request.versions
+    assert versions is not None
+    if request.expected_version is not ANY:
+        raise ValueError(
+            f"{request.stream}: versions as given go with expected_version ANY "
+            f"(the unique index checks them), not {request.expected_version!r}"
+        )
+    if len(versions) != len(request.events):
+        raise ValueError(
+            f"{request.stream}: {len(versions)} versions given for {len(request.events)} events"
+        )
+    for index, version in enumerate(versions):
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise ValueError(
+                f"{request.stream}: version #{index} must be an int >= 0, not {version!r}"
             )

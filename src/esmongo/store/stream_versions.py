@@ -117,7 +117,9 @@ class StreamVersions:
         confirm: list[tuple[int, Seen]] = []
         for i, request in enumerate(requests):
             expected = request.expected_version
-            if expected is NO_STREAM or expected == 0:
+            if request.versions is not None:  # the unique index alone checks them
+                result[i] = min(request.versions, default=1) - 1
+            elif expected is NO_STREAM or expected == 0:
                 result[i] = 0
             elif isinstance(expected, int):
                 seen = self._seen.get(request.stream)

@@ -48,11 +48,16 @@ async def begin(session: AsyncClientSession) -> None:
 
 
 async def bump_counter(
-    counters: AsyncCollection[Document], field: str, amount: int, session: AsyncClientSession
+    counters: AsyncCollection[Document],
+    field: str,
+    amount: int,
+    session: AsyncClientSession,
+    counter_id: str = SEQUENCE_COUNTER,
 ) -> Document:
-    """Increment `field` of the sequence counter in the transaction; the document after."""
+    """Increment `field` of the sequence counter `counter_id` in the transaction; the
+    document after."""
     counter = await counters.find_one_and_update(
-        {"_id": SEQUENCE_COUNTER},
+        {"_id": counter_id},
         {"$inc": {field: amount}},
         upsert=True,
         return_document=ReturnDocument.AFTER,

@@ -54,17 +54,19 @@ async def check(
     max_listed: int = MAX_LISTED,
     settle_s: float = 1.0,
     idempotency: Sequence[str] | None = None,
+    log: str | None = None,
 ) -> CheckReport:
     """Verify every invariant of the event store in `db`; read-only.
 
     `settle_s`: how long to wait, once, for appends that may still be committing when a
     sequence above the head (or a counter ahead of it) looks missing. `idempotency`: the
     application's collections of idempotency records, by default those it declared
-    (`declare_idempotency_records`).
+    (`declare_idempotency_records`). `log`: check the log of that events collection,
+    numbered by a sequence of its own (an `eventsourcing` application's), not the main one.
     """
     records = list(IDEMPOTENCY_RECORDS if idempotency is None else idempotency)
     started = time.perf_counter()
-    scope = await Scope.of(db)
+    scope = await Scope.of(db, log)
     report = CheckReport(scope.active, list(scope.sealed), max_listed=max_listed)
     counter = await scope.counter()
     bound = await scope.highest(int((counter or {}).get("value", 0)), scope.sealed)
@@ -75,19 +77,20 @@ async def check(
     await _attach_duplicates(sequences, streams, report)
     await check_counter(scope, report, settle_s)
     await check_writable(scope, report, settle_s)
-    await check_checkpoints(scope, report)
-    await check_claims(scope, report, stuck_after, records)
-    await check_transient_responses(scope, report, records)
-    await _check_chain(db, report, progress)
+    if not scope.own:  # projections and idempotency records follow the main log
+        await check_checkpoints(scope, report)
+        await check_claims(scope, report, stuck_after, records)
+        await check_transient_responses(scope, report, records)
+    await _check_chain(db, report, progress, log)
     report.elapsed_s = time.perf_counter() - started
     return report
 
 
 async def _check_chain(
-    db: AsyncDatabase[Document], report: CheckReport, progress: Progress | None
+    db: AsyncDatabase[Document], report: CheckReport, progress: Progress | None, log: str | None
 ) -> None:
     """The tamper-evident chain (`esmongo verify`): a break is evidence, never repaired."""
-    chain = await verify_chain(db, progress=progress, max_listed=report.max_listed)
+    chain = await verify_chain(db, progress=progress, max_listed=report.max_listed, log=log)
     for found in chain.breaks:
         if found.kind in SEQUENCE_KINDS:
             continue  # the sequence invariant reports it, with its repair
@@ -136,4 +139,10 @@ async def _attach_duplicates(
 
 async def repair(db: AsyncDatabase[Document], report: CheckReport) -> list[RepairOutcome]:
     """Fix what `report` found repairable (each distinct fix once); check again after."""
-    return await _repair(await Scope.of(db), report)
+    scope = await Scope.of(db)
+    if scope.active != report.active:
+        raise ValueError(
+            f"this report is of {report.active}, not of the main log {scope.active}: "
+            "repairs are for the main log only"
+        )
+    return await _repair(scope, report)

@@ -19,7 +19,6 @@ from esmongo.ops.check.scope import Scope, cursor
 from esmongo.projections.checkpoints import COLLECTION as CHECKPOINTS
 from esmongo.store import fence
 from esmongo.store.collections import COUNTERS
-from esmongo.store.transactions import SEQUENCE_COUNTER
 
 STUCK_AFTER = timedelta(minutes=5)
 """A claim of the old claim/complete scheme still open after this long was abandoned."""
@@ -44,7 +43,7 @@ async def check_counter(scope: Scope, report: CheckReport, settle_s: float) -> N
         await asyncio.sleep(settle_s)
         head = await scope.highest(head)
     report.head, report.counter = head, value
-    where = {"collection": COUNTERS, "_id": SEQUENCE_COUNTER}
+    where = {"collection": COUNTERS, "_id": scope.counter_id}
     if value is None:
         if head:
             report.add(
@@ -93,7 +92,7 @@ async def check_writable(scope: Scope, report: CheckReport, settle_s: float) -> 
         writable = counter.get(fence.WRITABLE, scope.active)
     if writable == scope.active:
         return
-    where = {"collection": COUNTERS, "_id": SEQUENCE_COUNTER}
+    where = {"collection": COUNTERS, "_id": scope.counter_id}
     if writable is None:
         holder = counter.get(fence.SEALED_FOR) or "a switch or rollback"
         problem = f"appends are paused: {holder} holds the write fence"

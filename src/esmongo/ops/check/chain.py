@@ -167,15 +167,18 @@ async def verify_chain(
     anchors: Iterable[Anchor] = (),
     progress: Progress | None = None,
     max_listed: int = MAX_LISTED,
+    log: str | None = None,
 ) -> ChainReport:
-    """Walk the chain; every break (the first is where tampering began), and the head.
+    """Walk the chain of the main log, or of the log `log` (an events collection numbered by
+    a sequence of its own: esmongo.ops.check.scope); every break (the first is where
+    tampering began), and the head.
 
     A walk that finds a break walks again once: an archive that moved a stream from the
     active log to the archive while the two cursors passed it looks like a missing or a
     doubled event; tampering is still there the second time."""
-    report = await _walk(db, list(anchors), progress, max_listed)
+    report = await _walk(db, list(anchors), progress, max_listed, log)
     if not report.ok:
-        report = await _walk(db, list(anchors), progress, max_listed)
+        report = await _walk(db, list(anchors), progress, max_listed, log)
     return report
 
 
@@ -184,9 +187,10 @@ async def _walk(
     anchors: list[Anchor],
     progress: Progress | None,
     max_listed: int,
+    log: str | None,
 ) -> ChainReport:
     started = time.perf_counter()
-    scope = await Scope.of(db)
+    scope = await Scope.of(db, log)
     counter = await scope.counter()
     bound = int((counter or {}).get("value", 0))
     report = ChainReport()

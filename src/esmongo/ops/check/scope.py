@@ -12,7 +12,16 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.codec import Document
-from esmongo.store.collections import ACTIVE, ARCHIVE, COUNTERS, DEFAULT_EVENTS, META, MIGRATIONS
+from esmongo.store.collections import (
+    ACTIVE,
+    ARCHIVE,
+    ARCHIVED_STREAMS,
+    COUNTERS,
+    DEFAULT_EVENTS,
+    META,
+    MIGRATIONS,
+    own_archive,
+)
 from esmongo.store.transactions import SEQUENCE_COUNTER
 
 Key = tuple[Any, ...]
@@ -37,11 +46,24 @@ class Scope:
     db: AsyncDatabase[Document]
     active: str
     sealed: tuple[str, ...]
+    counter_id: str = SEQUENCE_COUNTER
+    """The `_id` of the counter document numbering the log."""
+    archive: str = ARCHIVE
+    archived_streams: str = ARCHIVED_STREAMS
+    own: bool = False
+    """A log numbered by a sequence of its own (`log` given to `of`), outside migrations."""
 
     @classmethod
-    async def of(cls, db: AsyncDatabase[Document]) -> Scope:
+    async def of(cls, db: AsyncDatabase[Document], log: str | None = None) -> Scope:
         """Sealed: esmongo_meta's `previous` and `rolledBackFrom`, and rolled-back
-        migration targets (an append may have committed into one as it was sealed)."""
+        migration targets (an append may have committed into one as it was sealed).
+
+        `log`: the events collection of a log numbered by a sequence of its own, named like
+        it (EventStore `sequence=`, as esmongo.eventsourcing makes them); it has no sealed
+        collections, migrations do not concern it."""
+        if log is not None:
+            archive, registry = own_archive(log)
+            return cls(db, log, (), log, archive, registry, own=True)
         meta = await db[META].find_one({"_id": ACTIVE}) or {}
         active = str(meta.get("name", DEFAULT_EVENTS))
         names = [str(n) for n in meta.get("previous", [])]
@@ -56,14 +78,14 @@ class Scope:
     @property
     def logs(self) -> tuple[AsyncCollection[Document], AsyncCollection[Document]]:
         """Where every event must be, once: the active collection and the archive."""
-        return self.db[self.active], self.db[ARCHIVE]
+        return self.db[self.active], self.db[self.archive]
 
     @property
     def counters(self) -> AsyncCollection[Document]:
         return self.db[COUNTERS]
 
     async def counter(self) -> Document | None:
-        return await self.counters.find_one({"_id": SEQUENCE_COUNTER})
+        return await self.counters.find_one({"_id": self.counter_id})
 
     async def highest(self, above: int, names: Sequence[str] = ()) -> int:
         """The highest sequence in the logs (and in `names`), or `above` when none is

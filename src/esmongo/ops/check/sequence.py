@@ -18,7 +18,6 @@ from esmongo.ops.check.scope import (
     cursor,
     merge,
 )
-from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS
 
 LOST = "not in any sealed collection either: restore these events from a backup"
 Stream = tuple[str, str]
@@ -139,7 +138,7 @@ class SequencePass:
             self.report.add(
                 Finding(
                     "sequence",
-                    f"{span} missing from {self.scope.active} and {ARCHIVE}",
+                    f"{span} missing from {self.scope.active} and {self.scope.archive}",
                     {"sequence": low if low == high else f"{low}-{high}"},
                     reason=LOST,
                 )
@@ -173,7 +172,7 @@ class SequencePass:
         self.report.add(
             Finding(
                 "sequence",
-                f"#{sequence} missing from {self.scope.active} and {ARCHIVE} "
+                f"#{sequence} missing from {self.scope.active} and {self.scope.archive} "
                 f"(it is in sealed {name})",
                 where,
                 fix=fix,
@@ -204,7 +203,7 @@ async def copy_back_fix(scope: Scope, name: str, doc: Document) -> tuple[Fix | N
             f"version {version} of the stream is already #{other['sequence']} in {where}: "
             "two events claim it, decide by hand which one stands"
         )
-    registry = scope.db[ARCHIVED_STREAMS]
+    registry = scope.db[scope.archived_streams]
     if await registry.find_one(
         {"_id": {"type": stream["aggregateType"], "id": stream["aggregateId"]}}
     ):

@@ -22,7 +22,7 @@ from esmongo.ops.check.scope import (
     cursor,
     merge,
 )
-from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS, SNAPSHOTS
+from esmongo.store.collections import SNAPSHOTS
 
 Stream = tuple[str, str]
 ORDER = [("aggregateType", 1), ("aggregateId", 1), ("aggregateVersion", 1)]
@@ -170,7 +170,7 @@ class StreamPass:
                     Finding(
                         "streams",
                         f"{state.stream[0]}/{state.stream[1]} is in both "
-                        f"{self.scope.active} and {ARCHIVE}",
+                        f"{self.scope.active} and {self.scope.archive}",
                         where,
                         fix=fix,
                         reason=reason,
@@ -221,12 +221,14 @@ async def dedupe_fix(scope: Scope, stream: Stream) -> tuple[Fix | None, str]:
     """A stream in the active log and the archive can lose its active copies when the
     archive holds all of it (versions 1..n, recorded in archived_streams) and every active
     copy is the same event as the archived one. Streams through both, a pair at a time."""
-    record = await scope.db[ARCHIVED_STREAMS].find_one(
+    record = await scope.db[scope.archived_streams].find_one(
         {"_id": {"type": stream[0], "id": stream[1]}}
     )
     if record is None:
-        return None, f"{ARCHIVED_STREAMS} has no record of it: decide by hand where it belongs"
-    async with contextlib.aclosing(_docs(scope, ARCHIVE, stream)) as archived:
+        return None, (
+            f"{scope.archived_streams} has no record of it: decide by hand where it belongs"
+        )
+    async with contextlib.aclosing(_docs(scope, scope.archive, stream)) as archived:
         return await _compare_copies(scope, stream, record, archived)
 
 

@@ -1,0 +1,150 @@
+"""What one infrastructure factory holds: a loop thread, one client, and the event stores.
+
+Every recorder a factory makes shares them, so that its threads' appends to one events
+collection meet in one store and share transactions (group commit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import threading
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+from bson.errors import InvalidDocument
+from eventsourcing.persistence import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
+from pymongo import MongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.collection import Collection
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
+
+from esmongo.codec import CODEC_OPTIONS, Document
+from esmongo.connect import Connection, Settings
+from esmongo.connect.embedded import EmbeddedServer
+from esmongo.errors import ConcurrencyError, ConfigurationError, EventsCollectionSealed
+from esmongo.eventsourcing.loop import LoopThread
+from esmongo.store import EventStore
+
+T = TypeVar("T")
+
+DUPLICATE_KEY = 11000
+
+_embedded: EmbeddedServer | None = None
+_embedded_lock = threading.Lock()
+
+
+def embedded_uri() -> str:
+    """The embedded server (ESMONGO_HOME), started once for every factory of this process
+    and stopped at exit: a server owned by one factory would stop when that application
+    closes, under the others of its System."""
+    global _embedded
+    with _embedded_lock:
+        if _embedded is None:
+            server = EmbeddedServer(Settings.from_env().home)
+            server.start()
+            server.keep_alive()  # another process may own it, and stop it
+            atexit.register(server.stop)
+            _embedded = server
+        return _embedded.uri
+
+
+class Datastore:
+    """The connection of one factory, opened on its loop thread."""
+
+    def __init__(self, uri: str | None, database: str, *, name: str) -> None:
+        self.database_name = database
+        self._loop = LoopThread(name=f"esmongo-eventsourcing:{name or 'factory'}")
+        self._connection = Connection(
+            Settings(mongodb_uri=uri or embedded_uri(), database=database)
+        )
+        self._stores: dict[str, EventStore] = {}
+        try:
+            self.run(self._connection.open())
+        except BaseException:
+            self._loop.close()
+            raise
+        self._reads: MongoClient[Document] = MongoClient(self._connection.uri)
+
+    @property
+    def db(self) -> AsyncDatabase[Document]:
+        return self._connection.db
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the loop; the driver's and the store's errors as the
+        `eventsourcing` library's (IntegrityError for a conflict, and so on)."""
+        with translated():
+            try:
+                return self._loop.run(coroutine)
+            except RuntimeError as exc:
+                if not self._loop.running:
+                    raise InterfaceError(str(exc)) from exc
+                raise
+
+    def collection(self, name: str) -> Collection[Document]:
+        """A collection through the synchronous client, for reads in the caller's thread:
+        they have no transaction logic to share, and skip the hop to the loop (measured in
+        docs/eventsourcing.md)."""
+        return self._reads.get_database(
+            self.database_name, codec_options=CODEC_OPTIONS
+        ).get_collection(name)
+
+    def store(self, collection: str) -> EventStore:
+        """The event store of `collection`, numbered by its own sequence (one per factory)."""
+        found = self._stores.get(collection)
+        if found is None:
+            found = self.run(self._new_store(collection))
+            found = self._stores.setdefault(collection, found)
+        return found
+
+    async def _new_store(self, collection: str) -> EventStore:
+        return EventStore(self.db, collection=collection, sequence=collection)
+
+    def close(self) -> None:
+        """Stop the stores' writer heartbeats, close the client, stop the loop. Idempotent."""
+        if self._loop.running:
+            stores, self._stores = list(self._stores.values()), {}
+            self.run(self._close(stores))
+        self._reads.close()
+        self._loop.close()
+
+    async def _close(self, stores: list[EventStore]) -> None:
+        for store in stores:
+            await store.writers.close()
+        await self._connection.close()
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """The driver's and the store's errors as the `eventsourcing` library's."""
+    try:
+        yield
+    except ConcurrencyError as exc:
+        raise IntegrityError(str(exc)) from exc
+    except DuplicateKeyError as exc:
+        raise IntegrityError(str(exc)) from exc
+    except BulkWriteError as exc:
+        errors = (exc.details or {}).get("writeErrors") or []
+        if errors and all(e.get("code") == DUPLICATE_KEY for e in errors):
+            raise IntegrityError(str(exc)) from exc
+        raise DataError(str(exc)) from exc
+    except InvalidDocument as exc:
+        raise DataError(str(exc)) from exc
+    except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
+        raise OperationalError(str(exc)) from exc
+    except (EventsCollectionSealed, ConfigurationError) as exc:
+        raise OperationalError(str(exc)) from exc
+    except PyMongoError as exc:
+        raise DatabaseError(str(exc)) from exc
