@@ -30,7 +30,8 @@ class Services:
     """How long `consistent=true` reads wait for the read model."""
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """Async: FastAPI runs a plain `def` dependency in its thread pool, a hop per request."""
     return request.app.state.services  # type: ignore[no-any-return]
 
 

@@ -65,6 +65,13 @@ def serve(
             "[default: 65536].",
         ),
     ] = None,
+    projections: Annotated[
+        bool,
+        typer.Option(
+            help="Run the projection daemon in this process (off: run "
+            "`esmongo projections run` in its own).",
+        ),
+    ] = True,
 ) -> None:
     """Run the accounts API and the projection daemon (Ctrl-C stops)."""
     import uvicorn
@@ -88,7 +95,9 @@ def serve(
             keys = ApiKeys(conn.db)
             await keys.init()
             service = create_app(
-                db=conn.db, background=run_projection_daemon, max_body_bytes=body_limit
+                db=conn.db,
+                background=run_projection_daemon if projections else None,
+                max_body_bytes=body_limit,
             )
             url = f"http://{host}:{port}"
             say(f"esmongo serving [bold]{url}[/] (API docs: {url}/docs)")
