@@ -15,9 +15,12 @@ Rows, each sequential over 100 streams (aett-mongodb's benchmark shape), on one 
   `pip install --no-deps --target DIR aett-mongodb aett-domain aett-eventstore
   multipledispatch`, then PYTHONPATH=DIR. Its client uses the same URI (the embedded
   server's has retryWrites=false).
-Rates are events over the time spent inside the timed calls (set-up and the reads of the
-"head read" row are outside). Each pass runs the rows in order, then the next pass in
-reverse order, so that a machine getting busier or quieter does not favour one side.
+The rows are interleaved one operation at a time (raw, then each esmongo row, then aett,
+starting at a different row each step), so that a machine getting busier or quieter hits
+them all alike: on this shared machine, rows run one after the other moved by 30% between
+two runs of the same code. Rates are operations over the time spent inside the timed calls
+(the reads of the "head read" row are outside); the p50 ratio is the one that stalls from
+other work on the machine move least.
 Targets (issue 14): exact append and Repository.save >= 0.8x raw, and >= aett.
 """
 
@@ -27,6 +30,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -39,7 +43,7 @@ from pymongo.write_concern import WriteConcern
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_store import credit, raw_doc
-from common import Stopwatch, Timing, benchmark_server, console, database, print_table
+from common import Timing, benchmark_server, console, database, print_table
 from esmongo import NO_STREAM, Aggregate, EventStore, NewEvent, Repository, applies
 from esmongo.codec import Document
 from esmongo.model import EventLike
@@ -64,64 +68,60 @@ class Tally(Aggregate):
         self.count += 1
 
 
-async def raw(db: AsyncDatabase[Document], rounds: int, tag: str) -> Timing:
+Op = Callable[[int, int], Awaitable[None]]
+"""One timed operation for (round, stream)."""
+
+
+def raw_op(db: AsyncDatabase[Document]) -> Op:
     events = db.get_collection("raw_events", write_concern=DURABLE)
     counters = db.get_collection("raw_counters")
-    watch = Stopwatch()
-    for r in range(1, rounds + 1):
-        for i in range(STREAMS):
-            with watch.lap():
-                async with (
-                    db.client.start_session() as session,
-                    await session.start_transaction(write_concern=DURABLE),
-                ):
-                    doc = await counters.find_one_and_update(
-                        {"_id": "seq"},
-                        {"$inc": {"value": 1}},
-                        return_document=ReturnDocument.AFTER,
-                        session=session,
-                    )
-                    assert doc is not None
-                    await events.insert_one(raw_doc(doc["value"], f"{tag}{i}", r), session=session)
-    return watch.timing("raw txn: $inc + insert_one", rounds * STREAMS)
+
+    async def op(r: int, i: int) -> None:
+        async with (
+            db.client.start_session() as session,
+            await session.start_transaction(write_concern=DURABLE),
+        ):
+            doc = await counters.find_one_and_update(
+                {"_id": "seq"},
+                {"$inc": {"value": 1}},
+                return_document=ReturnDocument.AFTER,
+                session=session,
+            )
+            assert doc is not None
+            await events.insert_one(raw_doc(doc["value"], f"r{i}", r), session=session)
+
+    return op
 
 
-async def new_streams(store: EventStore, rounds: int, tag: str) -> Timing:
-    watch = Stopwatch()
-    for n in range(rounds * STREAMS):
-        with watch.lap():
-            await store.append("account", f"{tag}{n}", [NewEvent("x.added", credit(1))], NO_STREAM)
-    return watch.timing("append(1), new stream (NO_STREAM)", rounds * STREAMS)
+def new_stream_op(store: EventStore) -> Op:
+    async def op(r: int, i: int) -> None:
+        await store.append("account", f"n{r}_{i}", [NewEvent("x.added", credit(1))], NO_STREAM)
+
+    return op
 
 
-async def exact(store: EventStore, rounds: int, tag: str, *, read_first: bool) -> Timing:
+async def exact_op(store: EventStore, tag: str) -> Op:
     for i in range(STREAMS):
         await store.append("account", f"{tag}{i}", [NewEvent("x.added", credit(1))], NO_STREAM)
-    watch = Stopwatch()
-    for r in range(1, rounds + 1):
-        for i in range(STREAMS):
-            if read_first:  # outside the lap: only the append is timed
-                async for _ in store.read_stream("account", f"{tag}{i}", from_version=r):
-                    pass
-            with watch.lap():
-                await store.append("account", f"{tag}{i}", [NewEvent("x.added", credit(r))], r)
-    label = "append(1), exact version" + (", head read" if read_first else ", head written")
-    return watch.timing(label, rounds * STREAMS)
+
+    async def op(r: int, i: int) -> None:
+        await store.append("account", f"{tag}{i}", [NewEvent("x.added", credit(r))], r)
+
+    return op
 
 
-async def saves(store: EventStore, rounds: int, tag: str) -> Timing:
+def save_op(store: EventStore) -> Op:
     repo = Repository(store, Tally)
-    tallies = [Tally(f"{tag}{i}") for i in range(STREAMS)]
-    watch = Stopwatch()
-    for _ in range(rounds):
-        for tally in tallies:
-            tally.add()
-            with watch.lap():
-                await repo.save(tally)
-    return watch.timing("Repository.save (1 event)", rounds * STREAMS)
+    tallies = [Tally(f"s{i}") for i in range(STREAMS)]
+
+    async def op(r: int, i: int) -> None:
+        tallies[i].add()
+        await repo.save(tallies[i])
+
+    return op
 
 
-def aett_commits(uri: str, db_name: str, rounds: int, tag: str) -> Timing | None:
+def aett_op(uri: str, db_name: str) -> tuple[Op, Callable[[], None]] | None:
     try:
         from aett.eventstore import Commit, DomainEvent, EventMessage, TopicMap
         from aett.mongodb import CommitStore, PersistenceManagement
@@ -132,40 +132,34 @@ def aett_commits(uri: str, db_name: str, rounds: int, tag: str) -> Timing | None
         n: int
 
     client: MongoClient[dict[str, Any]] = MongoClient(uri)
-    try:
-        client.drop_database(db_name)
-        db = client[db_name]  # its own: aett's `counters` would meet esmongo's
-        topics = TopicMap()
-        topics.register(Added)
-        PersistenceManagement(db, topics).initialize()
-        store = CommitStore(db, topics)
-        watch = Stopwatch()
-        for r in range(1, rounds + 1):
-            for i in range(STREAMS):
-                stream = f"{tag}{i}"
-                body = Added(source=stream, timestamp=_now(), version=r, n=r)
-                commit = Commit(
-                    tenant_id="bench",
-                    stream_id=stream,
-                    stream_revision=r,
-                    commit_id=uuid.uuid4(),
-                    commit_sequence=r,
-                    commit_stamp=_now(),
-                    headers={},
-                    events=[EventMessage(body=body)],
-                    checkpoint_token=0,
-                )
-                with watch.lap():
-                    store.commit(commit)
-        return watch.timing("aett-mongodb CommitStore.commit (1 event)", rounds * STREAMS)
-    finally:
+    client.drop_database(db_name)
+    db = client[db_name]  # its own: aett's `counters` would meet esmongo's
+    topics = TopicMap()
+    topics.register(Added)
+    PersistenceManagement(db, topics).initialize()
+    store = CommitStore(db, topics)
+
+    async def op(r: int, i: int) -> None:
+        stream = f"a{i}"
+        body = Added(source=stream, timestamp=_now(), version=r, n=r)
+        commit = Commit(
+            tenant_id="bench",
+            stream_id=stream,
+            stream_revision=r,
+            commit_id=uuid.uuid4(),
+            commit_sequence=r,
+            commit_stamp=_now(),
+            headers={},
+            events=[EventMessage(body=body)],
+            checkpoint_token=0,
+        )
+        store.commit(commit)  # synchronous, as aett is: nothing else runs meanwhile
+
+    def close() -> None:
         client.drop_database(db_name)
         client.close()
 
-
-def timed(timing: Timing) -> Timing:
-    """The rate over the time inside the timed calls only."""
-    return Timing(timing.label, timing.latencies, timing.items, sum(timing.latencies))
+    return op, close
 
 
 def _now() -> Any:
@@ -175,7 +169,7 @@ def _now() -> Any:
 
 
 async def main(quick: bool) -> None:
-    rounds = 2 if quick else 4
+    rounds = 2 if quick else 5
     with benchmark_server() as uri:
         async with database(uri, "bench_sequential") as db:
             await db.get_collection("raw_events").create_indexes(EVENT_INDEXES)
@@ -184,58 +178,63 @@ async def main(quick: bool) -> None:
             )
             store = EventStore(db)
             await store.init()
-            await raw(db, 1, "warm")  # connections, caches
-            await new_streams(store, 1, "warm")
+            read_op = await exact_op(store, "x")
 
-            def rows(p: str) -> list[tuple[str, Callable[[], Awaitable[Timing | None]]]]:
-                return [
-                    ("raw", lambda: raw(db, rounds, f"{p}r")),
-                    ("new", lambda: new_streams(store, rounds, f"{p}n")),
-                    ("exact", lambda: exact(store, rounds, f"{p}e", read_first=False)),
-                    ("read", lambda: exact(store, rounds, f"{p}x", read_first=True)),
-                    ("save", lambda: saves(store, rounds, f"{p}s")),
-                    (
-                        "aett",
-                        lambda: asyncio.to_thread(
-                            aett_commits, uri, f"{db.name}_aett_{p}", rounds, "a"
-                        ),
-                    ),
-                ]
+            async def after_read(r: int, i: int) -> None:
+                await read_op(r, i)
 
-            passes: list[dict[str, Timing]] = []
-            for n in range(2):
-                order = rows(f"p{n}")
-                results: dict[str, Timing] = {}
-                for key, run in order if n == 0 else list(reversed(order)):
-                    timing = await run()
-                    if timing is not None:
-                        results[key] = timed(timing)
-                passes.append(results)
+            rows: dict[str, tuple[str, Op]] = {
+                "raw": ("raw txn: $inc + insert_one", raw_op(db)),
+                "new": ("append(1), new stream (NO_STREAM)", new_stream_op(store)),
+                "exact": ("append(1), exact version, head written", await exact_op(store, "e")),
+                "read": ("append(1), exact version, head read", after_read),
+                "save": ("Repository.save (1 event)", save_op(store)),
+            }
+            aett = aett_op(uri, f"{db.name}_aett")
+            if aett is not None:
+                rows["aett"] = ("aett-mongodb CommitStore.commit (1 event)", aett[0])
+            for key, (_, op) in rows.items():  # warm-up: connections, caches
+                if key not in ("exact", "read", "save", "aett"):
+                    await op(0, 0)
+            laps: dict[str, list[float]] = {key: [] for key in rows}
+            keys = list(rows)
+            step = 0
+            for r in range(1, rounds + 1):
+                for i in range(STREAMS):
+                    step += 1
+                    for key in keys[step % len(keys) :] + keys[: step % len(keys)]:
+                        if key == "read":  # outside the lap: only the append is timed
+                            async for _ in store.read_stream("account", f"x{i}", from_version=r):
+                                pass
+                        started = time.perf_counter()
+                        await rows[key][1](r, i)
+                        laps[key].append(time.perf_counter() - started)
+            if aett is not None:
+                aett[1]()
     load = os.getloadavg()[0]
-    for n, results in enumerate(passes):
-        base = results["raw"].rate
-        print_table(
-            f"Pass {n + 1} ({'forward' if n == 0 else 'reverse'} order), one writer",
-            ["operation", "events/s", "p50 ms", "p99 ms", "vs raw"],
-            [
-                (
-                    t.label,
-                    f"{t.rate:,.0f}",
-                    f"{t.p50_ms:.2f}",
-                    f"{t.p99_ms:.2f}",
-                    f"{t.rate / base:.2f}x",
-                )
-                for t in results.values()
-            ],
-        )
-    summary = []
-    for results in passes:
-        base = results["raw"].rate
-        parts = [f"{k} {results[k].rate / base:.2f}x" for k in ("new", "exact", "read", "save")]
-        if "aett" in results:
-            parts.append(f"save/aett {results['save'].rate / results['aett'].rate:.2f}x")
-        summary.append(", ".join(parts))
-    console.print(f"load average {load:.1f}; ratios: " + " | ".join(summary))
+    results = {k: Timing(rows[k][0], laps[k], len(laps[k]), sum(laps[k])) for k in rows}
+    base = results["raw"].rate
+    print_table(
+        f"One writer, {rounds} x {STREAMS} streams, interleaved",
+        ["operation", "events/s", "p50 ms", "p99 ms", "vs raw", "p50 vs raw"],
+        [
+            (
+                t.label,
+                f"{t.rate:,.0f}",
+                f"{t.p50_ms:.2f}",
+                f"{t.p99_ms:.2f}",
+                f"{t.rate / base:.2f}x",
+                f"{results['raw'].p50_ms / t.p50_ms:.2f}x",
+            )
+            for t in results.values()
+        ],
+    )
+    parts = [f"{k} {results[k].rate / base:.2f}x" for k in ("new", "exact", "read", "save")]
+    if "aett" in results:
+        parts.append(f"save/aett {results['save'].rate / results['aett'].rate:.2f}x")
+    console.print(f"load average {load:.1f}; rate vs raw: " + ", ".join(parts))
+    medians = [f"{k} {results['raw'].p50_ms / results[k].p50_ms:.2f}x" for k in results]
+    console.print("p50 latency, raw's / the row's: " + ", ".join(medians))
 
 
 if __name__ == "__main__":
