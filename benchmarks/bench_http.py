@@ -1,10 +1,17 @@
 """The HTTP service under 16 concurrent clients, next to the library in the same run.
 
-    python benchmarks/bench_http.py [--quick]
+    python benchmarks/bench_http.py [--quick] [--profile FILE] [--daemon-only]
 
 `esmongo serve` runs as its own process on the benchmark's server; 16 clients credit and
 debit their own accounts over HTTP. The same commands run directly through the library
-(`Bank.handle`, 16 tasks) and as bare `EventStore.append` calls, on the same server.
+(`Bank.handle`, 16 tasks) and as bare `EventStore.append` calls, on the same server. The
+service runs twice: with its projection daemon (the default), then with `--no-projections`
+(the daemon is then meant to run in a process of its own; here none runs), which shows what
+the daemon's read-model writes cost the commands on this single-threaded server.
+
+`--profile FILE`: py-spy (`pip install py-spy`, not a project dependency) samples the
+service process while the HTTP clients run; FILE gets the collapsed stacks, and the
+functions most often on the stack (own time and total) are printed.
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
@@ -70,30 +79,34 @@ async def library_appends(bank: Bank, per_client: int) -> Timing:
     return watch.timing(f"library EventStore.append(1), {CLIENTS} tasks", CLIENTS * per_client)
 
 
-async def http_commands(base: str, key: str, per_client: int) -> Timing:
+async def http_commands(base: str, key: str, per_client: int, tag: str = "") -> Timing:
     headers = {"Authorization": f"Bearer {key}"}
     limits = httpx.Limits(max_connections=CLIENTS)
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits) as http:
         for c in range(CLIENTS):
-            r = await http.post("/accounts", json={"accountId": f"http{c}", "currency": "EUR"})
+            body = {"accountId": f"http{tag}{c}", "currency": "EUR"}
+            r = await http.post("/accounts", json=body)
             assert r.status_code == 201, r.text
-            assert (await http.post(f"/accounts/http{c}/activate")).status_code == 200
+            assert (await http.post(f"/accounts/http{tag}{c}/activate")).status_code == 200
         watch = Stopwatch()
 
         async def client(c: int) -> None:
             for i in range(per_client):
                 kind = "credit" if i % 2 == 0 else "debit"
                 with watch.lap():
-                    r = await http.post(f"/accounts/http{c}/{kind}", json={"amount": "1.00"})
+                    r = await http.post(f"/accounts/http{tag}{c}/{kind}", json={"amount": "1.00"})
                 assert r.status_code == 200, r.text
 
         await asyncio.gather(*[client(c) for c in range(CLIENTS)])
-    return watch.timing(f"HTTP POST credit/debit, {CLIENTS} clients", CLIENTS * per_client)
+    label = "service without its projection daemon" if tag else "service with projections"
+    return watch.timing(f"HTTP credit/debit, {CLIENTS} clients, {label}", CLIENTS * per_client)
 
 
-def start_service(uri: str, db_name: str, port: int) -> subprocess.Popen[bytes]:
+def start_service(uri: str, db_name: str, port: int, projections: bool) -> subprocess.Popen[bytes]:
     env = os.environ | {"MONGODB_URI": uri, "ESMONGO_DB": db_name}
     command = [sys.executable, "-m", "esmongo.cli", "serve", "--port", str(port)]
+    if not projections:
+        command.append("--no-projections")
     return subprocess.Popen(
         [*command, "--log-level", "warning"],
         env=env,
@@ -115,7 +128,35 @@ async def wait_ready(base: str) -> None:
     raise RuntimeError("esmongo serve did not start")
 
 
-async def main(quick: bool) -> None:
+def start_profiler(pid: int, out: str) -> subprocess.Popen[bytes]:
+    command = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "-o", out]
+    return subprocess.Popen([*command, "--nonblocking", "--rate", "200"])
+
+
+def print_profile(path: str, top: int = 15) -> None:
+    """Own and total samples per function, from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [f for f in stack.split(";") if f]
+        n = int(count)
+        samples += n
+        if frames:
+            own[frames[-1]] += n
+        for frame in set(frames):
+            total[frame] += n
+    for title, counts in (("own", own), ("total", total)):
+        rows = [
+            (frame[:90], f"{n / samples:.1%}")
+            for frame, n in counts.most_common(top + (0 if title == "own" else 25))
+            if title == "own" or "esmongo" in frame or "pymongo" in frame
+        ][:top]
+        print_table(f"service profile: {title} samples ({samples})", ["function", "share"], rows)
+
+
+async def main(quick: bool, profile: str | None, with_bare: bool = True) -> None:
     per_client = 15 if quick else 60
     with benchmark_server() as uri:
         async with database(uri, "bench_http") as db:
@@ -123,15 +164,24 @@ async def main(quick: bool) -> None:
             keys = ApiKeys(db)
             await keys.init()
             key = await keys.create(Role.TELLER, "bench")
-            port = free_port()
-            service = start_service(uri, "bench_http", port)
-            try:
-                base = f"http://127.0.0.1:{port}"
-                await wait_ready(base)
-                http = await http_commands(base, key, per_client)
-            finally:
-                service.terminate()
-                service.wait(timeout=30)
+            runs: dict[bool, Timing] = {}
+            for projections in (True, False) if with_bare else (True,):
+                port = free_port()
+                service = start_service(uri, "bench_http", port, projections)
+                try:
+                    base = f"http://127.0.0.1:{port}"
+                    await wait_ready(base)
+                    spy = start_profiler(service.pid, profile) if profile and projections else None
+                    runs[projections] = await http_commands(
+                        base, key, per_client, "" if projections else "bare"
+                    )
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(timeout=60)
+                finally:
+                    service.terminate()
+                    service.wait(timeout=30)
+            http = runs[True]
             direct = await library_commands(bank, per_client)
             appends = await library_appends(bank, per_client)
 
@@ -143,7 +193,7 @@ async def main(quick: bool) -> None:
             f"{t.p99_ms:.1f}",
             f"{t.rate / appends.rate:.2f}x",
         )
-        for t in (appends, direct, http)
+        for t in (appends, direct, *runs.values())
     ]
     print_table(
         "Commands per second (1 event each) and latency per request",
@@ -154,9 +204,18 @@ async def main(quick: bool) -> None:
         f"HTTP is {http.rate / direct.rate:.2f}x the library's command rate "
         f"and {http.rate / appends.rate:.2f}x its bare append rate"
     )
+    if profile:
+        print_profile(profile)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument("--profile", metavar="FILE", help="py-spy the service into FILE")
+    parser.add_argument(
+        "--daemon-only",
+        action="store_true",
+        help="only the service with its projection daemon (code without --no-projections)",
+    )
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, args.profile, not args.daemon_only))

@@ -298,6 +298,26 @@ async def test_an_archive_between_the_version_check_and_the_transaction_is_caugh
     assert await db["events_archive"].count_documents({"aggregateId": "gone"}) == 9
 
 
+@pytest.mark.parametrize("wrote_since", [False, True])
+async def test_an_archive_after_this_process_wrote_the_stream_is_not_taken_on_trust(
+    bank: Bank, db: Db, wrote_since: bool
+) -> None:
+    """The store appends to a stream it wrote with no query (ADR 0013). Another process
+    archives it: the archive moved the counter's generation, so the append's transaction
+    refuses the remembered head (or, when this store wrote elsewhere since and so knows
+    the new generation, the head is confirmed by query), and the archive is found."""
+    await closed_account(bank, "gone")  # written by bank.store: it remembers version 9
+    await open_account(bank, "other")
+    assert await (await Bank(db).init()).archive_account("gone") is not None  # elsewhere
+    if wrote_since:
+        await bank.store.append("account", "other", [NewEvent("account.activated", {})], ANY)
+    head = await bank.store.head_sequence()
+    with pytest.raises(StreamArchived):
+        await bank.store.append("account", "gone", [NewEvent("account.activated", {})], 9)
+    assert await bank.store.head_sequence() == head
+    assert await db["events"].count_documents({"aggregateId": "gone"}) == 0
+
+
 async def test_archives_and_concurrent_appends_lose_nothing(bank: Bank, db: Db) -> None:
     for i in range(6):
         await closed_account(bank, f"gone{i}", movements=2)

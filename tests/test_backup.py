@@ -20,8 +20,12 @@ from typer.testing import CliRunner
 from esmongo.bank import ActivateAccount, Bank, CreateAccount, CreditAccount, TransferFunds
 from esmongo.cli import app as cli_app
 from esmongo.codec import CODEC_OPTIONS
+from esmongo.errors import ConcurrencyError
+from esmongo.events import NO_STREAM
 from esmongo.ops.backup import BackupError, backup, restore
 from esmongo.ops.migration import Migrator
+from esmongo.store.event_store import EventStore
+from esmongo.testing import new_events
 
 Db = AsyncDatabase[dict[str, Any]]
 
@@ -106,6 +110,24 @@ async def test_restore_refuses_a_database_with_events(db: Db, tmp_path: Path) ->
     await backup(db, tmp_path)
     with pytest.raises(BackupError, match="already has events"):
         await restore(db, tmp_path)
+
+
+async def test_a_store_running_across_a_restore_takes_no_head_it_wrote_on_trust(
+    db: Db, tmp_path: Path
+) -> None:
+    """A restore sets the counter's `archives` back but moves its generation (`restores`):
+    a store that remembers the head it wrote checks it again, and finds the restored one."""
+    store = EventStore(db)
+    await store.init()
+    await store.append("t", "x", new_events(2), NO_STREAM)
+    await backup(db, tmp_path)
+    await store.append("t", "x", new_events(1), 2)
+    await db["events"].delete_many({})  # the operator empties the log to restore it
+    await restore(db, tmp_path, drop_state=True)
+    with pytest.raises(ConcurrencyError) as caught:
+        await store.append("t", "x", new_events(1), 3)
+    assert caught.value.actual == 2
+    assert [e.aggregate_version async for e in store.read_stream("t", "x")] == [1, 2]
 
 
 async def test_backup_refuses_a_used_directory(db: Db, tmp_path: Path) -> None:

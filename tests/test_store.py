@@ -15,6 +15,7 @@ from esmongo import (
     NO_STREAM,
     STREAM_EXISTS,
     AppendRequest,
+    ConcurrencyError,
     EventStore,
     EventValidationError,
     NewEvent,
@@ -182,7 +183,34 @@ async def test_unregistered_types_pass_unless_strict(db: AsyncDatabase[Document]
 # ---- the write path's queries --------------------------------------------------------
 
 
-async def test_any_appends_to_streams_it_wrote_cost_one_query_not_one_per_stream(
+async def test_exact_version_appends_to_streams_it_wrote_cost_no_query(
+    counted: tuple[FindCounter, AsyncDatabase[Document]], db: AsyncDatabase[Document]
+) -> None:
+    """The head this store wrote is trusted while the counter's generation stays (ADR 0013);
+    a head it only read is confirmed, once; a stream moved on by another store is refused
+    by the unique index, as before."""
+    listener, watched = counted
+    store = EventStore(watched)
+    await store.init()
+    await store.append("t", "x", events(1), NO_STREAM)
+    await EventStore(db).append("t", "y", events(2), NO_STREAM)
+    listener.commands.clear()
+    await store.append("t", "x", events(1), 1)
+    await store.append("t", "x", events(1), 2)
+    assert listener.commands == []
+    assert [e.aggregate_version async for e in store.read_stream("t", "y")] == [1, 2]
+    listener.commands.clear()
+    await store.append("t", "y", events(1), 2)  # read, not written: confirmed
+    await store.append("t", "y", events(1), 3)
+    assert listener.commands == ["find"]
+    await EventStore(db).append("t", "x", events(1), 3)
+    with pytest.raises(ConcurrencyError) as caught:
+        await store.append("t", "x", events(1), 3)
+    assert caught.value.actual == 4
+    assert_gap_free(await all_events(store))
+
+
+async def test_any_appends_to_streams_it_wrote_cost_no_query(
     counted: tuple[FindCounter, AsyncDatabase[Document]], db: AsyncDatabase[Document]
 ) -> None:
     listener, watched = counted
@@ -195,7 +223,7 @@ async def test_any_appends_to_streams_it_wrote_cost_one_query_not_one_per_stream
         [AppendRequest("t", name, events(1), ANY) for name in ("w", "x", "y")]
     )
     assert [s[0].aggregate_version for s in written] == [3, 3, 3]
-    assert listener.commands == ["find"]  # one `_id $in` confirms the remembered heads
+    assert listener.commands == []  # it wrote those heads, and the counter has not moved
     # Behind (another store appended meanwhile): the unique index refuses the optimistic
     # version, the stream is forgotten, and the append goes again after a head query.
     await EventStore(db).append("t", "x", events(2), 3)

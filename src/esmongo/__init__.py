@@ -19,7 +19,7 @@ from esmongo.errors import (
     EventValidationError,
 )
 from esmongo.events import ANY, NO_STREAM, STREAM_EXISTS, NewEvent, RecordedEvent
-from esmongo.model import Aggregate, Repository, SnapshotStore, applies
+from esmongo.model import Aggregate, AggregateCache, Repository, SnapshotStore, applies
 from esmongo.projections import Projection, ProjectionDaemon
 from esmongo.schema import SchemaRegistry, Upcasters
 from esmongo.store import AppendRequest, EventStore
@@ -31,6 +31,7 @@ __all__ = [
     "NO_STREAM",
     "STREAM_EXISTS",
     "Aggregate",
+    "AggregateCache",
     "AggregateNotFoundError",
     "AppendRequest",
     "ConcurrencyError",

@@ -20,6 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from esmongo.codec import Document
 from esmongo.errors import ConfigurationError
 from esmongo.model.aggregate import Aggregate
+from esmongo.model.cache import MAX_AGGREGATES, MAX_BYTES, AggregateCache
 from esmongo.model.repository import Repository
 from esmongo.model.snapshots import SnapshotStore
 from esmongo.ops.audit import AUDIT_SCHEMAS
@@ -66,6 +67,8 @@ class Application:
         upcasters: Upcasters | None = None,
         snapshot_every: int = 50,
         strict: bool = True,
+        cache_aggregates: int = MAX_AGGREGATES,
+        cache_bytes: int = MAX_BYTES,
     ) -> None:
         self.db = db
         self.registry = SchemaRegistry(strict=strict)
@@ -76,6 +79,9 @@ class Application:
         self.projections = list(projections)
         self.aggregates = list(aggregates)
         self.snapshot_every = snapshot_every
+        self.cache_aggregates = cache_aggregates
+        """Aggregates each repository keeps (0: none); `cache_bytes`: their estimated size."""
+        self.cache_bytes = cache_bytes
         self.repositories: dict[str, Repository[Any]] = {}
         self._open_store(DEFAULT_EVENTS)
 
@@ -86,7 +92,13 @@ class Application:
         )
         self.repositories = {
             kind.aggregate_type: Repository(
-                self.store, kind, snapshots=self.snapshots, snapshot_every=self.snapshot_every
+                self.store,
+                kind,
+                snapshots=self.snapshots,
+                snapshot_every=self.snapshot_every,
+                cache=AggregateCache(self.cache_aggregates, self.cache_bytes)
+                if self.cache_aggregates
+                else None,
             )
             for kind in self.aggregates
         }

@@ -19,7 +19,7 @@ from esmongo.api.auth import ApiKeys
 from esmongo.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from esmongo.api.context import Services
 from esmongo.api.idempotency import IdempotencyKeys
-from esmongo.api.metadata import CORRELATION_HEADER, correlation_id
+from esmongo.api.metadata import Correlate
 from esmongo.bank import Bank
 from esmongo.connect.connection import Connection, Settings
 from esmongo.ops.audit import AuditTrail
@@ -126,14 +126,8 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # inside `correlate`, below
-
-    @app.middleware("http")
-    async def correlate(request: Request, call_next: Any) -> Response:
-        request.state.correlation_id = correlation_id(request)
-        response: Response = await call_next(request)
-        response.headers[CORRELATION_HEADER] = request.state.correlation_id
-        return response
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(Correlate)  # added last: outside BodyLimit, so a 413 is correlated
 
     app.include_router(commands.router)
     app.include_router(queries.router)

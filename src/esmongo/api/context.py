@@ -41,7 +41,8 @@ class Services:
     """What the startup check of stored event versions found (None: not finished)."""
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """Async: FastAPI runs a plain `def` dependency in its thread pool, a hop per request."""
     return request.app.state.services  # type: ignore[no-any-return]
 
 

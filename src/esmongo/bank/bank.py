@@ -15,6 +15,7 @@ from esmongo.bank.commands import AccountCommandHandler, Command, CommandResult
 from esmongo.bank.queries import AccountQueries
 from esmongo.bank.read_models import bank_projections
 from esmongo.bank.schemas import ACCOUNT_SCHEMAS
+from esmongo.model.cache import MAX_AGGREGATES
 from esmongo.store import ArchiveReport, Writes
 
 
@@ -41,7 +42,12 @@ class Bank(Application):
     commands add the command handler, the queries and archiving."""
 
     def __init__(
-        self, db: AsyncDatabase[dict[str, Any]], *, snapshot_every: int = 50, strict: bool = True
+        self,
+        db: AsyncDatabase[dict[str, Any]],
+        *,
+        snapshot_every: int = 50,
+        strict: bool = True,
+        cache_aggregates: int = MAX_AGGREGATES,
     ) -> None:
         super().__init__(
             db,
@@ -50,6 +56,7 @@ class Bank(Application):
             projections=bank_projections(),
             snapshot_every=snapshot_every,
             strict=strict,
+            cache_aggregates=cache_aggregates,
         )
 
     def _open_store(self, collection: str) -> None:

@@ -71,6 +71,13 @@ def serve(
             "(429 with Retry-After beyond it) [default: unlimited].",
         ),
     ] = None,
+    projections: Annotated[
+        bool,
+        typer.Option(
+            help="Run the projection daemon in this process (off: run "
+            "`esmongo projections run` in its own).",
+        ),
+    ] = True,
 ) -> None:
     """Run the console, the accounts API and the projection daemon (Ctrl-C stops)."""
     import uvicorn
@@ -96,7 +103,7 @@ def serve(
             await keys.init()
             service = create_app(
                 db=conn.db,
-                background=run_projection_daemon,
+                background=run_projection_daemon if projections else None,
                 max_body_bytes=body_limit,
                 rate_limit=rate_limit,
             )

@@ -74,7 +74,7 @@ async def viewer(request: Request) -> Viewer:
     session = sessions(request).get(request.cookies.get(COOKIE))
     if session is None:
         raise LoginRequired(_next_path(request))
-    svc = services(request)
+    svc = await services(request)
     who = await svc.keys.verify(session.key)
     if who is None:  # revoked since the login
         sessions(request).close(session.id)

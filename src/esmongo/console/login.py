@@ -63,7 +63,8 @@ async def login(
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not secrets.compare_digest(token, expected):
         raise Refused(403, "refused: the login form expired or came from another site; reload")
-    who = await services(request).keys.verify(key.strip())
+    svc = await services(request)
+    who = await svc.keys.verify(key.strip())
     if who is None:
         target = f"/login?failed=true&next={quote(_safe_next(next), safe='/')}"
         return RedirectResponse(target, status_code=303)

@@ -3,6 +3,12 @@
 Saving appends with the version the aggregate was loaded at, so a concurrent change is a
 ConcurrencyError, never a lost update. Snapshots are written in the background after the
 append and never fail it.
+
+With a cache (esmongo.model.cache), a load starts from the copy kept at the last load or
+save of this process and reads only the events after it: no snapshot read, and one indexed
+query that is usually empty. A save it then makes expects the kept version: when another
+process wrote since, the load has read that already, or the save conflicts and the caller's
+retry loads again, fast-forwarded (ADR 0013).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from esmongo.errors import AggregateNotFoundError
 from esmongo.events import NO_STREAM, RecordedEvent, StreamId
 from esmongo.metrics import REPLAY_DURATION, SNAPSHOT_LOADS
 from esmongo.model.aggregate import Aggregate
+from esmongo.model.cache import AggregateCache
 from esmongo.model.snapshots import SnapshotStore, crosses_interval
 from esmongo.store import AppendRequest, EventStore
 from esmongo.store.unit_of_work import Writes
@@ -32,7 +39,9 @@ class Repository(Generic[A]):
     """Aggregates of one class, in one event store.
 
     `snapshot_every` N: a snapshot is written whenever a save moves the aggregate across a
-    multiple of N (0 or no snapshot store: never).
+    multiple of N (0 or no snapshot store: never). `cache`: keeps what was loaded and
+    saved, so that a load reads only newer events (None: every load reads from the
+    snapshot).
     """
 
     def __init__(
@@ -42,12 +51,14 @@ class Repository(Generic[A]):
         *,
         snapshots: SnapshotStore | None = None,
         snapshot_every: int = 50,
+        cache: AggregateCache[A] | None = None,
     ) -> None:
         self.store = store
         self.aggregate_class = aggregate_class
         self.aggregate_type = aggregate_class.aggregate_type
         self.snapshots = snapshots
         self.snapshot_every = snapshot_every if snapshots is not None else 0
+        self.cache = cache
         self._background: set[asyncio.Task[None]] = set()
 
     # ---- load -------------------------------------------------------------------
@@ -65,12 +76,23 @@ class Repository(Generic[A]):
 
     async def _load(self, aggregate_id: str) -> A:
         started = time.perf_counter()
-        aggregate = await self._from_snapshot(aggregate_id)
+        kept = self.cache.get(aggregate_id) if self.cache is not None else None
+        aggregate = kept if kept is not None else await self._from_snapshot(aggregate_id)
+        start = aggregate.version
+        # From the version held, not after it: found in the active collection, it tells
+        # read_stream that the stream is not archived, which then reads no archive.
         async for event in self.store.read_stream(
-            self.aggregate_type, aggregate_id, from_version=aggregate.version + 1
+            self.aggregate_type, aggregate_id, from_version=max(start, 1)
         ):
-            aggregate.apply(event)
+            if event.aggregate_version > start:
+                aggregate.apply(event)
         REPLAY_DURATION.labels(self.aggregate_type).observe(time.perf_counter() - started)
+        if (
+            self.cache is not None
+            and aggregate.exists
+            and (kept is None or aggregate.version > start)
+        ):
+            self.cache.put(aggregate)
         return aggregate
 
     async def _from_snapshot(self, aggregate_id: str) -> A:
@@ -164,7 +186,11 @@ class Repository(Generic[A]):
         if not events or events[0].replayed:
             # An earlier recording of the same event ids (idempotent retry): the aggregate
             # in memory is not the stored one, so it must not become a snapshot.
+            if self.cache is not None:
+                self.cache.discard(aggregate.id)
             return
+        if self.cache is not None:
+            self.cache.put(aggregate)
         if not crosses_interval(old_version, aggregate.version, self.snapshot_every):
             return
         try:

@@ -326,7 +326,9 @@ async def restore(
     }
     await db[COUNTERS].update_one(
         {"_id": SEQUENCE_COUNTER},
-        {"$set": counter, "$unset": {fence.SEALED_FOR: ""}},
+        # `restores` moves the counter's generation even where `archives` goes back: a
+        # process that remembers events of the replaced log checks them again.
+        {"$set": counter, "$unset": {fence.SEALED_FOR: ""}, "$inc": {fence.RESTORES: 1}},
         upsert=True,
     )
     chain = await verify_chain(db)  # the checksum covers ids; the chain covers every field

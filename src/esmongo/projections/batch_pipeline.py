@@ -41,7 +41,7 @@ from esmongo.projections.projection import FailurePolicy, Projection
 from esmongo.projections.runner_metrics import RunnerMetrics
 from esmongo.projections.source import EventSource, SharedSource, StoreSource
 from esmongo.projections.swap import collection_exists
-from esmongo.projections.writes import WritePlan, execute
+from esmongo.projections.writes import FreshCollections, WritePlan, execute
 from esmongo.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ class BatchPipeline(abc.ABC):
         self._fence = 0
         self._open_dead: set[int] = set()
         self._advanced = asyncio.Event()
+        self._fresh: FreshCollections | None = None
+        """Set while catching up from zero into empty collections (writes.FreshCollections)."""
         self.metrics = RunnerMetrics(self.name)
         self._event_types = list(projection.event_types)
         if isinstance(self.source, SharedSource):
@@ -148,6 +150,16 @@ class BatchPipeline(abc.ABC):
         self.position = position
         self.blocked_at = blocked_at
         self._open_dead = await self.dead_letters.open_sequences(self.name, position)
+        fresh = position == 0 and await self._empty()
+        self._fresh = FreshCollections(self.projection.collections) if fresh else None
+
+    async def _empty(self) -> bool:
+        """Whether every collection this runner writes is empty (it holds the lease)."""
+        for name in self.projection.collections:
+            target = self.targets.get(name, name)
+            if await self.db[target].find_one({}, projection={"_id": 1}) is not None:
+                return False
+        return True
 
     # ---- one batch --------------------------------------------------------------
 
@@ -170,6 +182,8 @@ class BatchPipeline(abc.ABC):
         live = self.state == RunnerState.LIVE
         if not live:
             self.state = RunnerState.CATCHING_UP
+        else:
+            self._fresh = None  # live batches merge per document
         batch = await self._prepare(events, target)
         try:
             operations = await self._commit(batch)
@@ -254,7 +268,7 @@ class BatchPipeline(abc.ABC):
         async def write(session: AsyncClientSession) -> int:
             """What the batch writes after its checkpoint moved (by the group)."""
             self._step("checkpoint")
-            sent = await execute(session, self.db, batch.plan, self.targets)
+            sent = await execute(session, self.db, batch.plan, self.targets, self._fresh)
             self._step("writes")
             for failure in batch.failures:
                 await self.dead_letters.record(

@@ -8,6 +8,14 @@ for the same document (conflicting paths, operators whose combination depends on
 stored value) starts a new operation, an update is never folded past a write that may
 touch the same document (esmongo.projections.keys), and ordered bulk writes keep the
 per-document order.
+
+A projection that starts from zero into empty collections (a rebuild, a first run) knows
+which documents exist: only those its own upserts created, as it holds the lease. There an
+update of a document that does not exist yet is folded in memory into the document the
+upsert would create, and written with the batch's other new documents by one insert
+(`FreshCollections`); an update without upsert of a missing document is dropped (it would
+match nothing). Documents that exist still get their merged update. Live batches do not
+do this: their documents mostly exist, and others may write them (ADR 0013).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.codec import CODEC_OPTIONS, Document
-from esmongo.projections.keys import OpenKeys, check_key, match_key
+from esmongo.projections.keys import Key, OpenKeys, check_key, match_key
 
 BulkOp = InsertOne[Document] | UpdateOne | DeleteOne
 
@@ -71,11 +79,6 @@ class Delete:
 
 
 Write = Update | Insert | Delete
-
-
-def _conflicts(a: str, b: str) -> bool:
-    """Whether two dotted paths overlap (MongoDB refuses both in one update)."""
-    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
 
 
 class _Merge(Exception):
@@ -154,76 +157,77 @@ class _PendingUpdate:
 
         A folded update's `set_on_insert` is dropped: after the first update of this
         document (an upsert, or a no-op on a missing one) it could never take effect.
+        Everything that can refuse is decided before anything changes (no copy: a
+        catch-up folds thousands of updates).
         """
         if update.upsert and not self.upsert:
             raise _Merge
-        staged = self._copy()
-        staged._fold(update)
-        self.__dict__.update(staged.__dict__)
-
-    def _copy(self) -> _PendingUpdate:
-        other = object.__new__(_PendingUpdate)
-        other.__dict__.update(
-            {k: (v.copy() if isinstance(v, dict | set) else v) for k, v in self.__dict__.items()}
-        )
-        return other
-
-    def _fold(self, u: Update) -> None:
-        incoming = [
-            *((p, "set") for p in u.set),
-            *((p, "inc") for p in u.inc),
-            *((p, "max") for p in u.max),
-            *((p, "min") for p in u.min),
-            *((p, "unset") for p in u.unset),
-        ]
-        seen: set[str] = set()
-        for path, _op in incoming:
-            if path in seen:
-                raise _Merge  # one path under two operators of the same update
-            seen.add(path)
+        u = update
+        incoming = [*u.set, *u.inc, *u.max, *u.min, *u.unset]
+        if len(set(incoming)) != len(incoming):
+            raise _Merge  # one path under two operators of the same update
         existing = self._paths()
-        for path, _op in incoming:
-            for other in existing:
-                if other != path and _conflicts(other, path):
-                    raise _Merge
+        # Two different paths conflict when one is a proper prefix of the other.
+        prefixes = {q[:i] for q in existing for i, c in enumerate(q) if c == "."}
+        for path in incoming:
+            if path in prefixes or any(
+                path[:i] in existing for i, c in enumerate(path) if c == "."
+            ):
+                raise _Merge
+        # The paths of `u` are distinct, so its $set and $unset do not touch the values
+        # its $inc, $max and $min fold into: compute those first, then apply.
+        folded: list[tuple[Document, str, Any]] = []
+        for path, value in u.inc.items():
+            folded.append(self._fold_inc(existing.get(path), path, value))
+        for path, value in u.max.items():
+            folded.append(self._fold_extreme(existing.get(path), path, value, pick_max=True))
+        for path, value in u.min.items():
+            folded.append(self._fold_extreme(existing.get(path), path, value, pick_max=False))
         for path, value in u.set.items():
             self._drop(path)
             self.set[path] = value
         for path in u.unset:
             self._drop(path)
             self.unset.add(path)
-        for path, value in u.inc.items():
-            self._fold_inc(existing.get(path), path, value)
-        for path, value in u.max.items():
-            self._fold_extreme(existing.get(path), path, value, pick_max=True)
-        for path, value in u.min.items():
-            self._fold_extreme(existing.get(path), path, value, pick_max=False)
+        for values, path, value in folded:
+            values[path] = value
 
     def _drop(self, path: str) -> None:
         for values in (self.set, self.inc, self.max, self.min, self.set_on_insert):
             values.pop(path, None)
         self.unset.discard(path)
 
-    def _fold_inc(self, was: str | None, path: str, value: Any) -> None:
+    def _fold_inc(self, was: str | None, path: str, value: Any) -> tuple[Document, str, Any]:
         if was is None:
-            self.inc[path] = value
-        elif was == "inc":
-            self.inc[path] = _add(self.inc[path], value)
-        elif was == "set" and self.set[path] is not None:
-            self.set[path] = _add(self.set[path], value)
-        else:
-            raise _Merge
+            return self.inc, path, value
+        if was == "inc":
+            return self.inc, path, _add(self.inc[path], value)
+        if was == "set" and self.set[path] is not None:
+            return self.set, path, _add(self.set[path], value)
+        raise _Merge
 
-    def _fold_extreme(self, was: str | None, path: str, value: Any, *, pick_max: bool) -> None:
+    def _fold_extreme(
+        self, was: str | None, path: str, value: Any, *, pick_max: bool
+    ) -> tuple[Document, str, Any]:
         mine = self.max if pick_max else self.min
         if was is None:
-            mine[path] = value
-        elif was == ("max" if pick_max else "min"):
-            mine[path] = _extreme(mine[path], value, pick_max)
-        elif was == "set":
-            self.set[path] = _extreme(self.set[path], value, pick_max)
-        else:
-            raise _Merge
+            return mine, path, value
+        if was == ("max" if pick_max else "min"):
+            return mine, path, _extreme(mine[path], value, pick_max)
+        if was == "set":
+            return self.set, path, _extreme(self.set[path], value, pick_max)
+        raise _Merge
+
+    def to_document(self) -> Document:
+        """The document this update creates when it upserts a missing one (no `_id`: the
+        driver gives one, as the server would). Folded updates apply as MongoDB would
+        apply them in turn to what the first one created: an `$inc` or `$max` of a missing
+        field sets it; `$setOnInsert` applies."""
+        document: Document = {}
+        for values in (self.key, self.set_on_insert, self.set, self.inc, self.max, self.min):
+            for path, value in values.items():
+                _put(document, path, value)
+        return document
 
     def to_operation(self) -> UpdateOne | None:
         update: Document = {}
@@ -241,6 +245,75 @@ class _PendingUpdate:
         if not update:
             return None
         return UpdateOne(self.key, update, upsert=self.upsert)
+
+
+def _put(document: Document, path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for name in parents:
+        document = document.setdefault(name, {})
+    document[last] = value
+
+
+FRESH_KEYS = 1_000_000
+"""Documents a from-zero run remembers having created; past that it merges as usual."""
+_PROVABLE = frozenset({"bool", "number", "string", "date", "objectId"})
+
+
+class FreshCollections:
+    """What a projection running from zero into empty collections has created so far.
+
+    Per collection: the keys of the documents its upserts may have created (all of them,
+    committed or not: a key wrongly held as created only costs an update), and the one set
+    of key fields its updates use. A collection whose batches also insert or delete, or
+    whose updates use other key fields or null/array/object values, leaves this mode for
+    good: which documents exist is then no longer known.
+    """
+
+    def __init__(self, empty: Collection[str], capacity: int = FRESH_KEYS) -> None:
+        self.empty = frozenset(empty)
+        """The collections found empty at the start: no other is ever treated as fresh."""
+        self.capacity = capacity
+        self.created: dict[str, set[Key]] = {}
+        self.fields: dict[str, frozenset[str]] = {}
+        self.mixed: set[str] = set()
+        self.size = 0
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.capacity
+
+    def split(self, collection: str, ops: list[_PendingUpdate | BulkOp]) -> list[BulkOp] | None:
+        """The collection's operations with new documents inserted first, or None when
+        this collection cannot be told apart (then every key of it counts as created)."""
+        if collection in self.mixed or collection not in self.empty or self.full:
+            return None
+        pending = [op for op in ops if isinstance(op, _PendingUpdate)]
+        shapes = {frozenset(op.key) for op in pending}
+        known = self.fields.setdefault(collection, next(iter(shapes), frozenset()))
+        provable = all(
+            tag[0] in _PROVABLE
+            for op in pending
+            for _, tag in match_key(op.key)
+            if isinstance(tag, tuple)
+        )
+        if len(pending) != len(ops) or shapes - {known} or not provable:
+            self.mixed.add(collection)
+            return None
+        created = self.created.setdefault(collection, set())
+        inserts: list[BulkOp] = []
+        updates: list[BulkOp] = []
+        for op in pending:
+            key = match_key(op.key)
+            if key in created:
+                update = op.to_operation()
+                if update is not None:
+                    updates.append(update)
+            elif op.upsert:  # a missing document, which this upsert creates
+                inserts.append(InsertOne(op.to_document()))
+                created.add(key)
+                self.size += 1
+            # else: an update of a missing document without upsert matches nothing
+        return inserts + updates
 
 
 class WritePlan:
@@ -281,10 +354,16 @@ class WritePlan:
         for write in writes:
             self.add(write)
 
-    def operations(self) -> dict[str, list[BulkOp]]:
-        """Collection name -> bulk operations, in order."""
+    def operations(self, fresh: FreshCollections | None = None) -> dict[str, list[BulkOp]]:
+        """Collection name -> bulk operations, in order. With `fresh`, documents that do
+        not exist yet are inserted (FreshCollections)."""
         result: dict[str, list[BulkOp]] = {}
         for collection, ops in self._ops.items():
+            split = fresh.split(collection, ops) if fresh is not None else None
+            if split is not None:
+                if split:
+                    result[collection] = split
+                continue
             bulk: list[BulkOp] = []
             for op in ops:
                 if isinstance(op, _PendingUpdate):
@@ -306,14 +385,16 @@ async def execute(
     db: AsyncDatabase[Document],
     plan: WritePlan,
     targets: Mapping[str, str] | None = None,
+    fresh: FreshCollections | None = None,
 ) -> int:
     """Run a plan in `session`'s transaction: one ordered bulk_write per collection.
 
     `targets` maps a projection's collection names to the collections written (a
-    rebuild writes to new ones). Returns the number of bulk operations sent.
+    rebuild writes to new ones). `fresh`: see FreshCollections. Returns the number of
+    bulk operations sent.
     """
     sent = 0
-    for name, ops in plan.operations().items():
+    for name, ops in plan.operations(fresh).items():
         target = (targets or {}).get(name, name)
         collection = db.get_collection(target, codec_options=CODEC_OPTIONS)
         await collection.bulk_write(ops, ordered=True, session=session)

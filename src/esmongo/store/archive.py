@@ -42,11 +42,11 @@ from esmongo.store.collections import (
     ARCHIVED_STREAMS,
     SNAPSHOTS,
 )
-from esmongo.store.fence import refuse_unless_writable
+from esmongo.store.fence import ARCHIVES, refuse_unless_writable
 from esmongo.store.transactions import DURABLE, bump_counter, run_in_transaction
 from esmongo.store.writers import Writers
 
-ARCHIVES_FIELD = "archives"
+ARCHIVES_FIELD = ARCHIVES
 """On the sequence counter document: how many archives committed (each one's `number`)."""
 MIRROR_CAPACITY = 500_000
 """Archived streams an Archive keeps in memory (about 200 bytes each) for the write path."""

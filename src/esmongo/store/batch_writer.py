@@ -42,7 +42,7 @@ from esmongo.events import ANY, STREAM_EXISTS, NewEvent, RecordedEvent, StreamId
 from esmongo.metrics import EVENTS_APPENDED, STORE_APPENDS_TAKEN_OUT, STORE_TRANSACTION_RETRIES
 from esmongo.store.archive import ARCHIVES_FIELD, Archive
 from esmongo.store.chain import ChainHead, chain
-from esmongo.store.fence import refuse_unless_writable
+from esmongo.store.fence import Generation, generation, refuse_unless_writable
 from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.requests import AppendRequest
 from esmongo.store.retries import recorded_before
@@ -77,6 +77,11 @@ class _WritesFailed(Exception):
         super().__init__(f"an append's writes failed: {cause}")
         self.append = append
         self.cause = cause
+
+
+class _Distrusted(Exception):
+    """Raised inside a batch's transaction: the counter's generation moved since the versions
+    taken on trust were written (esmongo.store.stream_versions); check them again."""
 
 
 class _ArchivedInBatch(Exception):
@@ -145,14 +150,18 @@ class BatchWriter:
         the cause is one a retry can get past (an ANY append that lost a race), returned.
         """
         known = self.archives_seen  # before the version check: see _transaction
-        live = await self._check_versions(batch)
+        live, trusting = await self._check_versions(batch)
         blamed: list[tuple[PendingAppend, list[Mapping[str, Any]]]] = []
+        again: list[PendingAppend] = []
         attempt = 0
         deadline = time.monotonic() + TRANSACTION_TIMEOUT_S
         while live:
             began = time.perf_counter()
             try:
-                recorded = await self._transaction(live, known)
+                recorded, written = await self._transaction(live, known, trusting)
+            except _Distrusted:
+                again.extend(live)  # checked again, by query this time
+                break
             except EventsCollectionSealed as exc:
                 for append in live:
                     append.fail(exc)
@@ -199,9 +208,8 @@ class BatchWriter:
                 continue
             took = time.perf_counter() - began
             self._transaction_s += (took - self._transaction_s) / 8
-            self._succeeded(live, recorded)
+            self._succeeded(live, recorded, written)
             break
-        again = []
         for append, errors in blamed:
             if await self._explain(append, errors):
                 again.append(append)
@@ -219,10 +227,14 @@ class BatchWriter:
         await self.writers.conflicted()
         return pause
 
-    async def _check_versions(self, batch: list[PendingAppend]) -> list[PendingAppend]:
-        """Settle the appends whose expectation fails; return the others with their heads."""
+    async def _check_versions(
+        self, batch: list[PendingAppend]
+    ) -> tuple[list[PendingAppend], Generation | None]:
+        """Settle the appends whose expectation fails; return the others with their heads,
+        and the generation the heads taken on trust need (StreamVersions.check)."""
         requests = [r for append in batch for r in append.requests]
-        heads = iter(await self.versions.check(requests))
+        checked_heads, trusting = await self.versions.check(requests)
+        heads = iter(checked_heads)
         live = []
         failed: list[tuple[PendingAppend, ConcurrencyError]] = []
         for append in batch:
@@ -240,15 +252,20 @@ class BatchWriter:
             gone = conflict.stream in archived
             if not await self._settled_before(append, archived=gone):
                 append.fail(StreamArchived(conflict.stream) if gone else conflict)
-        return live
+        return live, trusting
 
     async def _transaction(
-        self, batch: list[PendingAppend], known: int | None = None
-    ) -> list[list[list[RecordedEvent]]]:
+        self,
+        batch: list[PendingAppend],
+        known: int | None = None,
+        trusting: Generation | None = None,
+    ) -> tuple[list[list[list[RecordedEvent]]], Generation]:
         """One transaction: a block of sequence numbers from the counter, one insert_many.
+        Returns the events and the counter's generation they were written at.
 
         `known` is the number of archives as read before the version check. If the counter
         still says so, only streams found empty can be archived ones; otherwise any can.
+        `trusting`: the generation that heads taken on trust need (_Distrusted otherwise).
         """
         total = sum(append.count for append in batch)
         async with self.writers.session() as session:
@@ -258,6 +275,10 @@ class BatchWriter:
                     self.counters, "value", total, session, self.counter_id
                 )
                 refuse_unless_writable(counter, self.events.name)
+                written = generation(counter)
+                self.versions.generation = written
+                if trusting is not None and trusting != written:
+                    raise _Distrusted()
                 archives = int(counter.get(ARCHIVES_FIELD, 0))
                 await self._refuse_archived(batch, known, archives, session)
                 first = sequence = int(counter["value"]) - total
@@ -278,7 +299,8 @@ class BatchWriter:
                         streams.append(events)
                     recorded.append(streams)
                 docs = [e.to_document() for streams in recorded for s in streams for e in s]
-                last = chain(await self.head.before(first, self._logs, session), docs)
+                previous = await self.head.before(first, self._logs, session, written)
+                last = chain(previous, docs)
                 await self.events.insert_many(docs, ordered=False, session=session)
                 for append, streams in zip(batch, recorded, strict=True):
                     if append.writes is not None:
@@ -288,8 +310,8 @@ class BatchWriter:
                     await session.abort_transaction()
                 raise
             await commit(session)
-        self.head.committed(sequence, last)
-        return recorded
+        self.head.committed(sequence, last, written)
+        return recorded, written
 
     async def _write_also(
         self,
@@ -334,7 +356,10 @@ class BatchWriter:
             raise _ArchivedInBatch(archived)
 
     def _succeeded(
-        self, batch: list[PendingAppend], recorded: list[list[list[RecordedEvent]]]
+        self,
+        batch: list[PendingAppend],
+        recorded: list[list[list[RecordedEvent]]],
+        written: Generation,
     ) -> None:
         self.stats.transactions += 1
         for append, streams in zip(batch, recorded, strict=True):
@@ -344,6 +369,7 @@ class BatchWriter:
                     StreamId(last.aggregate_type, last.aggregate_id),
                     last.aggregate_version,
                     last.sequence,
+                    written,
                 )
             EVENTS_APPENDED.inc(append.count)
             self.stats.appends += 1

@@ -95,28 +95,34 @@ def chain(previous: str, docs: list[Document]) -> str:
 
 
 class ChainHead:
-    """The last link this process committed, so the next transaction need not read it."""
+    """The last link this process committed, so the next transaction need not read it.
+
+    Trusted only while the counter's generation (esmongo.store.fence.generation: archives,
+    repairs, restores) is the one it was committed at, as the write path trusts heads."""
 
     def __init__(self) -> None:
         self.sequence = -1
         self.hash = ""
+        self.generation: object = None
 
-    def committed(self, sequence: int, hash_: str) -> None:
-        self.sequence, self.hash = sequence, hash_
+    def committed(self, sequence: int, hash_: str, generation: object) -> None:
+        self.sequence, self.hash, self.generation = sequence, hash_, generation
 
     async def before(
         self,
         sequence: int,
         logs: list[AsyncCollection[Document]],
         session: AsyncClientSession,
+        generation: object = None,
     ) -> str:
         """The hash of the event at `sequence` (the one before a batch): from memory when
-        this process wrote it, else read in `session` from the first of `logs` that holds
-        it (the active events, then the archive). "" before the first event, for an event
-        written before the chain existed, and for one that is missing (verify reports it)."""
+        this process wrote it at this `generation`, else read in `session` from the first
+        of `logs` that holds it (the active events, then the archive). "" before the first
+        event, for an event written before the chain existed, and for one that is missing
+        (verify reports it)."""
         if sequence == 0:
             return ""
-        if sequence == self.sequence:
+        if sequence == self.sequence and generation == self.generation:
             return self.hash
         for log in logs:
             doc = await log.find_one({"_id": sequence}, {HASH: 1}, session=session)

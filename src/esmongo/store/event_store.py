@@ -143,7 +143,13 @@ class EventStore(EventReads, EventQueries):
 
     async def init(self) -> None:
         """Create the indexes (archive included) and the sequence counter (with its write
-        fence, esmongo.store.fence). Idempotent."""
+        fence, esmongo.store.fence). Idempotent.
+
+        An events collection missing while the counter exists was dropped under the store:
+        `restores` on the counter moves, so that no process trusts a head it wrote there
+        (esmongo.store.fence.generation)."""
+        if not await self.db.list_collection_names(filter={"name": self.events.name}):
+            await self.counters.update_one({"_id": SEQUENCE_COUNTER}, {"$inc": {fence.RESTORES: 1}})
         await self.events.create_indexes(EVENT_INDEXES)
         if self.sequence != SEQUENCE_COUNTER:  # a log of its own: the fence is its collection
             await self.counters.update_one(

@@ -33,6 +33,31 @@ SEALED_FOR = "sealedFor"
 FENCES = "fences"
 """Field of the counter document: how many times the fence was closed."""
 
+ARCHIVES = "archives"
+"""Field of the counter document: archives committed (esmongo.store.archive)."""
+REPAIRS = "repairs"
+"""Field of the counter document: repairs committed (esmongo.ops.check.repair)."""
+RESTORES = "restores"
+"""Field of the counter document: restores from a backup (esmongo.ops.backup)."""
+
+Generation = tuple[int, int, int, int]
+"""What on the counter document moves when events may have left the events collection."""
+
+
+def generation(counter: Document) -> Generation:
+    """Archives, fence closings, repairs and restores: the only operations that take events
+    out of (or swap) the events collection, and each increments its field in a transaction
+    that also takes the counter. While the tuple stays the same, an event this process saw
+    in the collection is still there: the write path relies on it instead of a query
+    (esmongo.store.stream_versions). A restore sets `archives` back, but bumps `restores`.
+    """
+    return (
+        int(counter.get(ARCHIVES, 0)),
+        int(counter.get(FENCES, 0)),
+        int(counter.get(REPAIRS, 0)),
+        int(counter.get(RESTORES, 0)),
+    )
+
 
 class FenceHeld(EsmongoError):
     """The write fence is closed by another operation, or open on another collection."""

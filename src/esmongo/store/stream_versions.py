@@ -7,19 +7,26 @@ two facts, checked in two places:
 - "version N exists": events are never deleted, so once true it stays true, and it can be
   checked before the transaction, outside it, for the whole batch.
 
-Checking "N exists" costs one indexed lookup per stream: MongoDB has no multi-point find
-that every server runs through an index (on the embedded server an `$or` of streams is a
-collection scan). But most appends go to a stream this process has just written or read,
-so the store remembers, per stream, one event it saw there (version and sequence). Version
-N <= that version exists if that event still exists, and one `{_id: {$in: [...]}}` query
-confirms that for a whole batch. The memory is only ever a hint confirmed against the
-database, so a dropped, restored or replaced collection cannot make it lie.
+Checking "N exists" could cost one indexed lookup per stream. But most appends go to a
+stream this process has just written, so the store remembers, per stream, one event it saw
+there (version and sequence). Events leave the collection only through operations that
+move the counter document's generation (esmongo.store.fence.generation: archives, fence
+closings, repairs, restores). An event this process wrote in a transaction that read
+generation G is therefore still there while the counter says G: such a memory is trusted
+with no query, and the transaction, which reads the counter anyway, refuses the batch when
+the generation moved (it then goes again, checked as below). That takes the round trip out
+of every exact-version append to a stream this process wrote (ADR 0013).
 
-ANY and STREAM_EXISTS need the head itself, which no such query proves. They take the
+An event remembered from a read (which may have come from the archive) is only a hint:
+version N <= that version exists if that event still exists in the collection, and one
+`{_id: {$in: [...]}}` query confirms that for a whole batch (MongoDB has no multi-point
+find that every server runs through an index; on the embedded server an `$or` of streams
+is a collection scan).
+
+ANY and STREAM_EXISTS need the head itself, which neither proves. They take the trusted or
 confirmed remembered version as the head, optimistically: if the stream moved on since,
 the insert of the next version fails on the unique index, the batch writer forgets the
-stream and the append goes again, this time after a head query. So an ANY append to a
-stream this process writes to costs no query of its own (one per stream before).
+stream and the append goes again, this time after a head query.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from pymongo.read_concern import ReadConcern
 from esmongo.codec import Document
 from esmongo.errors import ConcurrencyError
 from esmongo.events import ANY, NO_STREAM, STREAM_EXISTS, StreamId
+from esmongo.store.fence import Generation
 from esmongo.store.requests import AppendRequest
 
 REMEMBERED_STREAMS = 50_000
@@ -47,6 +55,8 @@ class Seen:
 
     version: int
     sequence: int
+    written: Generation | None = None
+    """The counter's generation when this process wrote the event; None: seen in a read."""
 
 
 class StreamVersions:
@@ -59,14 +69,26 @@ class StreamVersions:
         self._events = events.with_options(read_concern=ReadConcern("majority"))
         self._seen: OrderedDict[StreamId, Seen] = OrderedDict()
         self._capacity = capacity
+        self.generation: Generation | None = None
+        """The counter's generation as the last transaction read it (None: not yet)."""
 
-    def remember(self, stream: StreamId, version: int, sequence: int) -> None:
-        """Note that `stream` has an event at `version` with this sequence number."""
+    def remember(
+        self,
+        stream: StreamId,
+        version: int,
+        sequence: int,
+        written: Generation | None = None,
+    ) -> None:
+        """Note that `stream` has an event at `version` with this sequence number; with
+        `written`, that this process wrote it in a transaction that read that generation."""
         known = self._seen.get(stream)
-        if known is not None and known.version > version:
+        if known is not None and (
+            known.version > version
+            or (known.version == version and known.sequence == sequence and written is None)
+        ):
             self._seen.move_to_end(stream)
             return
-        self._seen[stream] = Seen(version, sequence)
+        self._seen[stream] = Seen(version, sequence, written)
         self._seen.move_to_end(stream)
         if len(self._seen) > self._capacity:
             self._seen.popitem(last=False)
@@ -108,26 +130,34 @@ class StreamVersions:
         self.remember(stream, version, int(doc["_id"]))
         return version
 
-    async def check(self, requests: Sequence[AppendRequest]) -> list[int | ConcurrencyError]:
-        """For each request, the version it appends after, or the conflict that stops it.
+    async def check(
+        self, requests: Sequence[AppendRequest]
+    ) -> tuple[list[int | ConcurrencyError], Generation | None]:
+        """For each request, the version it appends after, or the conflict that stops it;
+        and the generation the counter must still be at for those versions to hold (None:
+        nothing was taken on trust).
 
         Only "the expected version exists" is checked here; the insert checks the rest.
         """
         result: list[int | ConcurrencyError | None] = [None] * len(requests)
         confirm: list[tuple[int, Seen]] = []
+        confirmed: dict[int, int] = {}
+        trusted = False
         for i, request in enumerate(requests):
             expected = request.expected_version
+            seen = self._seen.get(request.stream)
             if request.versions is not None:  # the unique index alone checks them
                 result[i] = min(request.versions, default=1) - 1
             elif expected is NO_STREAM or expected == 0:
                 result[i] = 0
-            elif isinstance(expected, int):
-                seen = self._seen.get(request.stream)
-                if seen is not None and seen.version >= expected:
-                    confirm.append((i, seen))
-            elif (seen := self._seen.get(request.stream)) is not None:  # ANY, STREAM_EXISTS
+            elif seen is None or (isinstance(expected, int) and seen.version < expected):
+                continue
+            elif seen.written is not None and seen.written == self.generation:
+                confirmed[i] = seen.version
+                trusted = True
+            else:
                 confirm.append((i, seen))
-        confirmed = await self._confirm(requests, confirm)
+        confirmed.update(await self._confirm(requests, confirm))
         for i, request in enumerate(requests):
             if result[i] is not None:
                 continue
@@ -138,7 +168,7 @@ class StreamVersions:
                 result[i] = await self._at_least(request, confirmed[i])
             else:
                 result[i] = await self._probe(request)
-        return [r for r in result if r is not None]
+        return [r for r in result if r is not None], self.generation if trusted else None
 
     async def _confirm(
         self, requests: Sequence[AppendRequest], confirm: list[tuple[int, Seen]]

@@ -19,7 +19,7 @@ from esmongo.store import fence
 from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS, SNAPSHOTS
 from esmongo.store.transactions import SEQUENCE_COUNTER, run_in_transaction
 
-REPAIRS_FIELD = "repairs"
+REPAIRS_FIELD = fence.REPAIRS
 """On the counter document: incremented by every repair transaction, so that it conflicts
 with every append and archive in flight (as they increment it too)."""
 
