@@ -19,6 +19,7 @@ from esmongo.ops.schema_check import (
     unreachable_versions,
 )
 from esmongo.schema import EventSchema, SchemaCatalog
+from esmongo.store import queries
 
 ANYTHING: dict[str, Any] = {"type": "object"}
 
@@ -71,6 +72,20 @@ async def test_archived_events_are_checked_too(db: AsyncDatabase[Document]) -> N
 
     found = await unreachable_versions(store)
     assert found == [UnreachableVersion("thing.made", "1.0", 2, "1.0", "2.0")]
+
+
+async def test_versions_are_counted_a_range_of_sequences_at_a_time(
+    db: AsyncDatabase[Document], monkeypatch: Any
+) -> None:
+    """Every event counted once across range boundaries, archived ones included."""
+    monkeypatch.setattr(queries, "VERSION_COUNT_CHUNK", 3)
+    store = EventStore(db)
+    await store.init()
+    for n in range(5):
+        events = [NewEvent("thing.made", {}, event_version=f"{n % 2}.0") for _ in range(n + 1)]
+        await store.append("thing", f"t{n}", events)
+    await store.archive_stream("thing", "t2")
+    assert await store.version_counts() == {("thing.made", "0.0"): 9, ("thing.made", "1.0"): 6}
 
 
 def test_a_type_with_no_stored_event_or_no_schema_is_judged_by_what_exists() -> None:

@@ -16,6 +16,9 @@ from esmongo.codec import Document
 from esmongo.store.archive import Archive
 from esmongo.store.transactions import SEQUENCE_COUNTER
 
+VERSION_COUNT_CHUNK = 20_000
+"""Events one `$group` of `version_counts` reads at most."""
+
 
 class EventQueries:
     """The aggregate queries of an EventStore (its base class)."""
@@ -64,15 +67,30 @@ class EventQueries:
 
     async def version_counts(self) -> dict[tuple[str, str], int]:
         """How many events are stored at each (eventType, eventVersion). Reads every event
-        once (no index holds the version): for startup and `schemas check`, not requests."""
-        pipeline: list[Document] = [
-            {"$group": {"_id": {"t": "$eventType", "v": "$eventVersion"}, "n": {"$sum": 1}}}
-        ]
+        once (no index holds the version): for startup and `schemas check`, not requests.
+
+        One `$group` per range of VERSION_COUNT_CHUNK sequence numbers (the sequence index
+        bounds each): one `$group` over a million events held the single-threaded embedded
+        server for longer than a request's timeout, while a service starting up runs this
+        next to its first requests (benchmarks/bench_scale.py).
+        """
         counts: dict[tuple[str, str], int] = {}
         for collection in self._collections():
-            async for doc in await collection.aggregate(pipeline):
-                key = (doc["_id"]["t"], doc["_id"]["v"])
-                counts[key] = counts.get(key, 0) + int(doc["n"])
+            last = await collection.find_one({}, {"sequence": 1}, sort=[("sequence", -1)])
+            head = int(last["sequence"]) if last else 0
+            for after in range(0, head, VERSION_COUNT_CHUNK):
+                pipeline: list[Document] = [
+                    {"$match": {"sequence": {"$gt": after, "$lte": after + VERSION_COUNT_CHUNK}}},
+                    {
+                        "$group": {
+                            "_id": {"t": "$eventType", "v": "$eventVersion"},
+                            "n": {"$sum": 1},
+                        }
+                    },
+                ]
+                async for doc in await collection.aggregate(pipeline):
+                    key = (doc["_id"]["t"], doc["_id"]["v"])
+                    counts[key] = counts.get(key, 0) + int(doc["n"])
         return counts
 
     async def event_counts(self) -> tuple[int, int]:
