@@ -10,10 +10,14 @@ class FindCounter(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.commands: list[str] = []
+        self.filters: list[object] = []
+        """The `filter` of each find, in order."""
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name in ("find", "getMore", "aggregate", "distinct"):
             self.commands.append(event.command_name)
+            if event.command_name == "find":
+                self.filters.append(event.command.get("filter"))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass

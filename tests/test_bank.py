@@ -43,6 +43,7 @@ from esmongo.bank import (
     parse_amount,
 )
 from esmongo.codec import Document
+from esmongo.ops.audit import AUDIT_SCHEMAS
 from esmongo.errors import UnknownEventTypeError
 
 # ---- amounts (pure) -------------------------------------------------------------------
@@ -255,7 +256,8 @@ async def movements(bank: Bank, account_id: str) -> list[str]:
 
 async def test_bank_init_is_idempotent_and_strict(bank: Bank, db: AsyncDatabase[Document]) -> None:
     await bank.init()
-    assert await db["event_schemas"].count_documents({}) == 7
+    # The account's seven, and the audit trail's, which every application registers.
+    assert await db["event_schemas"].count_documents({}) == 7 + len(AUDIT_SCHEMAS)
     with pytest.raises(UnknownEventTypeError):
         await bank.store.append("account", "a1", [NewEvent("account.renamed", {})])
     with pytest.raises(EventValidationError):

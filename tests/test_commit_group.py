@@ -50,6 +50,9 @@ async def test_a_batch_the_server_refuses_does_not_hold_back_the_others(db: Db) 
     for projection in projections:
         projection.retry_backoff_s = 0.01
     daemon = ProjectionDaemon(store, projections, RunnerOptions(batch_size=500))
+    # The group waits for every runner between its read and its commit: long enough here
+    # that a loaded machine cannot split the first batches into transactions of their own.
+    daemon.group.max_wait_s = 10.0
     await daemon.init()
     await db["transactions_read"].insert_one({"_id": credit.event_id, "squatter": True})
     daemon.start()
