@@ -16,8 +16,6 @@ Ratios are against the raw transaction (and chain off) in the same run; rounds a
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
 import sys
 import time
@@ -29,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_unit_of_work import raw
-from common import alternating_rounds, benchmark_db, best, console, print_table
+from common import alternating_rounds, benchmark_db, best, console, print_table, quick_main
 from esmongo import EventStore, NewEvent
 from esmongo.ops.check.chain import verify_chain
 from esmongo.store import batch_writer
@@ -120,14 +118,5 @@ async def run(n: int, writers: int, rounds: int) -> None:
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    n, rounds = (160, 2) if args.quick else (640, 3)
-    asyncio.run(run(n, 16, rounds))
-    console.print("done")
-
-
 if __name__ == "__main__":
-    main()
+    quick_main(run)

@@ -36,20 +36,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from pymongo import MongoClient, ReturnDocument
+from pymongo import MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.write_concern import WriteConcern
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_store import credit, raw_doc
+from bench_store import credit, raw_append
 from common import Timing, benchmark_server, console, database, print_table
 from esmongo import NO_STREAM, Aggregate, EventStore, NewEvent, Repository, applies
 from esmongo.codec import Document
 from esmongo.model import EventLike
 from esmongo.store.event_store import EVENT_INDEXES
 
-DURABLE = WriteConcern("majority", j=True)
 STREAMS = 100
 
 
@@ -73,22 +71,8 @@ Op = Callable[[int, int], Awaitable[None]]
 
 
 def raw_op(db: AsyncDatabase[Document]) -> Op:
-    events = db.get_collection("raw_events", write_concern=DURABLE)
-    counters = db.get_collection("raw_counters")
-
     async def op(r: int, i: int) -> None:
-        async with (
-            db.client.start_session() as session,
-            await session.start_transaction(write_concern=DURABLE),
-        ):
-            doc = await counters.find_one_and_update(
-                {"_id": "seq"},
-                {"$inc": {"value": 1}},
-                return_document=ReturnDocument.AFTER,
-                session=session,
-            )
-            assert doc is not None
-            await events.insert_one(raw_doc(doc["value"], f"r{i}", r), session=session)
+        await raw_append(db, f"r{i}", r)
 
     return op
 

@@ -61,26 +61,30 @@ def credit(n: int) -> dict[str, Any]:
     }
 
 
+async def raw_append(db: AsyncDatabase[Document], stream: str, version: int) -> None:
+    """The baseline: one raw PyMongo transaction, counter `$inc` + `insert_one`."""
+    async with (
+        db.client.start_session() as session,
+        await session.start_transaction(write_concern=DURABLE),
+    ):
+        doc = await db.raw_counters.find_one_and_update(
+            {"_id": "seq"},
+            {"$inc": {"value": 1}},
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+        assert doc is not None
+        events = db.get_collection("raw_events", write_concern=DURABLE)
+        await events.insert_one(raw_doc(doc["value"], stream, version), session=session)
+
+
 async def raw_transactions(db: AsyncDatabase[Document], n: int, prefix: str) -> Timing:
-    events = db.get_collection("raw_events", write_concern=DURABLE)
-    await events.create_indexes(EVENT_INDEXES)
-    counters = db.get_collection("raw_counters")
-    await counters.update_one({"_id": "seq"}, {"$setOnInsert": {"value": 0}}, upsert=True)
+    await db.get_collection("raw_events").create_indexes(EVENT_INDEXES)
+    await db.raw_counters.update_one({"_id": "seq"}, {"$setOnInsert": {"value": 0}}, upsert=True)
     watch = Stopwatch()
     for i in range(n):
         with watch.lap():
-            async with (
-                db.client.start_session() as session,
-                await session.start_transaction(write_concern=DURABLE),
-            ):
-                doc = await counters.find_one_and_update(
-                    {"_id": "seq"},
-                    {"$inc": {"value": 1}},
-                    return_document=ReturnDocument.AFTER,
-                    session=session,
-                )
-                assert doc is not None
-                await events.insert_one(raw_doc(doc["value"], f"{prefix}{i}", 1), session=session)
+            await raw_append(db, f"{prefix}{i}", 1)
     return watch.timing("raw txn: $inc + insert_one", n)
 
 

@@ -12,8 +12,6 @@ Ratios are against raw in the same run. Rounds alternate so drift hits all rows 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
 import uuid
 from pathlib import Path
@@ -25,7 +23,7 @@ from pymongo.write_concern import WriteConcern
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import alternating_rounds, benchmark_db, best, console, print_table
+from common import alternating_rounds, benchmark_db, best, print_table, quick_main
 from esmongo import EventStore, NewEvent
 from esmongo.codec import Document
 from esmongo.events import utc_now
@@ -115,14 +113,5 @@ async def run(n: int, writers: int, rounds: int) -> None:
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    n, rounds = (160, 2) if args.quick else (640, 3)
-    asyncio.run(run(n, 16, rounds))
-    console.print("done")
-
-
 if __name__ == "__main__":
-    main()
+    quick_main(run)

@@ -145,3 +145,15 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+def quick_main(run: Callable[[int, int, int], Awaitable[None]], writers: int = 16) -> None:
+    """`--quick` (160 per row, 2 rounds) or the full run (640, 3): the alternating benchmarks'
+    command line."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    n, rounds = (160, 2) if parser.parse_args().quick else (640, 3)
+    asyncio.run(run(n, writers, rounds))
+    console.print("done")
