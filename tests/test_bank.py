@@ -43,8 +43,8 @@ from esmongo.bank import (
     parse_amount,
 )
 from esmongo.codec import Document
-from esmongo.ops.audit import AUDIT_SCHEMAS
 from esmongo.errors import UnknownEventTypeError
+from esmongo.ops.audit import AUDIT_SCHEMAS
 
 # ---- amounts (pure) -------------------------------------------------------------------
 

@@ -340,3 +340,38 @@ async def test_balance_history_in_decimal_with_opening_balance(store: EventStore
         await balance_history(store, "nobody", T0, T0 + day)
     with pytest.raises(ValueError, match="after"):
         await balance_history(store, "h1", T0 + day, T0)
+
+
+async def test_past_states_start_from_the_kept_history(dataset: Dataset) -> None:
+    """A long stream's state at an old version starts from the snapshot kept for that band
+    (snapshot_history), not from the first event; and equals the replay."""
+    account_id = max(dataset.streams, key=lambda k: len(dataset.streams[k]))
+    events = dataset.streams[account_id]
+    assert len(events) >= 12
+    snapshots = SnapshotStore(dataset.store.db, history_every=4)
+    await snapshots.init()
+    for version in range(3, len(events) + 1, 3):
+        account = replay(events[:version], account_id)
+        assert account is not None
+        await snapshots.save("account", account_id, version, account.snapshot_state(), 1)
+    plain = TemporalQueries(dataset.store, Account)
+    cached = TemporalQueries(dataset.store, Account, snapshots=snapshots)
+    for version in range(0, len(events) + 1):
+        got = await cached.state_at(account_id, version=version)
+        assert view(got) == view(await plain.state_at(account_id, version=version)), version
+    for event in events:
+        at = event.timestamp
+        assert view(await cached.state_at(account_id, at=at)) == view(
+            await plain.state_at(account_id, at=at)
+        )
+    # A kept snapshot is trusted as a cache: marking the one of band 2 (version 9, the
+    # first saved at or above 8) shows that version 10 started from it.
+    kept = await snapshots.history.find_one({"aggregateId": account_id, "version": 9})
+    assert kept is not None
+    await snapshots.history.update_one(
+        {"_id": kept["_id"]}, {"$set": {"state.owner.name": "from the history"}}
+    )
+    started = await cached.state_at(account_id, version=10)
+    assert started is not None and started.owner_name == "from the history"
+    await snapshots.delete("account", account_id)
+    assert await snapshots.history.count_documents({"aggregateId": account_id}) == 0

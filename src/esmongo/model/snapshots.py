@@ -3,6 +3,11 @@
 A snapshot is a cache, never the truth: it expires (TTL on `expiresAt`), is ignored when
 its `schemaVersion` is not the aggregate class's, and is only ever replaced by a newer one
 of the same schema version or by one of a higher schema version: never by an older one.
+
+The latest snapshot serves loads; a state in the past (esmongo.model.temporal) needs one at
+or before it. So the first snapshot saved in each band of `history_every` versions is also
+kept in `snapshot_history` (never replaced): the state at any version replays at most about
+`history_every` events, however long the stream.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from pymongo.errors import DuplicateKeyError
 from esmongo.codec import Document
 from esmongo.events import utc_now
 from esmongo.metrics import SNAPSHOT_DURATION
-from esmongo.store.collections import SNAPSHOTS
+from esmongo.store.collections import SNAPSHOT_HISTORY, SNAPSHOTS
 
 DEFAULT_RETENTION = timedelta(days=30)
+HISTORY_EVERY = 1000
+"""Versions per band of the snapshot history."""
 
 
 @dataclass(frozen=True)
@@ -51,10 +58,13 @@ class SnapshotStore:
         *,
         retention: timedelta | None = DEFAULT_RETENTION,
         created_by: str = "snapshot_service",
+        history_every: int = HISTORY_EVERY,
     ) -> None:
         self.collection: AsyncCollection[Document] = db.get_collection(SNAPSHOTS)
+        self.history: AsyncCollection[Document] = db.get_collection(SNAPSHOT_HISTORY)
         self.retention = retention
         self.created_by = created_by
+        self.history_every = history_every
 
     async def init(self) -> None:
         await self.collection.create_indexes(
@@ -67,22 +77,45 @@ class SnapshotStore:
                 IndexModel([("expiresAt", ASCENDING)], expireAfterSeconds=0, name="ttl"),
             ]
         )
+        await self.history.create_indexes(
+            [
+                IndexModel(
+                    [
+                        ("aggregateType", ASCENDING),
+                        ("aggregateId", ASCENDING),
+                        ("version", ASCENDING),
+                    ],
+                    name="aggregate_version",
+                ),
+                IndexModel([("expiresAt", ASCENDING)], expireAfterSeconds=0, name="ttl"),
+            ]
+        )
 
     async def get(self, aggregate_type: str, aggregate_id: str) -> Snapshot | None:
         doc = await self.collection.find_one(
             {"aggregateType": aggregate_type, "aggregateId": aggregate_id}
         )
-        if doc is None:
-            return None
-        return Snapshot(
-            aggregate_type=doc["aggregateType"],
-            aggregate_id=doc["aggregateId"],
-            version=doc["version"],
-            state=doc["state"],
-            schema_version=doc.get("schemaVersion", 0),
-            created_at=doc["createdAt"],
-            expires_at=doc.get("expiresAt"),
+        return _snapshot(doc) if doc is not None else None
+
+    async def at_or_before(
+        self, aggregate_type: str, aggregate_id: str, version: int, schema_version: int, limit: int
+    ) -> list[Snapshot]:
+        """Kept snapshots of this schema at `version` or before, newest first (at most
+        `limit`): one range of the history's index."""
+        found = self.history.find(
+            {
+                "aggregateType": aggregate_type,
+                "aggregateId": aggregate_id,
+                "version": {"$lte": version},
+            },
+            sort=[("version", -1)],
+            limit=limit,
         )
+        return [
+            snapshot
+            async for doc in found
+            if (snapshot := _snapshot(doc)).schema_version == schema_version
+        ]
 
     async def save(
         self,
@@ -125,10 +158,29 @@ class SnapshotStore:
             )
             if result.modified_count == 0:
                 return False
+        if self.history_every > 0 and version >= self.history_every:
+            band = version // self.history_every
+            await self.history.update_one(
+                {"_id": {"type": aggregate_type, "id": aggregate_id, "band": band}},
+                {"$setOnInsert": key | fields},
+                upsert=True,
+            )
         SNAPSHOT_DURATION.labels(aggregate_type).observe(time.perf_counter() - started)
         return result.upserted_id is not None or result.modified_count > 0
 
     async def delete(self, aggregate_type: str, aggregate_id: str) -> None:
-        await self.collection.delete_one(
-            {"aggregateType": aggregate_type, "aggregateId": aggregate_id}
-        )
+        key = {"aggregateType": aggregate_type, "aggregateId": aggregate_id}
+        await self.collection.delete_one(key)
+        await self.history.delete_many(key)
+
+
+def _snapshot(doc: Mapping[str, Any]) -> Snapshot:
+    return Snapshot(
+        aggregate_type=doc["aggregateType"],
+        aggregate_id=doc["aggregateId"],
+        version=doc["version"],
+        state=doc["state"],
+        schema_version=doc.get("schemaVersion", 0),
+        created_at=doc["createdAt"],
+        expires_at=doc.get("expiresAt"),
+    )

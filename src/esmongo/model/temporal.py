@@ -20,10 +20,12 @@ from pymongo import ASCENDING
 from esmongo.codec import Document
 from esmongo.events import RecordedEvent
 from esmongo.model.aggregate import Aggregate
-from esmongo.model.snapshots import SnapshotStore
+from esmongo.model.snapshots import Snapshot, SnapshotStore
 from esmongo.store import EventStore
 
 A = TypeVar("A", bound=Aggregate)
+HISTORY_TRIES = 8
+"""Kept snapshots tried, newest first, for a state at a time (each costs one `$group`)."""
 Filter = Callable[[A], bool] | Mapping[str, Any]
 
 STREAM_ORDER = [
@@ -151,18 +153,37 @@ class TemporalQueries(Generic[A]):
             yield current
 
     async def _start(self, aggregate_id: str, at: datetime | None, version: int | None) -> A:
-        """A fresh aggregate, or the snapshot when it is provably not after the target."""
+        """A fresh aggregate, or the newest snapshot that is provably not after the target:
+        the latest one, else one kept in the history (esmongo.model.snapshots)."""
         fresh = self.aggregate_class(aggregate_id)
         if self.snapshots is None:
             return fresh
-        snapshot = await self.snapshots.get(self.aggregate_type, aggregate_id)
-        if snapshot is None or snapshot.schema_version != self.aggregate_class.schema_version:
-            return fresh
+        schema = self.aggregate_class.schema_version
+        latest = await self.snapshots.get(self.aggregate_type, aggregate_id)
+        if latest is not None and latest.schema_version == schema:
+            if await self._not_after(aggregate_id, latest, at, version):
+                return self._from(latest)
+            bound = latest.version - 1 if version is None else min(version, latest.version - 1)
+        else:
+            bound = version if version is not None else 2**62
+        for kept in await self.snapshots.at_or_before(
+            self.aggregate_type, aggregate_id, bound, schema, limit=HISTORY_TRIES
+        ):
+            if await self._not_after(aggregate_id, kept, at, version):
+                return self._from(kept)
+        return fresh
+
+    def _from(self, snapshot: Snapshot) -> A:
+        return self.aggregate_class.from_snapshot(
+            snapshot.aggregate_id, snapshot.version, snapshot.state
+        )
+
+    async def _not_after(
+        self, aggregate_id: str, snapshot: Snapshot, at: datetime | None, version: int | None
+    ) -> bool:
         if version is not None and snapshot.version > version:
-            return fresh
-        if at is not None and not await self._all_before(aggregate_id, snapshot.version, at):
-            return fresh
-        return self.aggregate_class.from_snapshot(aggregate_id, snapshot.version, snapshot.state)
+            return False
+        return at is None or await self._all_before(aggregate_id, snapshot.version, at)
 
     async def _all_before(self, aggregate_id: str, version: int, at: datetime) -> bool:
         """True when events 1..version of the stream are all at or before `at`: one
