@@ -25,6 +25,7 @@ from esmongo.codec import Document
 from esmongo.errors import UnknownEventTypeError
 from esmongo.events import StreamId
 from esmongo.schema import EventSchema
+from esmongo.store import batch_writer
 from esmongo.testing import all_events, assert_gap_free
 from esmongo.testing import new_events as events
 
@@ -234,4 +235,36 @@ async def test_any_appends_to_streams_it_wrote_cost_no_query(
     (seventh,) = await store.append("t", "x", events(1), STREAM_EXISTS)
     assert (sixth.aggregate_version, seventh.aggregate_version) == (6, 7)
     assert [e.aggregate_version async for e in store.read_stream("t", "x")] == list(range(1, 8))
+    assert_gap_free(await all_events(store))
+
+
+@pytest.mark.parametrize("group_commit", [True, False])
+async def test_an_any_append_outlasts_more_lost_races_than_the_retry_count(
+    db: AsyncDatabase[Document], group_commit: bool
+) -> None:
+    """Each time the append has read its stream's head, another store appends to that
+    stream first: it loses the race for the next version, more times than MAX_RETRIES. Each
+    loss is another commit, so it goes on until it wins (it used to fail after 10)."""
+    store, rival = EventStore(db, group_commit=group_commit), EventStore(db)
+    await store.init()
+    await store.append("t", "hot", events(1), ANY)
+    losses = batch_writer.MAX_RETRIES + 3
+    overtaking = False
+
+    async def overtake() -> None:  # the rival's own rounds pass through here too
+        nonlocal losses, overtaking
+        if losses > 0 and not overtaking:
+            losses, overtaking = losses - 1, True
+            try:
+                await rival.append("t", "hot", events(1), ANY)
+            finally:
+                overtaking = False
+
+    batch_writer.PAUSE_POINTS["checked"] = overtake
+    try:
+        (recorded,) = await store.append("t", "hot", events(1), ANY)
+    finally:
+        del batch_writer.PAUSE_POINTS["checked"]
+    assert losses == 0
+    assert recorded.aggregate_version == batch_writer.MAX_RETRIES + 5
     assert_gap_free(await all_events(store))

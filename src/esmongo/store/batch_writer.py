@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -67,7 +67,13 @@ from esmongo.store.write_errors import (
 from esmongo.store.writers import Writers
 
 MAX_RETRIES = 10
-"""Rounds an append may go again after losing a race that is not a conflict (ANY)."""
+"""Rounds an append may go again while its event ids are taken by an append in flight
+elsewhere. An ANY append that lost a race for its stream's next version goes again until
+TRANSACTION_TIMEOUT_S after it was made instead: every lost race is another append's
+commit, so the log moves on, however many writers contend for one stream."""
+PAUSE_POINTS: dict[str, Callable[[], Awaitable[None]]] = {}
+"""Test hooks: a coroutine run at a named step ("checked": after a round's version check,
+before its transaction), to make a race with another writer deterministic."""
 
 
 class _WritesFailed(Exception):
@@ -151,6 +157,8 @@ class BatchWriter:
         """
         known = self.archives_seen  # before the version check: see _transaction
         live, trusting = await self._check_versions(batch)
+        if (hook := PAUSE_POINTS.get("checked")) is not None:
+            await hook()
         blamed: list[tuple[PendingAppend, list[Mapping[str, Any]]]] = []
         again: list[PendingAppend] = []
         attempt = 0
@@ -394,7 +402,8 @@ class BatchWriter:
                     actual = await self.versions.head(request.stream)
                     append.fail(ConcurrencyError(request.stream, request.expected_version, actual))
                     return False
-            if append.retries < MAX_RETRIES:
+            raced = bool(moved) and time.monotonic() < append.submitted + TRANSACTION_TIMEOUT_S
+            if raced or append.retries < MAX_RETRIES:
                 # An ANY append lost a race, or an append with the same event ids is in
                 # flight elsewhere: once that one is visible, the next round explains.
                 append.retries += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
@@ -40,6 +41,8 @@ class PendingAppend:
     heads: list[int] = field(default_factory=list)
     """For each request, the version it appends after (set by the version check)."""
     retries: int = 0
+    submitted: float = field(default_factory=time.monotonic)
+    """When the caller made the append: how long it may keep losing races (batch_writer)."""
 
     def succeed(self, recorded: list[list[RecordedEvent]]) -> None:
         if not self.future.done():
