@@ -8,6 +8,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from esmongo import EventStore, NewEvent
 from esmongo.api import Role, create_app
 from esmongo.api.app import Starter, run_projection_daemon
 from esmongo.api.context import Services
+from esmongo.bank import ActivateAccount, CreateAccount, CreditAccount, DebitAccount
 from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.console import mount
 from esmongo.console.causation import causation_tree
@@ -335,3 +337,19 @@ async def test_an_event_page_shows_the_upcast_chain_and_the_stored_document(
     raw = page.text.split('id="event-raw">')[1].split("</pre>")[0]
     assert "&#34;full&#34;: &#34;Ada&#34;" in data and "&#34;v3&#34;: true" in data
     assert "&#34;eventVersion&#34;: &#34;1.0&#34;" in raw and "full" not in raw
+
+
+async def test_the_time_travel_caption_shows_money_as_money(
+    console_with_projections: tuple[Console, Finds],
+) -> None:
+    c, _ = console_with_projections
+    bank = c.services.bank
+    await bank.handle(CreateAccount("tt1", "u1", "U One", "EUR"))
+    await bank.handle(ActivateAccount("tt1"))
+    await bank.handle(CreditAccount("tt1", Decimal("500.00"), "c1"))
+    await bank.handle(DebitAccount("tt1", Decimal("1.25"), "d1"))
+    await bank.queries.wait_until_current(30)
+    await c.login("auditor")
+    page = await c.http.get("/ui/accounts/tt1/time")
+    assert page.status_code == 200
+    assert "between 498.75 and 500.00, now 498.75." in page.text  # not 500.0: no float

@@ -91,6 +91,8 @@ async def time_travel(
         other=await state(viewer, account_id, other, compare_moment),
         currency=window[-1].data.get("currency", "") if window else "",
         closing=points[-1][1] if points else None,
+        lowest=min(balance for _, balance in points) if points else None,
+        highest=max(balance for _, balance in points) if points else None,
         chart=polyline(ys, 640, 160, xs) if ys else None,
         partial=since > 1,
         chart_versions=CHART_VERSIONS,
