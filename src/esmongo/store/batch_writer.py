@@ -34,18 +34,17 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from esmongo.codec import Document
 from esmongo.errors import (
     ConcurrencyError,
-    DuplicateEventError,
     EventsCollectionSealed,
     StreamArchived,
 )
-from esmongo.events import ANY, STREAM_EXISTS, NewEvent, RecordedEvent, StreamId, utc_now
+from esmongo.events import NewEvent, RecordedEvent, StreamId, utc_now
 from esmongo.metrics import EVENTS_APPENDED, STORE_APPENDS_TAKEN_OUT, STORE_TRANSACTION_RETRIES
 from esmongo.store.archive import ARCHIVES_FIELD, Archive
 from esmongo.store.chain import ChainHead, chain
 from esmongo.store.fence import Generation, generation, refuse_unless_writable
 from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.requests import AppendRequest
-from esmongo.store.retries import recorded_before
+from esmongo.store.retries import Retries
 from esmongo.store.stream_versions import StreamVersions
 from esmongo.store.transactions import (
     SEQUENCE_COUNTER,
@@ -59,18 +58,11 @@ from esmongo.store.transactions import (
 )
 from esmongo.store.unit_of_work import by_collection, resolve
 from esmongo.store.write_errors import (
-    DUPLICATE_KEY,
     culprits,
-    on_versions,
     validation_failed,
 )
 from esmongo.store.writers import Writers
 
-MAX_RETRIES = 10
-"""Rounds an append may go again while its event ids are taken by an append in flight
-elsewhere. An ANY append that lost a race for its stream's next version goes again until
-TRANSACTION_TIMEOUT_S after it was made instead: every lost race is another append's
-commit, so the log moves on, however many writers contend for one stream."""
 PAUSE_POINTS: dict[str, Callable[[], Awaitable[None]]] = {}
 """Test hooks: a coroutine run at a named step ("checked": after a round's version check,
 before its transaction), to make a race with another writer deterministic."""
@@ -120,6 +112,8 @@ class BatchWriter:
         self.counters = counters
         self.versions = versions
         self.archive = archive
+        self.retries = Retries(events, archive, versions)
+        """What an append taken out of a batch is told, or whether it goes again."""
         self.database = events.database
         self.archives_seen: int | None = None
         """`archives` on the counter as a transaction read it (None: not read yet)."""
@@ -193,7 +187,7 @@ class BatchWriter:
                 refused = [a for a in live if any(r.stream in exc.streams for r in a.requests)]
                 live = [a for a in live if a not in refused]
                 for append in refused:
-                    if not await self._settled_before(append, archived=True):
+                    if not await self.retries.settled_before(append, archived=True):
                         stream = next(r.stream for r in append.requests if r.stream in exc.streams)
                         append.fail(StreamArchived(stream))
                 continue
@@ -219,7 +213,7 @@ class BatchWriter:
             self._succeeded(live, recorded, written)
             break
         for append, errors in blamed:
-            if await self._explain(append, errors):
+            if await self.retries.explain(append, errors):
                 again.append(append)
         return again
 
@@ -258,7 +252,7 @@ class BatchWriter:
         archived = await self.archive.archived(empty) if self.archive and empty else set()
         for append, conflict in failed:
             gone = conflict.stream in archived
-            if not await self._settled_before(append, archived=gone):
+            if not await self.retries.settled_before(append, archived=gone):
                 append.fail(StreamArchived(conflict.stream) if gone else conflict)
         return live, trusting
 
@@ -383,54 +377,6 @@ class BatchWriter:
             self.stats.appends += 1
             self.stats.events += append.count
             append.succeed(streams)
-
-    async def _explain(self, append: PendingAppend, errors: list[Mapping[str, Any]]) -> bool:
-        """Tell an append taken out of a batch why; True when it should simply try again."""
-        try:
-            if await self._settled_before(append):
-                return False
-            if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                append.fail(BulkWriteError({"writeErrors": errors, "nInserted": 0}))
-                return False
-            moved = [append.requests[e["request"]] for e in errors if on_versions(e)]
-            for request in moved:
-                self.versions.forget(request.stream)  # its next check asks for the head
-                if (
-                    request.expected_version not in (ANY, STREAM_EXISTS)
-                    or request.versions is not None
-                ):
-                    actual = await self.versions.head(request.stream)
-                    append.fail(ConcurrencyError(request.stream, request.expected_version, actual))
-                    return False
-            raced = bool(moved) and time.monotonic() < append.submitted + TRANSACTION_TIMEOUT_S
-            if raced or append.retries < MAX_RETRIES:
-                # An ANY append lost a race, or an append with the same event ids is in
-                # flight elsewhere: once that one is visible, the next round explains.
-                append.retries += 1
-                return True
-            if moved:
-                request = moved[0]
-                actual = await self.versions.head(request.stream)
-                append.fail(ConcurrencyError(request.stream, request.expected_version, actual))
-            else:
-                append.fail(BulkWriteError({"writeErrors": errors, "nInserted": 0}))
-        except Exception as exc:
-            append.fail(exc)
-        return False
-
-    async def _settled_before(self, append: PendingAppend, *, archived: bool = False) -> bool:
-        """Settle `append` when its event ids were recorded before (an idempotent retry)."""
-        try:
-            earlier = await recorded_before(
-                self.events, self.archive, append.requests, archived=archived
-            )
-        except DuplicateEventError as exc:
-            append.fail(exc)
-            return True
-        if earlier is None:
-            return False
-        append.succeed(earlier)
-        return True
 
     def _sealed(self, exc: PyMongoError) -> EventsCollectionSealed | None:
         """Events are never refused by a validator, except when a migration sealed them."""
