@@ -16,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from command_counter import FindCounter
 from esmongo import Aggregate, ConcurrencyError, EventStore, Repository, applies
-from esmongo.bank import ActivateAccount, Bank, CreateAccount, CreditAccount
+from esmongo.bank import ActivateAccount, Bank, CreateAccount, CreditAccount, DebitAccount
 from esmongo.codec import Document
 from esmongo.model import AggregateCache, EventLike, SnapshotStore
 
@@ -192,10 +192,12 @@ async def test_two_processes_with_caches_write_the_same_account_without_losing_a
     assert (await one.ask("open a"))["ok"]
     assert (await one.ask("credit a 100"))["balance"] == "100.00"  # one keeps a at v3
     assert (await two.ask("debit a 30"))["balance"] == "70.00"
-    # One's copy says 100: its load reads the debit, so 80 is refused, not overdrawn.
+    # One's copy says 100 and decides on it: its save expects v3 and conflicts, then one
+    # reads the debit and decides again, so 80 is refused, not overdrawn.
     refused = await one.ask("debit a 80")
     assert (refused["ok"], refused["error"]) == (False, "InsufficientFunds")
     assert refused["balance"] == "70.00"
+    assert refused["conflicts"] == 1
     # A conflict: one decides on a load, two writes, then one saves.
     await one.send("hold")
     await one.send("debit a 50")
@@ -203,7 +205,7 @@ async def test_two_processes_with_caches_write_the_same_account_without_losing_a
     assert (await two.ask("credit a 5"))["balance"] == "75.00"
     await one.send("go")
     retried = await one.answer()
-    assert retried["ok"] and retried["conflicts"] == 1
+    assert retried["ok"] and retried["conflicts"] == 2  # counted since the worker started
     assert retried["balance"] == "25.00"
     assert (await two.ask("balance a"))["balance"] == "25.00"  # two's copy fast-forwards
     bank = await Bank(db, cache_aggregates=0).init()
@@ -223,3 +225,59 @@ async def test_bank_commands_fast_forward_the_cached_account(db: AsyncDatabase[D
     for bank in (left, right):
         account = await bank.accounts.load("a")
         assert (account.balance, account.version) == (Decimal("6.00"), 8)
+
+
+async def test_a_command_on_an_account_this_process_wrote_last_reads_nothing(
+    counted: tuple[FindCounter, AsyncDatabase[Document]],
+) -> None:
+    """The kept copy decides, the save's expected version guards it: one transaction."""
+    listener, watched = counted
+    bank = await Bank(watched).init()
+    assert (await bank.handle(CreateAccount("a", "u", "U", "EUR"))).success
+    assert (await bank.handle(ActivateAccount("a"))).success
+    listener.commands.clear()
+    for _ in range(3):
+        assert (await bank.handle(CreditAccount("a", Decimal("1.00")))).success
+    assert listener.commands == []
+    assert (await bank.accounts.load("a")).balance == Decimal("3.00")
+
+
+async def test_a_refusal_decided_on_a_kept_copy_is_decided_again_on_what_is_stored(
+    db: AsyncDatabase[Document],
+) -> None:
+    """Left's copy says 0.00; right credited since. A refusal is not guarded by a save, so
+    left reads before it refuses: the debit goes through."""
+    left, right = await Bank(db).init(), await Bank(db).init()
+    assert (await left.handle(CreateAccount("a", "u", "U", "EUR"))).success
+    assert (await left.handle(ActivateAccount("a"))).success
+    assert (await right.handle(CreditAccount("a", Decimal("100.00")))).success
+    debited = await left.handle(DebitAccount("a", Decimal("50.00")))
+    assert debited.success, debited.error
+    assert (await right.accounts.load("a")).balance == Decimal("50.00")
+    refused = await left.handle(DebitAccount("a", Decimal("80.00")))
+    assert type(refused.error).__name__ == "InsufficientFunds"
+
+
+async def test_a_conflict_on_a_kept_copy_leaves_it_doubted_until_a_load_reads_it(
+    db: AsyncDatabase[Document],
+) -> None:
+    store = EventStore(db)
+    await store.init()
+    cache: AggregateCache[Tally] = AggregateCache()
+    mine = Repository(store, Tally, cache=cache)
+    other = Repository(EventStore(db), Tally)
+    t = Tally("t")
+    t.note("one")
+    await mine.save(t)
+    theirs = await other.load("t")
+    theirs.note("two")
+    await other.save(theirs)
+    stale = await mine.load("t", optimistic=True)  # trusted, unread: one note
+    assert stale.notes == ["one"]
+    stale.note("three")
+    with pytest.raises(ConcurrencyError):
+        await mine.save(stale)
+    assert cache.trusted("t") is None  # doubted: the next optimistic load reads
+    fresh = await mine.load("t", optimistic=True)
+    assert fresh.notes == ["one", "two"]
+    assert cache.trusted("t") is not None

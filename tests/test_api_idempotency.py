@@ -133,8 +133,8 @@ async def test_concurrent_requests_with_one_key_all_get_the_response(api: Api) -
     paused, go = asyncio.Event(), asyncio.Event()
     load = bank.accounts.load
 
-    async def pausing_load(account_id: str) -> Account:
-        account = await load(account_id)
+    async def pausing_load(account_id: str, **options: Any) -> Account:
+        account = await load(account_id, **options)
         if not paused.is_set():
             paused.set()
             await go.wait()
@@ -167,8 +167,8 @@ async def test_a_key_reused_with_another_body_meanwhile_is_refused(
     paused, go = asyncio.Event(), asyncio.Event()
     load = bank.accounts.load
 
-    async def pausing_load(account_id: str) -> Account:
-        account = await load(account_id)
+    async def pausing_load(account_id: str, **options: Any) -> Account:
+        account = await load(account_id, **options)
         if not paused.is_set():
             paused.set()
             await go.wait()
@@ -200,8 +200,8 @@ async def test_a_transient_conflict_is_not_stored(api: Api) -> None:
     load = bank.accounts.load
     interfered = [False]
 
-    async def load_then_interfere(account_id: str) -> Account:
-        account = await load(account_id)
+    async def load_then_interfere(account_id: str, **options: Any) -> Account:
+        account = await load(account_id, **options)
         if not interfered[0]:
             interfered[0] = True
             other = await load(account_id)

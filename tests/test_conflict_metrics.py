@@ -37,8 +37,8 @@ def interfere(bank: Bank, times: int) -> None:
     load = bank.accounts.load
     left = [times]
 
-    async def load_then_interfere(account_id: str) -> Account:
-        account = await load(account_id)
+    async def load_then_interfere(account_id: str, **options: Any) -> Account:
+        account = await load(account_id, **options)
         if left[0] > 0:
             left[0] -= 1
             other = await load(account_id)

@@ -37,6 +37,11 @@ SNAPSHOT_LOADS = Counter(
     "Aggregate loads by whether a usable snapshot was found (snapshots.hit_rate = hit/all).",
     ["aggregate_type", "result"],
 )
+CACHE_TRUSTED = Counter(
+    "esmongo_aggregate_cache_trusted_total",
+    "Optimistic loads answered by the aggregate cache with no read (esmongo.model.cache).",
+    ["aggregate_type"],
+)
 PROJECTION_LAG_EVENTS = Gauge(
     "esmongo_projections_lag_events",
     "Head sequence minus the projection's checkpoint.",

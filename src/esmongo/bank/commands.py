@@ -183,24 +183,34 @@ class AccountCommandHandler:
         """
         target = command_target(command)
         last_error: EsmongoError | None = None
-        for attempt in range(self.max_attempts):
+        # First on the copy of the account this process kept, unread: the save's expected
+        # version guards it. A conflict or a refusal then goes again on what is stored.
+        optimistic = True
+        conflicts = 0
+        while True:
             try:
                 if isinstance(command, TransferFunds):
-                    return await self._transfer(command, metadata, writes)
-                return await self._on_account(command, metadata, writes)
+                    return await self._transfer(command, metadata, writes, optimistic)
+                return await self._on_account(command, metadata, writes, optimistic)
             except ConcurrencyError as exc:
                 last_error = exc
-                if attempt + 1 == self.max_attempts:
+                conflicts += 1
+                if conflicts == self.max_attempts:
                     COMMAND_CONFLICTS_EXHAUSTED.labels(type(command).__name__).inc()
                     break
                 COMMAND_CONFLICTS_RETRIED.labels(type(command).__name__).inc()
-                await asyncio.sleep(jittered(attempt + 1, BACKOFF_BASE_S, BACKOFF_CAP_S))
+                if not optimistic:  # a stale copy needs a read, not a pause
+                    await asyncio.sleep(jittered(conflicts, BACKOFF_BASE_S, BACKOFF_CAP_S))
+                optimistic = False
             except (
                 DomainError,
                 AggregateNotFoundError,
                 EventValidationError,
                 StreamArchived,
             ) as exc:
+                if optimistic:  # a refusal is never answered on a copy that was not read
+                    optimistic = False
+                    continue
                 earlier = None
                 if isinstance(exc, AccountError):
                     earlier = await self._applied_before(command)
@@ -268,15 +278,19 @@ class AccountCommandHandler:
         return CommandResult(True, command.account_id, version, (event,), already_applied=True)
 
     async def _on_account(
-        self, command: AccountCommand, metadata: Mapping[str, Any] | None, writes: Writes | None
+        self,
+        command: AccountCommand,
+        metadata: Mapping[str, Any] | None,
+        writes: Writes | None,
+        optimistic: bool,
     ) -> CommandResult:
         command_id = command.command_id if isinstance(command, Transition) else None
         if isinstance(command, CreateAccount):
-            account = await self.repository.load_or_new(command.account_id)
+            account = await self.repository.load_or_new(command.account_id, optimistic=optimistic)
             account.begin_command(command_id=command_id, metadata=metadata)
             account.create(command.owner_id, command.owner_name, command.currency)
         else:
-            account = await self.repository.load(command.account_id)
+            account = await self.repository.load(command.account_id, optimistic=optimistic)
             account.begin_command(command_id=command_id, metadata=metadata)
             decide(account, command)
         raised = account.uncommitted_events
@@ -286,12 +300,16 @@ class AccountCommandHandler:
         return CommandResult.recorded(account.id, events)
 
     async def _transfer(
-        self, command: TransferFunds, metadata: Mapping[str, Any] | None, writes: Writes | None
+        self,
+        command: TransferFunds,
+        metadata: Mapping[str, Any] | None,
+        writes: Writes | None,
+        optimistic: bool,
     ) -> CommandResult:
         if command.from_account == command.to_account:
             raise AccountError("cannot transfer to the same account", code="same_account")
-        source = await self.repository.load(command.from_account)
-        target = await self.repository.load(command.to_account)
+        source = await self.repository.load(command.from_account, optimistic=optimistic)
+        target = await self.repository.load(command.to_account, optimistic=optimistic)
         if source.currency != target.currency:
             raise AccountError(
                 f"cannot transfer {source.currency} to a {target.currency} account",

@@ -4,8 +4,10 @@ newer (esmongo.model.repository).
 An aggregate at version N is the fold of its first N events, and events are never changed:
 a kept copy stays a true prefix of the stream whatever other processes append, so it is
 never invalidated, only fast-forwarded. What other processes wrote since is read on load
-(`read_stream` from N+1, one indexed query, usually empty): a decision is never taken on a
-state older than the load. The cache holds private copies, so a caller's changes to an
+(`read_stream` from N+1, one indexed query, usually empty). A command may instead decide on
+the copy as kept, unread (`trusted`): its save expects the copy's version, so a stale copy
+costs a conflict, never a lost update; the conflict marks the copy doubted, and it is read
+again before it is trusted. The cache holds private copies, so a caller's changes to an
 aggregate (events raised and never saved) cannot leak into it.
 
 Bounded by count and by an estimate of the memory the copies hold (ADR 0013); the least
@@ -34,6 +36,8 @@ MAX_BYTES = 32 * 1024 * 1024
 class _Kept(Generic[A]):
     aggregate: A
     size: int
+    doubted: bool = False
+    """A save from this copy conflicted: another process wrote since."""
 
 
 class AggregateCache(Generic[A]):
@@ -61,6 +65,26 @@ class AggregateCache(Generic[A]):
             return None
         self._kept.move_to_end(aggregate_id)
         return copy.deepcopy(kept.aggregate)
+
+    def trusted(self, aggregate_id: str) -> A | None:
+        """A private copy to decide on without reading, or None: none kept, or doubted."""
+        kept = self._kept.get(aggregate_id)
+        return None if kept is None or kept.doubted else self.get(aggregate_id)
+
+    def doubt(self, aggregate_id: str) -> None:
+        """A save from the kept copy conflicted: read what is newer before trusting it."""
+        kept = self._kept.get(aggregate_id)
+        if kept is not None:
+            kept.doubted = True
+
+    def confirm(self, aggregate_id: str, version: int) -> None:
+        """A load read nothing after `version`: a kept copy at that version is current again.
+
+        Doubt only saves conflicts: every save expects its copy's version, so a copy
+        trusted too early costs a conflict, never a lost update."""
+        kept = self._kept.get(aggregate_id)
+        if kept is not None and kept.aggregate.version == version:
+            kept.doubted = False
 
     def put(self, aggregate: A) -> None:
         """Keep a copy of `aggregate`, which must have no unsaved event."""

@@ -8,7 +8,10 @@ With a cache (esmongo.model.cache), a load starts from the copy kept at the last
 save of this process and reads only the events after it: no snapshot read, and one indexed
 query that is usually empty. A save it then makes expects the kept version: when another
 process wrote since, the load has read that already, or the save conflicts and the caller's
-retry loads again, fast-forwarded (ADR 0013).
+retry loads again, fast-forwarded (ADR 0013). An optimistic load (`optimistic=True`) reads
+nothing when a copy is kept and not doubted: a command decides on it and its save's expected
+version guards the decision, so a command on an aggregate this process wrote last is one
+transaction and no query.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from esmongo.errors import AggregateNotFoundError
+from esmongo.errors import AggregateNotFoundError, ConcurrencyError
 from esmongo.events import NO_STREAM, RecordedEvent, StreamId
-from esmongo.metrics import REPLAY_DURATION, SNAPSHOT_LOADS
+from esmongo.metrics import CACHE_TRUSTED, REPLAY_DURATION, SNAPSHOT_LOADS
 from esmongo.model.aggregate import Aggregate
 from esmongo.model.cache import AggregateCache
 from esmongo.model.snapshots import SnapshotStore, crosses_interval
@@ -63,16 +66,28 @@ class Repository(Generic[A]):
 
     # ---- load -------------------------------------------------------------------
 
-    async def load(self, aggregate_id: str) -> A:
-        """The aggregate at its current version; AggregateNotFoundError if it has no event."""
-        aggregate = await self._load(aggregate_id)
+    async def load(self, aggregate_id: str, *, optimistic: bool = False) -> A:
+        """The aggregate at its current version; AggregateNotFoundError if it has no event.
+
+        `optimistic`: the kept copy as it is, unread, for a decision that a save will guard
+        with the copy's version (a refusal decided on it is not guarded: check it again on
+        a load that reads before answering it)."""
+        kept = self._trusted(aggregate_id) if optimistic else None
+        aggregate = kept if kept is not None else await self._load(aggregate_id)
         if not aggregate.exists:
             raise AggregateNotFoundError(StreamId(self.aggregate_type, aggregate_id))
         return aggregate
 
-    async def load_or_new(self, aggregate_id: str) -> A:
+    async def load_or_new(self, aggregate_id: str, *, optimistic: bool = False) -> A:
         """The aggregate, or a new empty one (version 0) when it has no event yet."""
-        return await self._load(aggregate_id)
+        kept = self._trusted(aggregate_id) if optimistic else None
+        return kept if kept is not None else await self._load(aggregate_id)
+
+    def _trusted(self, aggregate_id: str) -> A | None:
+        kept = self.cache.trusted(aggregate_id) if self.cache is not None else None
+        if kept is not None:
+            CACHE_TRUSTED.labels(self.aggregate_type).inc()
+        return kept
 
     async def _load(self, aggregate_id: str) -> A:
         started = time.perf_counter()
@@ -87,12 +102,11 @@ class Repository(Generic[A]):
             if event.aggregate_version > start:
                 aggregate.apply(event)
         REPLAY_DURATION.labels(self.aggregate_type).observe(time.perf_counter() - started)
-        if (
-            self.cache is not None
-            and aggregate.exists
-            and (kept is None or aggregate.version > start)
-        ):
-            self.cache.put(aggregate)
+        if self.cache is not None and aggregate.exists:
+            if kept is None or aggregate.version > start:
+                self.cache.put(aggregate)
+            else:
+                self.cache.confirm(aggregate_id, start)
         return aggregate
 
     async def _from_snapshot(self, aggregate_id: str) -> A:
@@ -160,7 +174,13 @@ class Repository(Generic[A]):
     ) -> list[list[RecordedEvent]]:
         """Save several aggregates in one transaction: all of them, or none (`writes` too)."""
         requests = [self._request(a, metadata) for a in aggregates]
-        recorded = await self.store.append_streams(requests, writes=writes)
+        try:
+            recorded = await self.store.append_streams(requests, writes=writes)
+        except ConcurrencyError:
+            if self.cache is not None:
+                for aggregate in aggregates:
+                    self.cache.doubt(aggregate.id)
+            raise
         for aggregate, events in zip(aggregates, recorded, strict=True):
             self._after_save(aggregate, events)
         return recorded
