@@ -133,8 +133,6 @@ async def run_projections(
     Pass an EventStore when events need upcasters.
     """
     store = (
-        db_or_store
-        if isinstance(db_or_store, EventStore)
-        else await EventStore.open(db_or_store)
+        db_or_store if isinstance(db_or_store, EventStore) else await EventStore.open(db_or_store)
     )
     await ProjectionDaemon(store, projections, options).run(stop)

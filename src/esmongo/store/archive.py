@@ -42,8 +42,8 @@ from esmongo.store.collections import (
     ARCHIVED_STREAMS,
     SNAPSHOTS,
 )
-from esmongo.store.layout import ensure_indexes
 from esmongo.store.fence import ARCHIVES, refuse_unless_writable
+from esmongo.store.layout import ensure_indexes
 from esmongo.store.transactions import DURABLE, bump_counter, run_in_transaction
 from esmongo.store.writers import Writers
 
@@ -118,9 +118,7 @@ class Archive:
         writer's, so that a successor can kill it if this process dies mid-archive."""
         self.active = events
         self.counters = counters
-        self.events: AsyncCollection[Document] = log.get_collection(
-            names[0], write_concern=DURABLE
-        )
+        self.events: AsyncCollection[Document] = log.get_collection(names[0], write_concern=DURABLE)
         self.registry: AsyncCollection[Document] = log.get_collection(
             names[1], write_concern=DURABLE
         )
@@ -138,7 +136,7 @@ class Archive:
             [
                 IndexModel([("number", ASCENDING)], name="number"),
                 IndexModel([("archivedAt", ASCENDING)], name="archived_at"),
-            ]
+            ],
         )
 
     async def find(self, stream: StreamId) -> ArchiveReport | None:

@@ -75,7 +75,7 @@ def check_name(main: str, name: str) -> None:
     if not _NAME.match(name):
         raise LayoutError(
             f"{name!r} is not a database name MongoDB accepts (1-63 characters, none of "
-            "/\\. \"$*<>:|?)"
+            '/\\. "$*<>:|?)'
         )
     if name in RESERVED:
         raise LayoutError(f"{name!r} is MongoDB's own database: choose another log database")
@@ -121,7 +121,9 @@ async def layout_record(db: AsyncDatabase[Document]) -> Document:
     return {LOG_DATABASE: name} if name != db.name else {}
 
 
-async def ensure_indexes(collection: AsyncCollection[Document], models: Sequence[IndexModel]) -> None:
+async def ensure_indexes(
+    collection: AsyncCollection[Document], models: Sequence[IndexModel]
+) -> None:
     """Create the indexes `collection` lacks, by name. Reading them first (listIndexes) lets
     a role without createIndex start on a log an operator initialized: on MongoDB,
     createIndexes needs the privilege even when every index exists."""
