@@ -38,6 +38,7 @@ ROOT, ROOT_PASSWORD = "root", "root-secret"
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """An embedded server with --auth (and a root user made before, on a run without it)."""
     home: Path = tmp_path_factory.mktemp("auth-server")
+    client: MongoClient[Document]
     with EmbeddedServer(home) as open_server, MongoClient(open_server.uri) as client:
         client.admin.command(
             "createUser", ROOT, pwd=ROOT_PASSWORD, roles=[{"role": "root", "db": "admin"}]
