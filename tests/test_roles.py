@@ -20,6 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
 from api_helpers import api_client
+from cli_helpers import esmongo
 from esmongo import EventStore, NewEvent
 from esmongo.bank import Bank
 from esmongo.bank.commands import ActivateAccount, CloseAccount, CreateAccount
@@ -242,3 +243,28 @@ async def test_init_roles_is_idempotent_and_needs_a_log_database(
     with pytest.raises(Exception, match="a database of its own"):
         await ensure_roles(one_database)
     assert privileges("m", "m_log")["m_writer"][0]["resource"] == {"db": "m_log", "collection": ""}
+
+
+def test_esmongo_init_roles_on_the_command_line(auth_server: int) -> None:
+    main = f"r_{uuid.uuid4().hex[:10]}"
+    root = uri(auth_server, ROOT, ROOT_PASSWORD)
+    try:
+        refused_cli = esmongo(root, main, "init", "--roles")
+        assert refused_cli.returncode == 2, refused_cli
+        assert "a database of its own" in refused_cli.stderr
+        first = esmongo(root, main, "init", "--log-db", f"{main}_log", "--roles")
+        assert first.returncode == 0, first.stderr
+        assert f"the log (events, archive) is in the log database {main}_log" in first.stdout
+        assert f"role {main}_writer (admin) created" in first.stdout
+        again = esmongo(root, main, "init", "--roles")  # the layout is recorded: idempotent
+        assert again.returncode == 0, again.stderr
+        assert f"role {main}_operator (admin) updated" in again.stdout
+        moved = esmongo(root, main, "init", "--log-db", "elsewhere")
+        assert moved.returncode == 2 and "cannot move" in moved.stderr, moved
+    finally:
+        with MongoClient(root) as client:
+            for role in role_names(main).values():
+                if client.admin.command("rolesInfo", {"role": role, "db": "admin"})["roles"]:
+                    client.admin.command("dropRole", role)
+            client.drop_database(main)
+            client.drop_database(f"{main}_log")
