@@ -261,10 +261,23 @@ def test_esmongo_init_roles_on_the_command_line(auth_server: int) -> None:
         assert f"role {main}_operator (admin) updated" in again.stdout
         moved = esmongo(root, main, "init", "--log-db", "elsewhere")
         assert moved.returncode == 2 and "cannot move" in moved.stderr, moved
+        with MongoClient(root) as client:
+            client.admin.command(
+                "createUser",
+                f"{main}_w",
+                pwd="pw",
+                roles=[{"role": f"{main}_writer", "db": "admin"}],
+            )
+        writer = uri(auth_server, f"{main}_w", "pw")
+        for command in (["verify"], ["check"], ["events", "list"]):  # as the writer
+            done = esmongo(writer, main, *command)
+            assert done.returncode == 0, (command, done.stderr)
     finally:
         with MongoClient(root) as client:
             for role in role_names(main).values():
                 if client.admin.command("rolesInfo", {"role": role, "db": "admin"})["roles"]:
                     client.admin.command("dropRole", role)
+            if client.admin.command("usersInfo", f"{main}_w")["users"]:
+                client.admin.command("dropUser", f"{main}_w")
             client.drop_database(main)
             client.drop_database(f"{main}_log")
