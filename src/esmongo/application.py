@@ -30,6 +30,7 @@ from esmongo.schema.catalog import SchemaCatalog
 from esmongo.schema.registry import EventSchema, SchemaRegistry, Upcasters
 from esmongo.store import EventStore
 from esmongo.store.collections import DEFAULT_EVENTS
+from esmongo.store.layout import log_database
 
 __all__ = [
     "APP_ENV",
@@ -83,12 +84,19 @@ class Application:
         """Aggregates each repository keeps (0: none); `cache_bytes`: their estimated size."""
         self.cache_bytes = cache_bytes
         self.repositories: dict[str, Repository[Any]] = {}
+        self.log_db = db
+        """The database that holds the log: `db` until `init()` reads another in
+        esmongo_meta (esmongo.store.layout)."""
         self._open_store(DEFAULT_EVENTS)
 
     def _open_store(self, collection: str) -> None:
         """The store on `collection`, and repositories over it (subclasses add theirs)."""
         self.store = EventStore(
-            self.db, registry=self.registry, upcasters=self.upcasters, collection=collection
+            self.db,
+            registry=self.registry,
+            upcasters=self.upcasters,
+            collection=collection,
+            log_db=self.log_db,
         )
         self.repositories = {
             kind.aggregate_type: Repository(
@@ -119,9 +127,12 @@ class Application:
         raise KeyError(f"no projection {name!r} (known: {known})")
 
     async def init(self) -> Self:
-        """The active events collection, indexes, counter, and the schemas. Idempotent."""
+        """The log database, the active events collection, indexes, counter, and the
+        schemas. Idempotent."""
         active = await active_events_collection(self.db)
-        if active != self.store.collection_name:
+        log_db = await log_database(self.db)
+        if active != self.store.collection_name or log_db.name != self.log_db.name:
+            self.log_db = log_db
             self._open_store(active)
         await self.store.init()
         await self.snapshots.init()

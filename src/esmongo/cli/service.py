@@ -136,14 +136,47 @@ def demo(
 
 
 @app.command()
-def init() -> None:
+def init(
+    log_db: Annotated[
+        str | None,
+        typer.Option(
+            "--log-db",
+            help="Keep the append-only collections (events, archive) in this database of "
+            "their own; only before the first event (docs/security.md).",
+        ),
+    ] = None,
+    roles: Annotated[
+        bool,
+        typer.Option(
+            "--roles",
+            help="Create (or update) the MongoDB roles writer, reader and operator; needs a "
+            "log database and a user that may manage roles.",
+        ),
+    ] = False,
+) -> None:
     """Create collections, indexes, the sequence counter and the application's event schemas
-    (idempotent)."""
+    (idempotent); with --roles, the append-only roles."""
+    from esmongo.ops.roles import ensure_roles
+    from esmongo.store.layout import log_database_name, use_log_database
 
     async def work(application: Application) -> None:
+        if log_db is not None:
+            await use_log_database(application.db, log_db)
+        await application.init()
+        log = await log_database_name(application.db)
+        where = "the main database" if log == application.db.name else "the log database"
         console.print(f"ready: {len(application.registry)} event schemas registered")
+        console.print(f"the log (events, archive) is in {where} {log}")
+        if roles:
+            for role in await ensure_roles(application.db):
+                verb = "created" if role.created else "updated"
+                console.print(f"role {role.name} (admin) {verb}")
+            console.print(
+                "grant them with createUser or grantRolesToUser (docs/security.md says which "
+                "process runs with which)"
+            )
 
-    run(work)
+    run(work, init=False)
 
 
 def _check_backup_target(directory: Path) -> None:

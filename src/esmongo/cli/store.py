@@ -31,7 +31,7 @@ def _store(application: Application, log: str | None) -> EventStore:
     """The application's store, or a reader of another log in its database."""
     if log is None:
         return application.store
-    return EventStore(application.db, collection=log, sequence=log)
+    return EventStore(application.db, collection=log, sequence=log, log_db=application.log_db)
 
 
 def _line(e: RecordedEvent) -> str:

@@ -144,11 +144,17 @@ class EmbeddedServer:
     `sync_on_commit` (default on) makes the server fsync its log at every commit. Without
     it, writes acknowledged with `j: true` can be lost when the server is killed
     (docs/adr/0005-embedded-server-durability.md has the measurement).
+
+    `auth` makes the server require SCRAM authentication and enforce roles (its
+    `--auth`); the users must exist first: create them on a run without it.
     """
 
-    def __init__(self, home: Path | str, *, sync_on_commit: bool = True) -> None:
+    def __init__(
+        self, home: Path | str, *, sync_on_commit: bool = True, auth: bool = False
+    ) -> None:
         self.home = Path(home).resolve()
         self.sync_on_commit = sync_on_commit
+        self.auth = auth
         self.data_dir = self.home / "data"
         self.port_file = self.home / "server.json"
         self.port_memo = self.home / "server.port"
@@ -327,6 +333,8 @@ class EmbeddedServer:
         ]
         if self.sync_on_commit:
             args.append("--sync-on-commit")
+        if self.auth:
+            args.append("--auth")
         output = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child process
         try:
             # A new session: a Ctrl-C in the terminal reaches esmongo, which stops the

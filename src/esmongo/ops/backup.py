@@ -56,6 +56,7 @@ from esmongo.store.collections import (
     MIGRATIONS,
     WRITERS,
 )
+from esmongo.store.layout import layout_record, log_database
 from esmongo.store.transactions import SEQUENCE_COUNTER
 
 Progress = Callable[[str, int], None]
@@ -106,6 +107,11 @@ class Layout:
     def logs(self) -> tuple[str, str]:
         """The collections of events: in the cut, the checksum and the continuity check."""
         return (self.events, ARCHIVE)
+
+    @property
+    def in_log(self) -> frozenset[str]:
+        """The collections that live in the log database (esmongo.store.layout)."""
+        return frozenset({*self.logs, ARCHIVED_STREAMS, *self.sealed})
 
     @property
     def collections(self) -> tuple[str, ...]:
@@ -175,19 +181,22 @@ async def backup(
     archives_before = int(counter.get("archives", 0)) if counter else 0
     report = BackupReport(head_sequence=head)
     layout = (await Layout.of(db)).keeping(keep)
+    log = await log_database(db)
     existing = set(await db.list_collection_names())
-    raw = _raw(db)
+    existing_in_log = set(await log.list_collection_names())
+    raw, raw_log = _raw(db), _raw(log)
     digest = hashlib.sha256()
     archived: dict[tuple[str, str], int] = {}  # stream -> its archive number
     for name in layout.collections:
-        if name not in existing:
+        source = log if name in layout.in_log else db
+        if name not in (existing_in_log if source is log else existing):
             continue
         query: Document = {"sequence": {"$lte": head}} if name in layout.logs else {}
         sort = [("sequence", 1)] if name in layout.logs else None
         if name == ARCHIVED_STREAMS:
             after = await db[COUNTERS].find_one({"_id": SEQUENCE_COUNTER})
             query = {"number": {"$lte": int((after or {}).get("archives", 0))}}
-            async for entry in db[name].find(
+            async for entry in source[name].find(
                 query, {"aggregateType": 1, "aggregateId": 1, "number": 1}
             ):
                 archived[(entry["aggregateType"], entry["aggregateId"])] = int(entry["number"])
@@ -198,14 +207,17 @@ async def backup(
                 )
         count = 0
         with open(target / f"{name}.bson", "wb") as out:  # noqa: ASYNC230 - sequential dump
-            async for doc in raw[name].find(query, sort=sort, batch_size=BATCH):
+            found = (raw_log if source is log else raw)[name].find(
+                query, sort=sort, batch_size=BATCH
+            )
+            async for doc in found:
                 if name == ARCHIVE and (doc["aggregateType"], doc["aggregateId"]) not in archived:
                     continue  # archived after the registry was read: it is in events.bson
                 out.write(doc.raw)
                 count += 1
                 if progress is not None and count % BATCH == 0:
                     progress(name, count)
-        indexes = [ix async for ix in await db[name].list_indexes()]
+        indexes = [ix async for ix in await source[name].list_indexes()]
         metadata = {"indexes": indexes, "collectionName": name}
         (target / f"{name}.metadata.json").write_text(json_util.dumps(metadata))
         report.counts[name] = count
@@ -271,20 +283,27 @@ async def restore(
     manifest_file = source / "esmongo-backup.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else None
     layout = Layout.from_manifest(manifest, source).keeping(keep)
-    if any([await db[name].estimated_document_count() > 0 for name in layout.logs]):
-        raise BackupError(f"database {db.name} already has events: restore into an empty one")
+    log = await log_database(db)
+    if any([await log[name].estimated_document_count() > 0 for name in layout.logs]):
+        raise BackupError(f"database {log.name} already has events: restore into an empty one")
+    # The layout is the target's (a backup restores into either layout): esmongo_meta's
+    # record of it is put back over the backup's.
+    where = await layout_record(db)
     await _clear_state(db, layout, drop_state=drop_state)
     report = BackupReport(head_sequence=0)
-    raw = _raw(db)
+    raw, raw_log = _raw(db), _raw(log)
     digest = hashlib.sha256()
     seen = bytearray()  # one byte per sequence: each must be restored exactly once
     for name in layout.collections:
         data = source / f"{name}.bson"
         if not data.exists():
             continue
+        into = log if name in layout.in_log else db
         meta_file = source / f"{name}.metadata.json"
         if meta_file.exists():
-            await _create_indexes(db, name, json_util.loads(meta_file.read_text()))
+            await _create_indexes(into, name, json_util.loads(meta_file.read_text()))
+        if name == META:  # the backup's record of the active log replaces the target's
+            await db[META].delete_one({"_id": ACTIVE})
         count = 0
         batches = _batches(data)
         while (batch := await asyncio.to_thread(next, batches, None)) is not None:
@@ -298,7 +317,8 @@ async def restore(
                         raise BackupError(f"sequence {sequence} is in the backup twice")
                     seen[sequence] = 1
                 report.head_sequence = max(report.head_sequence, int(batch[-1]["sequence"]))
-            count += await _insert(raw, name, batch, log=name in layout.logs)
+            target = raw_log if into is log else raw
+            count += await _insert(target, name, batch, log=name in layout.logs)
             if progress is not None:
                 progress(name, count)
         report.counts[name] = count
@@ -316,7 +336,13 @@ async def restore(
     for name in layout.sealed:  # a copy made for audit stays read-only
         if name in report.counts:
             await seal(db, name)
-    last = await db[ARCHIVED_STREAMS].find_one({}, {"number": 1}, sort=[("number", -1)])
+    if where:
+        await db[META].update_one(
+            {"_id": ACTIVE},
+            {"$set": where, "$setOnInsert": {"name": layout.events}},
+            upsert=True,
+        )
+    last = await log[ARCHIVED_STREAMS].find_one({}, {"number": 1}, sort=[("number", -1)])
     counter = {
         "value": report.head_sequence,
         "archives": int((last or {}).get("number", 0)),
@@ -355,7 +381,9 @@ async def _clear_state(db: AsyncDatabase[Document], layout: Layout, *, drop_stat
     for name in sorted(await db.list_collection_names()):
         if name in kept or name.startswith("system."):
             continue
-        count = await db[name].count_documents({}, limit=1_000_000)
+        # esmongo_meta's record of the active log is replaced by the backup's: not state.
+        query: Document = {"_id": {"$ne": ACTIVE}} if name == META else {}
+        count = await db[name].count_documents(query, limit=1_000_000)
         if count:
             held[name] = count
     if not held:

@@ -132,5 +132,7 @@ async def run_projections(
 
     Pass an EventStore when events need upcasters.
     """
-    store = db_or_store if isinstance(db_or_store, EventStore) else EventStore(db_or_store)
+    store = (
+        db_or_store if isinstance(db_or_store, EventStore) else await EventStore.open(db_or_store)
+    )
     await ProjectionDaemon(store, projections, options).run(stop)

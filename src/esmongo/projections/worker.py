@@ -92,7 +92,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     client: AsyncMongoClient[Document] = AsyncMongoClient(args.uri)
     try:
-        store = EventStore(client.get_database(args.db, codec_options=CODEC_OPTIONS))
+        store = await EventStore.open(client.get_database(args.db, codec_options=CODEC_OPTIONS))
         options = RunnerOptions(
             owner=args.owner,
             batch_size=args.batch_size,

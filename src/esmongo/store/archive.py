@@ -43,6 +43,7 @@ from esmongo.store.collections import (
     SNAPSHOTS,
 )
 from esmongo.store.fence import ARCHIVES, refuse_unless_writable
+from esmongo.store.layout import ensure_indexes
 from esmongo.store.transactions import DURABLE, bump_counter, run_in_transaction
 from esmongo.store.writers import Writers
 
@@ -103,9 +104,13 @@ class Archive:
         writers: Writers | None = None,
         *,
         names: tuple[str, str] = (ARCHIVE, ARCHIVED_STREAMS),
+        log_db: AsyncDatabase[Document] | None = None,
     ) -> None:
         """`names`: the archive collection and its registry (a log of its own, numbered by
-        another sequence than the main one, has its own pair: EventStore `sequence`)."""
+        another sequence than the main one, has its own pair: EventStore `sequence`). Both
+        only take inserts, so they live in the log database (`log_db`, default `db`:
+        esmongo.store.layout); the snapshots stay in `db`."""
+        log = log_db if log_db is not None else db
         self.db = db
         self.client = db.client
         self.writers = writers
@@ -113,8 +118,8 @@ class Archive:
         writer's, so that a successor can kill it if this process dies mid-archive."""
         self.active = events
         self.counters = counters
-        self.events: AsyncCollection[Document] = db.get_collection(names[0], write_concern=DURABLE)
-        self.registry: AsyncCollection[Document] = db.get_collection(
+        self.events: AsyncCollection[Document] = log.get_collection(names[0], write_concern=DURABLE)
+        self.registry: AsyncCollection[Document] = log.get_collection(
             names[1], write_concern=DURABLE
         )
         self.snapshots: AsyncCollection[Document] = db.get_collection(
@@ -125,12 +130,13 @@ class Archive:
         self._mirrored = 0
 
     async def init(self, event_indexes: Sequence[IndexModel]) -> None:
-        await self.events.create_indexes(list(event_indexes))
-        await self.registry.create_indexes(
+        await ensure_indexes(self.events, event_indexes)
+        await ensure_indexes(
+            self.registry,
             [
                 IndexModel([("number", ASCENDING)], name="number"),
                 IndexModel([("archivedAt", ASCENDING)], name="archived_at"),
-            ]
+            ],
         )
 
     async def find(self, stream: StreamId) -> ArchiveReport | None:

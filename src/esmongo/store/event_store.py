@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import bson
 from pymongo import ASCENDING, IndexModel
@@ -37,6 +38,7 @@ from esmongo.store.archive import Archive, ArchiveReport
 from esmongo.store.batch_writer import BatchWriter
 from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS, COUNTERS, own_archive
 from esmongo.store.group_commit import GroupCommit
+from esmongo.store.layout import ensure_indexes, log_database
 from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.queries import EventQueries
 from esmongo.store.reads import EventReads
@@ -92,8 +94,13 @@ class EventStore(EventReads, EventQueries):
         max_batch_bytes: int = MAX_BATCH_BYTES,
         liveness: Liveness | None = None,
         sequence: str = SEQUENCE_COUNTER,
+        log_db: AsyncDatabase[Document] | None = None,
     ) -> None:
         self.db = db
+        self.log_db = log_db if log_db is not None else db
+        """Where the events collection and the archive live: `db` unless the deployment
+        keeps its log in a database of its own (esmongo.store.layout; Application.init and
+        `EventStore.open` find it)."""
         self.registry = registry if registry is not None else SchemaRegistry()
         self.upcasters = upcasters if upcasters is not None else Upcasters()
         self.collection_name = collection
@@ -101,7 +108,7 @@ class EventStore(EventReads, EventQueries):
         """The `_id` of the counter document numbering this log. Another name than the
         default makes a log of its own (an `eventsourcing` application's: its own gap-free
         sequence beside others in one database), outside migrations and archiving."""
-        self.events: AsyncCollection[Document] = db.get_collection(
+        self.events: AsyncCollection[Document] = self.log_db.get_collection(
             collection, write_concern=DURABLE
         )
         self.counters: AsyncCollection[Document] = db.get_collection(
@@ -116,6 +123,7 @@ class EventStore(EventReads, EventQueries):
             self.counters,
             self.writers,
             names=own_archive(collection) if own else (ARCHIVE, ARCHIVED_STREAMS),
+            log_db=self.log_db,
         )
         self._writer = BatchWriter(
             db.client,
@@ -131,6 +139,14 @@ class EventStore(EventReads, EventQueries):
             if group_commit
             else None
         )
+
+    @classmethod
+    async def open(cls, db: AsyncDatabase[Document], **options: Any) -> EventStore:
+        """A store on `db`'s active events collection, in the database that holds its log
+        (esmongo.store.layout): what a tool that does not know the layout opens."""
+        if "collection" not in options:
+            options["collection"] = await fence.active_name(db)
+        return cls(db, log_db=await log_database(db), **options)
 
     @property
     def group_commit(self) -> bool:
@@ -148,9 +164,9 @@ class EventStore(EventReads, EventQueries):
         An events collection missing while the counter exists was dropped under the store:
         `restores` on the counter moves, so that no process trusts a head it wrote there
         (esmongo.store.fence.generation)."""
-        if not await self.db.list_collection_names(filter={"name": self.events.name}):
+        if not await self.log_db.list_collection_names(filter={"name": self.events.name}):
             await self.counters.update_one({"_id": SEQUENCE_COUNTER}, {"$inc": {fence.RESTORES: 1}})
-        await self.events.create_indexes(EVENT_INDEXES)
+        await ensure_indexes(self.events, EVENT_INDEXES)
         if self.sequence != SEQUENCE_COUNTER:  # a log of its own: the fence is its collection
             await self.counters.update_one(
                 {"_id": self.sequence},

@@ -152,11 +152,12 @@ class _Walk:
         self.report.head, self.report.head_hash = sequence, stored
 
 
-async def recorded_links(db: AsyncDatabase[Document]) -> dict[int, set[str]]:
+async def recorded_links(log: AsyncDatabase[Document]) -> dict[int, set[str]]:
     """Hashes that events once had and that a later event may link to: a migration's copy
-    of a stream archived while it ran (esmongo.ops.migration.copy), dropped from the copy."""
+    of a stream archived while it ran (esmongo.ops.migration.copy), dropped from the copy.
+    `log`: the log database (esmongo.store.layout), where the links are kept."""
     found: dict[int, set[str]] = {}
-    async for doc in db[CHAIN_LINKS].find({}):
+    async for doc in log[CHAIN_LINKS].find({}):
         found.setdefault(int(doc["sequence"]), set()).add(str(doc[HASH]))
     return found
 
@@ -194,7 +195,7 @@ async def _walk(
     counter = await scope.counter()
     bound = int((counter or {}).get("value", 0))
     report = ChainReport()
-    walk = _Walk(report, max_listed, await recorded_links(db))
+    walk = _Walk(report, max_listed, await recorded_links(scope.log))
     expected = dict(anchors)
     query = {"sequence": {"$lte": bound}}
     sources = [cursor(c, query, [("sequence", 1)]) for c in scope.logs]

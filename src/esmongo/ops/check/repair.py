@@ -118,7 +118,7 @@ async def _copy_back(scope: Scope, args: dict[str, Any]) -> str:
     sequence, raising the counter to it if needed; refused if the sequence or the stream
     version is taken meanwhile, or the stream is archived or would have a gap."""
     sequence, source = int(args["sequence"]), str(args["collection"])
-    doc = await scope.db[source].find_one({"sequence": sequence})
+    doc = await scope.log[source].find_one({"sequence": sequence})
     if doc is None:
         raise Refused(f"#{sequence} is no longer in {source}")
     active, archive = scope.logs
@@ -135,7 +135,7 @@ async def _copy_back(scope: Scope, args: dict[str, Any]) -> str:
             if taken:
                 raise Refused(f"version {version} is #{taken['sequence']} in {collection.name}")
         key = {"_id": {"type": doc["aggregateType"], "id": doc["aggregateId"]}}
-        if await scope.db[ARCHIVED_STREAMS].find_one(key, session=session):
+        if await scope.log[ARCHIVED_STREAMS].find_one(key, session=session):
             raise Refused("its stream is archived: copying it would split the stream")
         if version > 1:
             before = {**stream, "aggregateVersion": version - 1}

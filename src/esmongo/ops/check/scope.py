@@ -22,6 +22,7 @@ from esmongo.store.collections import (
     MIGRATIONS,
     own_archive,
 )
+from esmongo.store.layout import log_database
 from esmongo.store.transactions import SEQUENCE_COUNTER
 
 Key = tuple[Any, ...]
@@ -52,6 +53,13 @@ class Scope:
     archived_streams: str = ARCHIVED_STREAMS
     own: bool = False
     """A log numbered by a sequence of its own (`log` given to `of`), outside migrations."""
+    log_db: AsyncDatabase[Document] | None = None
+    """The database of the events collections and the archive, when not `db`
+    (esmongo.store.layout)."""
+
+    @property
+    def log(self) -> AsyncDatabase[Document]:
+        return self.log_db if self.log_db is not None else self.db
 
     @classmethod
     async def of(cls, db: AsyncDatabase[Document], log: str | None = None) -> Scope:
@@ -61,9 +69,10 @@ class Scope:
         `log`: the events collection of a log numbered by a sequence of its own, named like
         it (EventStore `sequence=`, as esmongo.eventsourcing makes them); it has no sealed
         collections, migrations do not concern it."""
+        log_db = await log_database(db)
         if log is not None:
             archive, registry = own_archive(log)
-            return cls(db, log, (), log, archive, registry, own=True)
+            return cls(db, log, (), log, archive, registry, own=True, log_db=log_db)
         meta = await db[META].find_one({"_id": ACTIVE}) or {}
         active = str(meta.get("name", DEFAULT_EVENTS))
         names = [str(n) for n in meta.get("previous", [])]
@@ -71,14 +80,14 @@ class Scope:
             names.append(str(meta["rolledBackFrom"]))
         async for run in db[MIGRATIONS].find({"status": "rolled_back"}, {"_id": 1}):
             names.append(str(run["_id"]))
-        existing = set(await db.list_collection_names())
+        existing = set(await log_db.list_collection_names())
         sealed = tuple(n for n in dict.fromkeys(names) if n != active and n in existing)
-        return cls(db, active, sealed)
+        return cls(db, active, sealed, log_db=log_db)
 
     @property
     def logs(self) -> tuple[AsyncCollection[Document], AsyncCollection[Document]]:
         """Where every event must be, once: the active collection and the archive."""
-        return self.db[self.active], self.db[self.archive]
+        return self.log[self.active], self.log[self.archive]
 
     @property
     def counters(self) -> AsyncCollection[Document]:
@@ -93,7 +102,7 @@ class Scope:
         or what a pass saw): a descending sort is not used because some servers walk the
         whole index for it (the embedded one: 0.5 s at 16,000 events)."""
         best = above
-        for collection in [*self.logs, *(self.db[n] for n in names)]:
+        for collection in [*self.logs, *(self.log[n] for n in names)]:
             tail = collection.find(
                 {"sequence": {"$gt": above}}, {"sequence": 1}, sort=[("sequence", ASCENDING)]
             )

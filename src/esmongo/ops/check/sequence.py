@@ -56,7 +56,9 @@ class SequencePass:
         names = [*(c.name for c in scope.logs), *scope.sealed]
         logs = len(scope.logs)
         query = {"sequence": {"$lte": self.bound}}
-        sources = [cursor(scope.db[name], query, [("sequence", 1)], EVENT_FIELDS) for name in names]
+        sources = [
+            cursor(scope.log[name], query, [("sequence", 1)], EVENT_FIELDS) for name in names
+        ]
         previous = 0
         group: list[tuple[int, Document]] = []
         async for index, doc in merge(sources, lambda d: (d["sequence"],)):
@@ -203,7 +205,7 @@ async def copy_back_fix(scope: Scope, name: str, doc: Document) -> tuple[Fix | N
             f"version {version} of the stream is already #{other['sequence']} in {where}: "
             "two events claim it, decide by hand which one stands"
         )
-    registry = scope.db[scope.archived_streams]
+    registry = scope.log[scope.archived_streams]
     if await registry.find_one(
         {"_id": {"type": stream["aggregateType"], "id": stream["aggregateId"]}}
     ):

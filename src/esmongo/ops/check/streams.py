@@ -213,7 +213,7 @@ def same_event(active: Document, archived: Document) -> bool:
 
 async def _docs(scope: Scope, name: str, stream: Stream) -> AsyncGenerator[Document, None]:
     query = {"aggregateType": stream[0], "aggregateId": stream[1]}
-    async for doc in cursor(scope.db[name], query, ORDER):
+    async for doc in cursor(scope.log[name], query, ORDER):
         yield doc
 
 
@@ -221,7 +221,7 @@ async def dedupe_fix(scope: Scope, stream: Stream) -> tuple[Fix | None, str]:
     """A stream in the active log and the archive can lose its active copies when the
     archive holds all of it (versions 1..n, recorded in archived_streams) and every active
     copy is the same event as the archived one. Streams through both, a pair at a time."""
-    record = await scope.db[scope.archived_streams].find_one(
+    record = await scope.log[scope.archived_streams].find_one(
         {"_id": {"type": stream[0], "id": stream[1]}}
     )
     if record is None:

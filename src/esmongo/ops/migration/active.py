@@ -1,8 +1,8 @@
 """Which events collection is live, and how far a collection of events goes.
 
 The active collection's name is kept in `esmongo_meta` (`{_id: "events_collection", name,
-previous: [...]}`); applications build their store with
-`EventStore(db, collection=await active_events_collection(db))`.
+previous: [...], db}`, `db` naming the log database when it is not the main one:
+esmongo.store.layout); applications build their store with `await EventStore.open(db)`.
 """
 
 from __future__ import annotations

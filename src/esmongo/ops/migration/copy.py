@@ -28,6 +28,7 @@ from esmongo.ops.migration.plan import EventRef, Failure, MigrationPlan, Progres
 from esmongo.store.chain import HASH, relink
 from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS, CHAIN_LINKS, COUNTERS, MIGRATIONS
 from esmongo.store.event_store import EVENT_INDEXES
+from esmongo.store.layout import log_database
 from esmongo.store.transactions import DURABLE, SEQUENCE_COUNTER
 
 FAILURES = "esmongo_migration_failures"
@@ -73,8 +74,9 @@ async def copy_events(
     """Copy every source event after the target's highest sequence into `target`,
     transformed where a migration applies; `progress(done, total)` after each batch."""
     started = time.perf_counter()
-    source = db[source_name]
-    sink = db.get_collection(target, write_concern=DURABLE)
+    log = await log_database(db)
+    source = log[source_name]
+    sink = log.get_collection(target, write_concern=DURABLE)
     checkpoint = await _claim(db, plan, source_name, target)
     await sink.create_indexes(EVENT_INDEXES)
     resumed_after = await _resume_point(sink, checkpoint)
@@ -82,7 +84,7 @@ async def copy_events(
     total = await _remaining(db, source, sink, resumed_after)
     now = utc_now()
     report = RunReport(source_name, target, resumed_after, 0, 0, 0, resumed_after, [], 0, 0.0)
-    links = _Links(db, sink, resumed_after)
+    links = _Links(log, sink, resumed_after)
     batch: list[Document] = []
     failed: list[Document] = []
     failures = db[FAILURES]
@@ -156,9 +158,9 @@ class _Links:
     """The target's chain as the copy extends it (esmongo.store.chain)."""
 
     def __init__(
-        self, db: AsyncDatabase[Document], sink: AsyncCollection[Document], after: int
+        self, log: AsyncDatabase[Document], sink: AsyncCollection[Document], after: int
     ) -> None:
-        self.logs = [sink, db[ARCHIVE]]
+        self.logs = [sink, log[ARCHIVE]]
         self.sequence = after
         self.previous: str | None = None if after else ""
 
@@ -189,7 +191,8 @@ async def _drop_archived(db: AsyncDatabase[Document], sink: AsyncCollection[Docu
     if run is None:
         return
     since = run["startedAt"] - ARCHIVE_CLOCK_MARGIN
-    async for record in db[ARCHIVED_STREAMS].find({"archivedAt": {"$gte": since}}):
+    log = await log_database(db)
+    async for record in log[ARCHIVED_STREAMS].find({"archivedAt": {"$gte": since}}):
         where = {"aggregateType": record["aggregateType"], "aggregateId": record["aggregateId"]}
         dropped = [
             {"_id": f"{sink.name}:{doc['sequence']}", "sequence": doc["sequence"], HASH: doc[HASH]}
@@ -197,7 +200,7 @@ async def _drop_archived(db: AsyncDatabase[Document], sink: AsyncCollection[Docu
             if HASH in doc
         ]
         for link in dropped:
-            await db[CHAIN_LINKS].replace_one({"_id": link["_id"]}, link, upsert=True)
+            await log[CHAIN_LINKS].replace_one({"_id": link["_id"]}, link, upsert=True)
         await sink.delete_many(where)
 
 
@@ -211,7 +214,7 @@ async def _claim(db: AsyncDatabase[Document], plan: MigrationPlan, source: str, 
     runs = db[MIGRATIONS]
     run = await runs.find_one({"_id": target})
     if run is None:
-        if await db[target].find_one({}, projection={"_id": 1}) is not None:
+        if await (await log_database(db))[target].find_one({}, projection={"_id": 1}) is not None:
             raise MigrationError(
                 f"{target} already holds documents that no migration wrote: choose a new name"
             )

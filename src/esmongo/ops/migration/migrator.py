@@ -23,6 +23,7 @@ from esmongo.ops.migration.plan import (
 from esmongo.ops.migration.switch import switch_to
 from esmongo.ops.migration.verify import VerifyReport, verify_target
 from esmongo.schema.registry import SchemaRegistry
+from esmongo.store.layout import log_database
 
 
 class Migrator:
@@ -64,13 +65,14 @@ class Migrator:
 
     async def plan(self) -> list[Change]:
         """What would change, counted by one `$group` (no transform runs)."""
-        return await count_changes(self.migration_plan, self.db[await self.source_name()])
+        log = await log_database(self.db)
+        return await count_changes(self.migration_plan, log[await self.source_name()])
 
     async def dry_run(self, samples: int = 3, progress: Progress | None = None) -> DryRunReport:
         """Every transform run on the events it targets, nothing written (plan.dry_run)."""
         return await dry_run(
             self.migration_plan,
-            self.db[await self.source_name()],
+            (await log_database(self.db))[await self.source_name()],
             samples=samples,
             batch_size=self.batch_size,
             max_listed=self.max_listed,

@@ -22,6 +22,7 @@ from esmongo.ops.migration.plan import MigrationPlan
 from esmongo.ops.migration.verify import VerifyReport, verify_target
 from esmongo.store import fence
 from esmongo.store.collections import ACTIVE, META, MIGRATIONS
+from esmongo.store.layout import log_database
 
 SEALED = {"$expr": {"$literal": False}}
 """A validator no document passes: inserts and updates into a sealed collection fail."""
@@ -37,14 +38,15 @@ async def pause_point(name: str) -> None:
 
 
 async def seal(db: AsyncDatabase[Document], name: str) -> None:
-    """Make a collection refuse inserts and updates (a validator nothing passes)."""
-    await db.command(
+    """Make a collection of the log refuse inserts and updates (a validator nothing
+    passes). `db` is the main database: the collection is in its log database."""
+    await (await log_database(db)).command(
         "collMod", name, validator=SEALED, validationLevel="strict", validationAction="error"
     )
 
 
 async def unseal(db: AsyncDatabase[Document], name: str) -> None:
-    await db.command("collMod", name, validator={}, validationLevel="off")
+    await (await log_database(db)).command("collMod", name, validator={}, validationLevel="off")
 
 
 def switch_reason(target: str) -> str:
@@ -144,8 +146,9 @@ async def rollback_switch(db: AsyncDatabase[Document]) -> str:
     await fence.close(db, current, ROLLBACK)
     try:
         await pause_point("rollback:fenced")
-        current_head = await max_sequence(db[current])
-        previous_head = await max_sequence(db[previous])
+        log = await log_database(db)
+        current_head = await max_sequence(log[current])
+        previous_head = await max_sequence(log[previous])
         if current_head != previous_head:
             raise MigrationError(
                 f"{current} holds events up to #{current_head} but {previous} only up to "

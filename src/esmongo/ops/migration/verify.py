@@ -19,6 +19,7 @@ from esmongo.ops.migration.active import max_sequence
 from esmongo.ops.migration.plan import MAX_LISTED, Planned, Progress
 from esmongo.store.chain import HASH, SOURCE_HASH, unchained
 from esmongo.store.collections import ARCHIVE, MIGRATIONS
+from esmongo.store.layout import log_database
 
 IDENTITY = ("sequence", "eventId", "aggregateType", "aggregateId", "aggregateVersion")
 """What must be identical in a copy, transformed or not: the checksum covers these."""
@@ -94,16 +95,17 @@ async def verify_copy(
         bounds["$lte"] = through
     tail: Document = {"sequence": bounds}
     # Whole-collection counts (cheap, unlike filtered ones); the prefix is what the tail is not.
-    held = [await db[name].count_documents({}) for name in (source, target)]
+    log = await log_database(db)
+    held = [await log[name].count_documents({}) for name in (source, target)]
     total = held[0] - (int(run.get("verifiedCount", 0)) if run and after_sequence else 0)
     source_hash, target_hash = hashlib.sha256(), hashlib.sha256()
     versions: dict[tuple[str, str], int] = {}
     previous = after_sequence
     ids_only = {"_id": 1}
     async with (
-        contextlib.aclosing(_ordered(db[source], tail, batch_size)) as src,
-        contextlib.aclosing(_ordered(db[target], tail, batch_size)) as dst,
-        contextlib.aclosing(_ordered(db[ARCHIVE], tail, batch_size, ids_only)) as moved,
+        contextlib.aclosing(_ordered(log[source], tail, batch_size)) as src,
+        contextlib.aclosing(_ordered(log[target], tail, batch_size)) as dst,
+        contextlib.aclosing(_ordered(log[ARCHIVE], tail, batch_size, ids_only)) as moved,
     ):
         s, t = await anext(src, None), await anext(dst, None)
         a = await anext(moved, None)
@@ -194,8 +196,9 @@ async def verify_target(
     `through` says otherwise, so that it passes while the application keeps appending;
     the switch checks the rest with writes paused."""
     if through is None:
-        through = await max_sequence(db[target])
-        if not through and await db[source].find_one({}) is not None:
+        log = await log_database(db)
+        through = await max_sequence(log[target])
+        if not through and await log[source].find_one({}) is not None:
             report = VerifyReport(source, target)
             report.problem(f"{target} holds no event yet: run the migration first")
             return report
