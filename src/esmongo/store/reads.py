@@ -18,6 +18,7 @@ from esmongo.codec import Document
 from esmongo.events import RecordedEvent, StreamId
 from esmongo.schema.registry import Upcasters
 from esmongo.store.archive import Archive, merged
+from esmongo.store.personal import PersonalData
 from esmongo.store.stream_versions import StreamVersions
 
 
@@ -30,6 +31,7 @@ class EventReads:
     archive: Archive
     versions: StreamVersions
     upcasters: Upcasters
+    personal: PersonalData
 
     async def stream_version(self, aggregate_type: str, aggregate_id: str) -> int:
         """The stream's current version; 0 when it has no event."""
@@ -109,7 +111,7 @@ class EventReads:
         try:
             async for doc in docs:
                 last = doc
-                event = RecordedEvent.from_document(doc)
+                event = await self.personal.reveal(RecordedEvent.from_document(doc))
                 yield upcast(event) if upcast else event
         finally:
             if remember is not None and last is not None:
@@ -126,7 +128,7 @@ class EventReads:
             doc = await self.archive.events.find_one({"sequence": sequence})
         if doc is None:
             return None
-        event = RecordedEvent.from_document(doc)
+        event = await self.personal.reveal(RecordedEvent.from_document(doc))
         return self.upcasters.upcast(event) if self.upcasters else event
 
     async def find_event(self, event_id: str) -> RecordedEvent | None:
@@ -137,7 +139,7 @@ class EventReads:
             doc = await self.archive.events.find_one({"eventId": event_id})
         if doc is None:
             return None
-        event = RecordedEvent.from_document(doc)
+        event = await self.personal.reveal(RecordedEvent.from_document(doc))
         return self.upcasters.upcast(event) if self.upcasters else event
 
     async def stored_document(self, event_id: str) -> Document | None:

@@ -1,0 +1,111 @@
+"""Forgetting a data subject, and the erasure log that keeps it forgotten across restores.
+
+`forget` deletes the subject's data keys (esmongo.store.data_keys), so every personal field
+encrypted for it reads as redacted from then on, records the erasure in the audit trail
+(who, why, the subject's id and how many keys: none of the personal data itself), and
+appends it to the erasure log file.
+
+The erasure log lives in two places: the database (`esmongo_erasures`, backed up with
+everything else) and a file outside the database and its backups (`ESMONGO_ERASURE_LOG`,
+JSON lines, fsynced). A backup made before an erasure still holds the key; a restore
+refuses to run without the file and deletes every key it names, so an older backup cannot
+bring a forgotten subject's data back (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from esmongo.errors import EsmongoError
+from esmongo.ops.audit import Actor, AuditTrail
+from esmongo.store import EventStore
+from esmongo.store.data_keys import Erasure
+
+
+class ErasureLogError(EsmongoError):
+    """The erasure log file cannot be read or written."""
+
+    code = "erasure_log_error"
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    erasure: Erasure
+    audit_sequence: int
+
+
+async def forget(
+    store: EventStore,
+    subject: str,
+    actor: Actor,
+    *,
+    reason: str | None,
+    log: Path,
+) -> Forgotten:
+    """Delete the subject's keys, log the erasure to `log` and the audit trail. Forgetting
+    again is harmless (logged once, audited again); an unknown subject is
+    UnknownSubjectError, with nothing written."""
+    subject = subject.strip()
+    if not subject:
+        raise ValueError("the subject to forget is empty (e.g. user:usr_123 or Account/acc-1)")
+    erasure = await store.keys.forget(subject)
+    if not erasure.already:
+        append(log, erasure)
+    details = {"subject": subject, "keysDeleted": len(erasure.keys), "already": erasure.already}
+    event = await AuditTrail(store).record(
+        "DataSubjectForgotten", actor, reason=reason, details=details
+    )
+    return Forgotten(erasure, event.sequence)
+
+
+def append(log: Path, erasure: Erasure) -> None:
+    """One JSON line, fsynced: a forget is not done until its line is on disk."""
+    line = {"subject": erasure.subject, "keys": list(erasure.keys), "at": erasure.at.isoformat()}
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        raise ErasureLogError(
+            f"the keys of {erasure.subject} are deleted, but the erasure log {log} could "
+            f"not be written ({exc}): fix it and forget the subject again to log it"
+        ) from exc
+
+
+def read(log: Path) -> list[Erasure]:
+    """The erasures in a log file; ErasureLogError naming the line that is wrong."""
+    try:
+        text = log.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ErasureLogError(
+            f"no erasure log at {log}: a restore must replay the current log so that no "
+            "forgotten key comes back. Point ESMONGO_ERASURE_LOG at it (or, if no subject "
+            "was ever forgotten, create it empty)"
+        ) from exc
+    except OSError as exc:
+        raise ErasureLogError(f"cannot read the erasure log {log}: {exc}") from exc
+    found = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            found.append(
+                Erasure(
+                    str(entry["subject"]),
+                    tuple(str(k) for k in entry["keys"]),
+                    datetime.fromisoformat(entry["at"]),
+                )
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ErasureLogError(
+                f"{log}, line {number}: not an erasure ({exc!r}); expected "
+                '{"subject": ..., "keys": [...], "at": ISO time}'
+            ) from exc
+    return found
