@@ -151,7 +151,12 @@ async def test_forget_redacts_the_subject_everywhere_and_keeps_the_rest(
     audit = [e async for e in store.read_stream(*_audit())]
     assert [e.event_type for e in audit] == ["DataSubjectForgotten"]
     assert audit[0].data["reason"] == "GDPR request 17"
-    assert audit[0].data["details"] == {"subject": "user:alice", "keysDeleted": 1, "already": False}
+    assert audit[0].data["details"] == {
+        "subject": "user:alice",
+        "keysDeleted": 1,
+        "already": False,
+        "snapshotsDropped": 1,  # a1, the stream holding alice's name
+    }
     assert audit[0].data["by"]["userName"] == "ops"
     stored = bson.encode(await db.events.find_one({"eventType": "DataSubjectForgotten"}) or {})
     assert b"Alice" not in stored

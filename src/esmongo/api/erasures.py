@@ -45,9 +45,13 @@ async def forget_subject(
         )
     except UnknownSubjectError as exc:
         raise ApiError(404, exc.code, str(exc)) from exc
+    for repository in svc.bank.repositories.values():  # aggregates loaded in clear
+        if repository.cache is not None:
+            repository.cache.clear()
     return {
         "subject": done.erasure.subject,
         "keysDeleted": len(done.erasure.keys),
         "already": done.erasure.already,
         "auditSequence": done.audit_sequence,
+        "snapshotsDropped": done.streams,
     }

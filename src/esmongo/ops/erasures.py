@@ -1,9 +1,10 @@
 """Forgetting a data subject, and the erasure log that keeps it forgotten across restores.
 
 `forget` deletes the subject's data keys (esmongo.store.data_keys), so every personal field
-encrypted for it reads as redacted from then on, records the erasure in the audit trail
-(who, why, the subject's id and how many keys: none of the personal data itself), and
-appends it to the erasure log file.
+encrypted for it reads as redacted from then on, drops the snapshots of the streams that
+hold such fields (they cache clear state), records the erasure in the audit trail (who,
+why, the subject's id and how many keys: none of the personal data itself), and appends it
+to the erasure log file. Read models keep what they projected until they are rebuilt.
 
 The erasure log lives in two places: the database (`esmongo_erasures`, backed up with
 everything else) and a file outside the database and its backups (`ESMONGO_ERASURE_LOG`,
@@ -21,9 +22,11 @@ from datetime import datetime
 from pathlib import Path
 
 from esmongo.errors import EsmongoError
+from esmongo.model.snapshots import SnapshotStore
 from esmongo.ops.audit import Actor, AuditTrail
 from esmongo.store import EventStore
 from esmongo.store.data_keys import Erasure
+from esmongo.store.personal import personal_fields
 
 
 class ErasureLogError(EsmongoError):
@@ -36,6 +39,8 @@ class ErasureLogError(EsmongoError):
 class Forgotten:
     erasure: Erasure
     audit_sequence: int
+    streams: int
+    """Streams that hold the subject's fields: their snapshots were dropped."""
 
 
 async def forget(
@@ -55,11 +60,36 @@ async def forget(
     erasure = await store.keys.forget(subject)
     if not erasure.already:
         append(log, erasure)
-    details = {"subject": subject, "keysDeleted": len(erasure.keys), "already": erasure.already}
+    streams = await streams_holding(store, await store.keys.erased_keys(subject))
+    snapshots = SnapshotStore(store.db)
+    for aggregate_type, aggregate_id in streams:  # caches of the clear state (and history)
+        await snapshots.delete(aggregate_type, aggregate_id)
+    details = {
+        "subject": subject,
+        "keysDeleted": len(erasure.keys),
+        "already": erasure.already,
+        "snapshotsDropped": len(streams),
+    }
     event = await AuditTrail(store).record(
         "DataSubjectForgotten", actor, reason=reason, details=details
     )
-    return Forgotten(erasure, event.sequence)
+    return Forgotten(erasure, event.sequence, len(streams))
+
+
+async def streams_holding(store: EventStore, key_ids: list[str]) -> list[tuple[str, str]]:
+    """The streams with a field encrypted by one of these keys (active log and archive): a
+    scan over every personal path the registry knows, run once per erasure."""
+    if not key_ids:
+        return []
+    paths = {f"metadata.{name}" for name in store.personal.metadata_fields}
+    for schema in store.registry:
+        paths |= {"data." + ".".join(f.path) for f in personal_fields(schema.schema)}
+    query = {"$or": [{f"{path}.key": {"$in": key_ids}} for path in sorted(paths)]}
+    found: set[tuple[str, str]] = set()
+    for events in (store.events, store.archive.events):
+        async for doc in events.find(query, {"aggregateType": 1, "aggregateId": 1}):
+            found.add((doc["aggregateType"], doc["aggregateId"]))
+    return sorted(found)
 
 
 def append(log: Path, erasure: Erasure) -> None:

@@ -319,6 +319,11 @@ class DataKeys:
             self.evict(erasure.subject, erasure.keys)
         return deleted
 
+    async def erased_keys(self, subject: str) -> list[str]:
+        """The ids of every key of the subject that an erasure deleted."""
+        cursor = self.erasures.find({"subject": subject}, {"keys": 1})
+        return [str(key) async for doc in cursor for key in doc.get("keys", ())]
+
     async def logged(self) -> list[Erasure]:
         """Every erasure recorded in this database, oldest first."""
         return [Erasure.from_document(d) async for d in self.erasures.find({}, sort=[("at", 1)])]
