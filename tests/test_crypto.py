@@ -3,23 +3,31 @@ with their subject's key, while the events, the chain and everything else stay."
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import bson
 import pytest
-from pymongo import InsertOne
+from pymongo import AsyncMongoClient, InsertOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo import EventStore, NewEvent
-from esmongo.codec import Document
+from esmongo.bank import ActivateAccount, Bank, CreateAccount, CreditAccount
+from esmongo.bank.account import Account
+from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.errors import EventValidationError, MasterKeyError, UnknownSubjectError
+from esmongo.model.temporal import TemporalQueries
 from esmongo.ops.audit import AUDIT_STREAM, Actor
+from esmongo.ops.backup import backup, restore
 from esmongo.ops.check.chain import verify_chain
-from esmongo.ops.erasures import forget
+from esmongo.ops.erasures import ErasureLogError, forget
+from esmongo.ops.erasures import read as read_log
 from esmongo.schema.registry import EventSchema, SchemaRegistry
 from esmongo.store import DocumentWrite
-from esmongo.store.data_keys import DataKeys, MasterKeys, new_master_key
+from esmongo.store.data_keys import MASTER_KEY_ENV, DataKeys, MasterKeys, new_master_key
 from esmongo.store.personal import REDACTED, is_sealed
 
 Db = AsyncDatabase[Document]
@@ -240,3 +248,82 @@ async def test_rotating_the_master_key_rewraps_every_data_key(db: Db) -> None:
 
 def _audit() -> tuple[str, str]:
     return AUDIT_STREAM.aggregate_type, AUDIT_STREAM.aggregate_id
+
+
+@pytest.fixture
+async def other_db(client: AsyncMongoClient[Document]) -> AsyncIterator[Db]:
+    name = f"t_restore_{uuid.uuid4().hex[:8]}"
+    yield client.get_database(name, codec_options=CODEC_OPTIONS)
+    await client.drop_database(name)
+
+
+async def alices_account(db: Db, monkeypatch: pytest.MonkeyPatch) -> Bank:
+    """The bank (keys from the environment, as a deployment has them), snapshots every 2."""
+    monkeypatch.setenv(MASTER_KEY_ENV, KEY)
+    bank = await Bank(db, snapshot_every=2).init()
+    await bank.handle(CreateAccount("a1", "alice", "Alice Smith", "EUR"))
+    await bank.handle(ActivateAccount("a1"))
+    for n in range(1, 4):
+        await bank.handle(CreditAccount("a1", Decimal("10.00"), f"t{n}"))
+    await bank.close()  # the snapshots written in the background
+    return bank
+
+
+async def test_forget_drops_the_snapshots_that_cached_the_clear_state(
+    db: Db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bank = await alices_account(db, monkeypatch)
+    assert await db.snapshots.count_documents({}) == 1
+    assert b"Alice Smith" in bson.encode(
+        await db.snapshots.find_one({}) or {}, codec_options=CODEC_OPTIONS
+    )
+    await forget(bank.store, "user:alice", Actor("u", "u", "cli"), reason=None, log=tmp_path / "l")
+    assert await db.snapshots.count_documents({}) == 0
+    assert await db.snapshot_history.count_documents({}) == 0
+
+    fresh = await Bank(db, snapshot_every=2).init()
+    account = await fresh.accounts.load("a1")
+    assert (account.owner_name, account.balance) == (REDACTED, Decimal("30.00"))
+    past = TemporalQueries(fresh.store, Account, snapshots=fresh.snapshots)
+    then = await past.state_at("a1", version=4)
+    assert then is not None and (then.owner_name, then.balance) == (REDACTED, Decimal("20.00"))
+
+
+async def test_a_restored_backup_does_not_bring_a_forgotten_key_back(
+    db: Db, other_db: Db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bank = await alices_account(db, monkeypatch)
+    await bank.handle(CreateAccount("b1", "bob", "Bob Jones", "EUR"))
+    await backup(db, tmp_path / "before")  # holds alice's key
+    log = tmp_path / "erasures.jsonl"
+    await forget(bank.store, "user:alice", Actor("u", "u", "cli"), reason=None, log=log)
+    await backup(db, tmp_path / "after")  # holds the erasure in esmongo_erasures
+
+    for made, erasures in (("before", read_log(log)), ("after", [])):
+        name = f"{other_db.name}_{made}"
+        target = other_db.client.get_database(name, codec_options=CODEC_OPTIONS)
+        try:
+            report = await restore(target, tmp_path / made, erasures=erasures)
+            assert report.keys_erased == (1 if made == "before" else 0)
+            keys = {d["subject"] async for d in target.esmongo_data_keys.find()}
+            assert "user:alice" not in keys and "user:bob" in keys
+            assert [e.subject for e in await DataKeys(target, None).logged()] == ["user:alice"]
+            restored = await Bank(target).init()
+            (opened_a1, opened_b1) = [
+                e async for e in restored.store.read_all(event_types=["account.created"])
+            ]
+            assert opened_a1.data["ownerName"] == REDACTED
+            assert opened_b1.data["ownerName"] == "Bob Jones"
+            assert (await verify_chain(target)).ok
+        finally:
+            await other_db.client.drop_database(target.name)
+
+
+def test_a_restore_needs_the_erasure_log(tmp_path: Path) -> None:
+    with pytest.raises(ErasureLogError, match="no erasure log at"):
+        read_log(tmp_path / "missing.jsonl")
+    broken = tmp_path / "broken.jsonl"
+    line = '{"subject": "user:a", "keys": ["dk_1"], "at": "2026-01-01T00:00:00+00:00"}'
+    broken.write_text(line + "\n{")
+    with pytest.raises(ErasureLogError, match="line 2"):
+        read_log(broken)
