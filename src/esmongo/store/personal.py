@@ -268,9 +268,11 @@ def _set(doc: Mapping[str, Any], path: Path, value: Any) -> dict[str, Any]:
 
 
 def _sealed_paths(doc: Mapping[str, Any], prefix: Path = ()) -> list[Path]:
+    """Where the encrypted values are. Documents read from BSON are dicts: checked as
+    such, on every event of every read (an ABC's isinstance costs several times more)."""
     found: list[Path] = []
     for name, value in doc.items():
-        if isinstance(value, Mapping):
+        if isinstance(value, dict):
             if value.get(MARKER) == ALGORITHM:
                 found.append((*prefix, name))
             else:
