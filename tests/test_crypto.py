@@ -14,6 +14,7 @@ import pytest
 from pymongo import AsyncMongoClient, InsertOne
 from pymongo.asynchronous.database import AsyncDatabase
 
+from command_counter import FindCounter
 from esmongo import EventStore, NewEvent
 from esmongo.bank import ActivateAccount, Bank, CreateAccount, CreditAccount
 from esmongo.bank.account import Account
@@ -227,6 +228,20 @@ async def test_without_a_master_key_a_database_that_never_encrypted_stays_clear(
     await opened(store)
     raw = await db.events.find_one({"_id": 1})
     assert raw is not None and raw["data"]["ownerName"] == "Alice Smith"
+
+
+async def test_without_a_master_key_appends_do_not_ask_for_data_keys_each_time(
+    counted: tuple[FindCounter, Db],
+) -> None:
+    """The no-key path asks whether the database ever encrypted once per CACHE_SECONDS, not
+    on every append (it did: two reads per append, seen in bench_crypto.py)."""
+    listener, db = counted
+    store = make_store(db, master=None)
+    await store.init()
+    for n in range(5):
+        await opened(store, f"a{n}")
+    asked = [f for f in listener.filters if f == {}]  # find_one({}) on keys, then erasures
+    assert len(asked) == 2
 
 
 async def test_rotating_the_master_key_rewraps_every_data_key(db: Db) -> None:

@@ -208,7 +208,8 @@ class DataKeys:
         )
         self._by_subject = _Cache(cache_seconds, cache_size)
         self._by_id = _Cache(cache_seconds, cache_size)
-        self._in_use: bool | None = None
+        self._in_use = False
+        self._in_use_checked = -float("inf")
 
     async def init(self) -> None:
         await self.keys.create_indexes(
@@ -220,10 +221,13 @@ class DataKeys:
 
     async def in_use(self) -> bool:
         """Whether this database holds data keys: then personal data must not be written in
-        clear by a process that lacks the master key."""
-        if not self._in_use:
-            found = await self.keys.find_one({}, {"_id": 1})
-            self._in_use = found is not None or await self.erasures.find_one({}) is not None
+        clear by a process that lacks the master key. A "no" is asked again after
+        CACHE_SECONDS: not two reads on every append of a database that never encrypts."""
+        if self._in_use or time.monotonic() - self._in_use_checked < self._by_id.seconds:
+            return self._in_use
+        found = await self.keys.find_one({}, {"_id": 1})
+        self._in_use = found is not None or await self.erasures.find_one({}) is not None
+        self._in_use_checked = time.monotonic()
         return self._in_use
 
     def _master(self, why: str) -> MasterKeys:
