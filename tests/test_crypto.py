@@ -244,6 +244,22 @@ async def test_without_a_master_key_appends_do_not_ask_for_data_keys_each_time(
     assert len(asked) == 2
 
 
+async def test_a_replay_reads_the_keys_of_a_batch_of_events_at_once(
+    db: Db, counted: tuple[FindCounter, Db]
+) -> None:
+    """Not one read per subject: a rebuild over many people would be a round trip each."""
+    store = make_store(db)
+    await store.init()
+    for n in range(30):
+        await opened(store, f"a{n}", {"ownerId": f"owner{n}", "ownerName": f"Owner {n}"})
+    listener, same_db = counted
+    fresh = make_store(same_db)  # nothing cached
+    names = [e.data["ownerName"] async for e in fresh.read_all()]
+    assert names == [f"Owner {n}" for n in range(30)]
+    key_reads = [f for f in listener.filters if "dk_" in str(f)]  # reads of data keys by id
+    assert len(key_reads) == 1  # 30 owners and the teller: one read, not 31
+
+
 async def test_rotating_the_master_key_rewraps_every_data_key(db: Db) -> None:
     store = make_store(db)
     await store.init()

@@ -280,6 +280,18 @@ class DataKeys:
         self._by_id.put(key_id, cipher)
         return cipher
 
+    async def load(self, key_ids: set[str]) -> None:
+        """Cache these keys (those not cached yet) with one read: a replay asks once per
+        batch of events, not once per subject."""
+        missing = [key_id for key_id in key_ids if not self._by_id.get(key_id)[0]]
+        if not missing:
+            return
+        async for doc in self.keys.find({"_id": {"$in": missing}}):
+            self._by_id.put(str(doc["_id"]), aes(self._unwrap(doc)))
+        for key_id in missing:
+            if not self._by_id.get(key_id)[0]:
+                self._by_id.put(key_id, None)  # forgotten
+
     def _unwrap(self, doc: Mapping[str, Any]) -> bytes:
         master = self._master(f"data key {doc['_id']} is needed to read personal data")
         return master.unwrap(

@@ -213,6 +213,16 @@ class PersonalData:
 
     # ---- read -----------------------------------------------------------------------
 
+    async def prefetch(self, docs: Sequence[Mapping[str, Any]]) -> None:
+        """Load the data keys a batch of stored events needs, in one read."""
+        ids: set[str] = set()
+        for doc in docs:
+            for part in (doc.get("data"), doc.get("metadata")):
+                if isinstance(part, dict):
+                    ids.update(_key_ids(part))
+        if ids:
+            await self.keys.load(ids)
+
     async def reveal(self, event: RecordedEvent) -> RecordedEvent:
         """The event with every encrypted field decrypted, or REDACTED when its key is
         gone; the same object when it holds none."""
@@ -277,4 +287,15 @@ def _sealed_paths(doc: Mapping[str, Any], prefix: Path = ()) -> list[Path]:
                 found.append((*prefix, name))
             else:
                 found.extend(_sealed_paths(value, (*prefix, name)))
+    return found
+
+
+def _key_ids(doc: dict[str, Any]) -> list[str]:
+    found: list[str] = []
+    for value in doc.values():
+        if isinstance(value, dict):
+            if value.get(MARKER) == ALGORITHM:
+                found.append(str(value["key"]))
+            else:
+                found.extend(_key_ids(value))
     return found
