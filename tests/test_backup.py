@@ -268,7 +268,12 @@ async def test_cli_backup_keeps_the_api_keys(db: Db, tmp_path: Path, server_uri:
     bank = await Bank(db).init()
     await fill(bank)
     await db["api_keys"].insert_one({"_id": "hash-1", "userId": "bob", "role": "teller"})
-    env = {**os.environ, "MONGODB_URI": server_uri, "ESMONGO_DB": db.name}
+    env = {
+        **os.environ,
+        "MONGODB_URI": server_uri,
+        "ESMONGO_DB": db.name,
+        "ESMONGO_ERASURE_LOG": str(tmp_path / "erasures.jsonl"),  # made here, not in the cwd
+    }
     made = await asyncio.to_thread(
         CliRunner().invoke, cli_app, ["backup", str(tmp_path / "b")], env=env
     )
