@@ -104,17 +104,25 @@ class EventReads:
             chunk=batch_size,
             hint=hint,
         )
-        return self._decode(docs)
+        return self._decode(docs, ahead=batch_size)
 
     async def _decode(
-        self, docs: AsyncIterator[Document], remember: StreamId | None = None
+        self,
+        docs: AsyncIterator[Document],
+        remember: StreamId | None = None,
+        *,
+        ahead: int = KEYS_PREFETCHED,
     ) -> AsyncGenerator[RecordedEvent, None]:
-        """Decode and upcast; note the last event of a stream read (the next append's check)."""
+        """Decode, decrypt and upcast; note the last event of a stream read (the next
+        append's check). With a master key, up to `ahead` events (at most KEYS_PREFETCHED:
+        no more than the read's own batches) are read before their keys are fetched."""
         upcast = self.upcasters.upcast if self.upcasters else None
         last: Document | None = None
+        size = max(1, min(ahead, KEYS_PREFETCHED)) if self.personal.keys.master else 1
         try:
-            async for chunk in _chunks(docs, KEYS_PREFETCHED):
-                await self.personal.prefetch(chunk)  # one read of keys per chunk, at most
+            async for chunk in _chunks(docs, size):
+                if size > 1:
+                    await self.personal.prefetch(chunk)  # one read of keys per chunk, at most
                 for doc in chunk:
                     last = doc
                     event = await self.personal.reveal(RecordedEvent.from_document(doc))
@@ -189,14 +197,14 @@ class EventReads:
         found = False
         active = self.events.find(query, sort=sort, batch_size=batch_size)
         async with active:
-            async for event in self._decode(_documents(active), stream):
+            async for event in self._decode(_documents(active), stream, ahead=batch_size):
                 found = True
                 yield event
         if found:
             return
         archived = self.archive.events.find(query, sort=sort, batch_size=batch_size)
         async with archived:
-            async for event in self._decode(_documents(archived)):
+            async for event in self._decode(_documents(archived), ahead=batch_size):
                 yield event
 
     def read_all(
