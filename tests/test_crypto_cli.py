@@ -83,3 +83,17 @@ async def test_forget_rewrap_and_restore_from_the_command_line(
         assert opened == [REDACTED, "Bob Jones"]  # bob's key, wrapped by the old master key
     finally:
         await db.client.drop_database(f"{db.name}_r")
+
+
+async def test_a_malformed_master_key_is_one_clear_line(db: Db, server_uri: str) -> None:
+    env = {
+        **os.environ,
+        "MONGODB_URI": server_uri,
+        "ESMONGO_DB": db.name,
+        MASTER_KEY_ENV: "not-a-key-at-all",
+    }
+    result = await cli(env, "events", "list")
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "ESMONGO_MASTER_KEY: key #1 must be 'id:base64-key'" in said
+    assert "not-a-key-at-all" not in said  # a secret is never echoed
