@@ -19,14 +19,20 @@ from esmongo import EventStore, NewEvent
 from esmongo.bank import ActivateAccount, Bank, CreateAccount, CreditAccount
 from esmongo.bank.account import Account
 from esmongo.codec import CODEC_OPTIONS, Document
-from esmongo.errors import EventValidationError, MasterKeyError, UnknownSubjectError
+from esmongo.errors import (
+    EventValidationError,
+    MasterKeyError,
+    SchemaError,
+    UnknownSubjectError,
+)
 from esmongo.model.temporal import TemporalQueries
 from esmongo.ops.audit import AUDIT_STREAM, Actor
 from esmongo.ops.backup import backup, restore
 from esmongo.ops.check.chain import verify_chain
 from esmongo.ops.erasures import ErasureLogError, forget
 from esmongo.ops.erasures import read as read_log
-from esmongo.schema.registry import EventSchema, SchemaRegistry
+from esmongo.schema.catalog import SchemaCatalog
+from esmongo.schema.registry import EventSchema, SchemaRegistry, validated_part
 from esmongo.store import DocumentWrite
 from esmongo.store.data_keys import MASTER_KEY_ENV, DataKeys, MasterKeys, new_master_key
 from esmongo.store.personal import REDACTED, is_sealed
@@ -358,3 +364,21 @@ def test_a_restore_needs_the_erasure_log(tmp_path: Path) -> None:
     broken.write_text(line + "\n{")
     with pytest.raises(ErasureLogError, match="line 2"):
         read_log(broken)
+
+
+async def test_marking_a_field_personal_needs_no_new_schema_version(db: Db) -> None:
+    """A database made before the annotation (the bank's account.created) takes it; a change
+    of what is valid is still refused."""
+    plain = EventSchema("opened", "1.0", validated_part(OPENED.schema))
+    first = SchemaCatalog(db, SchemaRegistry())
+    await first.init()
+    assert await first.register(plain)
+    later = SchemaCatalog(db, SchemaRegistry())
+    assert not await later.register(OPENED)  # known, with an annotation more: taken
+    stored = await db.event_schemas.find_one({"eventType": "opened"})
+    assert stored is not None and stored["schema"] == dict(OPENED.schema)
+    found = later.registry.get("opened", "1.0")
+    assert found is not None and found.schema == dict(OPENED.schema)
+    stricter = {**OPENED.schema, "required": ["ownerId", "ownerName", "currency"]}
+    with pytest.raises(SchemaError, match="already registered with another JSON Schema"):
+        await later.register(EventSchema("opened", "1.0", stricter))
