@@ -31,6 +31,7 @@ from esmongo.ops.backup import backup, restore
 from esmongo.ops.check.chain import verify_chain
 from esmongo.ops.erasures import ErasureLogError, forget
 from esmongo.ops.erasures import read as read_log
+from esmongo.ops.schema_check import sync
 from esmongo.schema.catalog import SchemaCatalog
 from esmongo.schema.registry import EventSchema, SchemaRegistry, validated_part
 from esmongo.store import DocumentWrite
@@ -382,3 +383,13 @@ async def test_marking_a_field_personal_needs_no_new_schema_version(db: Db) -> N
     stricter = {**OPENED.schema, "required": ["ownerId", "ownerName", "currency"]}
     with pytest.raises(SchemaError, match="already registered with another JSON Schema"):
         await later.register(EventSchema("opened", "1.0", stricter))
+
+
+async def test_schemas_sync_takes_an_annotation_as_an_update_not_drift(db: Db) -> None:
+    catalog = SchemaCatalog(db, SchemaRegistry())
+    await catalog.init()
+    await catalog.register(EventSchema("opened", "1.0", validated_part(OPENED.schema)))
+    report = await sync(catalog, [OPENED])
+    assert (report.drift, [s.event_type for s in report.updated]) == ([], ["opened"])
+    stored = await db.event_schemas.find_one({"eventType": "opened"})
+    assert stored is not None and stored["schema"] == dict(OPENED.schema)
