@@ -393,3 +393,25 @@ async def test_schemas_sync_takes_an_annotation_as_an_update_not_drift(db: Db) -
     assert (report.drift, [s.event_type for s in report.updated]) == ([], ["opened"])
     stored = await db.event_schemas.find_one({"eventType": "opened"})
     assert stored is not None and stored["schema"] == dict(OPENED.schema)
+
+
+async def test_forgetting_again_writes_the_line_an_earlier_forget_could_not(
+    db: Db, tmp_path: Path
+) -> None:
+    """The error says "forget the subject again to log it": that must log it."""
+    store = make_store(db)
+    await store.init()
+    await opened(store)
+    unwritable = tmp_path / "a-directory"
+    unwritable.mkdir()
+    actor = Actor("u", "u", "cli")
+    with pytest.raises(ErasureLogError, match="forget the subject again"):
+        await forget(store, "user:alice", actor, reason=None, log=unwritable)
+    assert (await store.event_at(1)).data["ownerName"] == REDACTED  # type: ignore[union-attr]
+    log = tmp_path / "erasures.jsonl"
+    again = await forget(store, "user:alice", actor, reason=None, log=log)
+    assert again.erasure.already
+    (line,) = read_log(log)
+    assert line.subject == "user:alice" and len(line.keys) == 1
+    await forget(store, "user:alice", actor, reason=None, log=log)
+    assert len(read_log(log)) == 1  # once

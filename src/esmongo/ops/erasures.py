@@ -52,14 +52,18 @@ async def forget(
     log: Path,
 ) -> Forgotten:
     """Delete the subject's keys, log the erasure to `log` and the audit trail. Forgetting
-    again is harmless (logged once, audited again); an unknown subject is
-    UnknownSubjectError, with nothing written."""
+    again is harmless (logged once, audited again) and writes to `log` what an earlier
+    forget could not; an unknown subject is UnknownSubjectError, with nothing written."""
     subject = subject.strip()
     if not subject:
         raise ValueError("the subject to forget is empty (e.g. user:usr_123 or Account/acc-1)")
     erasure = await store.keys.forget(subject)
-    if not erasure.already:
-        append(log, erasure)
+    # Every erasure of the subject the database logged and the file lacks (this one, or
+    # one whose line could not be written last time): the file is what restores replay.
+    in_file = _logged_in(log)
+    for logged in await store.keys.logged(subject):
+        if (logged.subject, logged.keys) not in in_file:
+            append(log, logged)
     streams = await streams_holding(store, await store.keys.erased_keys(subject))
     snapshots = SnapshotStore(store.db)
     for aggregate_type, aggregate_id in streams:  # caches of the clear state (and history)
@@ -106,6 +110,11 @@ def append(log: Path, erasure: Erasure) -> None:
             f"the keys of {erasure.subject} are deleted, but the erasure log {log} could "
             f"not be written ({exc}): fix it and forget the subject again to log it"
         ) from exc
+
+
+def _logged_in(log: Path) -> set[tuple[str, tuple[str, ...]]]:
+    """(subject, key ids) of each line of the log; none when it is not a file yet."""
+    return {(e.subject, e.keys) for e in read(log)} if log.is_file() else set()
 
 
 def read(log: Path) -> list[Erasure]:

@@ -340,9 +340,11 @@ class DataKeys:
         cursor = self.erasures.find({"subject": subject}, {"keys": 1})
         return [str(key) async for doc in cursor for key in doc.get("keys", ())]
 
-    async def logged(self) -> list[Erasure]:
-        """Every erasure recorded in this database, oldest first."""
-        return [Erasure.from_document(d) async for d in self.erasures.find({}, sort=[("at", 1)])]
+    async def logged(self, subject: str | None = None) -> list[Erasure]:
+        """Every erasure recorded in this database (of one subject), oldest first."""
+        query = {} if subject is None else {"subject": subject}
+        cursor = self.erasures.find(query, sort=[("at", 1)])
+        return [Erasure.from_document(d) async for d in cursor]
 
     async def rewrap(self) -> tuple[int, int]:
         """Re-wrap every data key not wrapped by the current master key with it. Returns
