@@ -58,7 +58,7 @@ async def test_restore_drill(db: Db, other_db: Db, tmp_path: Path) -> None:
     assert (tmp_path / db.name / "events.bson").exists()
     assert (tmp_path / db.name / "events.metadata.json").exists()
 
-    restored = await restore(other_db, tmp_path)
+    restored = await restore(other_db, tmp_path, erasures=[])
     assert restored.head_sequence == head
     assert restored.events_checksum == made.events_checksum
 
@@ -95,7 +95,7 @@ async def test_after_a_migration_switch_the_active_log_is_backed_up(
     assert made.head_sequence == head and made.counts["events_v2"] == head
     assert made.counts["events"] == head - 1  # the sealed originals, kept for audit
 
-    await restore(other_db, tmp_path)
+    await restore(other_db, tmp_path, erasures=[])
     copy = await Bank(other_db).init()
     assert copy.store.collection_name == "events_v2"
     assert [e async for e in copy.store.read_all()] == [e async for e in bank.store.read_all()]
@@ -109,7 +109,7 @@ async def test_restore_refuses_a_database_with_events(db: Db, tmp_path: Path) ->
     await fill(bank)
     await backup(db, tmp_path)
     with pytest.raises(BackupError, match="already has events"):
-        await restore(db, tmp_path)
+        await restore(db, tmp_path, erasures=[])
 
 
 async def test_a_store_running_across_a_restore_takes_no_head_it_wrote_on_trust(
@@ -123,7 +123,7 @@ async def test_a_store_running_across_a_restore_takes_no_head_it_wrote_on_trust(
     await backup(db, tmp_path)
     await store.append("t", "x", new_events(1), 2)
     await db["events"].delete_many({})  # the operator empties the log to restore it
-    await restore(db, tmp_path, drop_state=True)
+    await restore(db, tmp_path, drop_state=True, erasures=[])
     with pytest.raises(ConcurrencyError) as caught:
         await store.append("t", "x", new_events(1), 3)
     assert caught.value.actual == 2
@@ -147,7 +147,7 @@ async def test_tampered_backup_is_refused(db: Db, other_db: Db, tmp_path: Path) 
     data[position + 5 : position + 6] = b"9"  # one aggregate id changed: a3 -> a9
     events.write_bytes(bytes(data))
     with pytest.raises(BackupError, match="checksum"):
-        await restore(other_db, tmp_path)
+        await restore(other_db, tmp_path, erasures=[])
 
 
 async def test_a_backup_with_an_edited_event_is_refused_by_the_chain(
@@ -163,7 +163,7 @@ async def test_a_backup_with_an_edited_event_is_refused_by_the_chain(
     data[position : position + 6] = b"Mallet"
     events.write_bytes(bytes(data))
     with pytest.raises(BackupError, match=r"chain is broken at #.*the event was edited"):
-        await restore(other_db, tmp_path)
+        await restore(other_db, tmp_path, erasures=[])
 
 
 async def test_restore_keeps_entries_already_registered(
@@ -173,7 +173,7 @@ async def test_restore_keeps_entries_already_registered(
     await fill(bank)
     await backup(db, tmp_path)
     await Bank(other_db).init()  # schemas registered, counter created, no events
-    report = await restore(other_db, tmp_path)
+    report = await restore(other_db, tmp_path, erasures=[])
     assert report.counts["events"] == await bank.store.head_sequence()
     assert report.counts["event_schemas"] == 0  # all already there
     assert await other_db["event_schemas"].count_documents({}) == len(bank.registry)
@@ -193,13 +193,13 @@ async def test_restore_refuses_a_database_holding_newer_state(db: Db, tmp_path: 
     await db["events"].drop()
 
     with pytest.raises(BackupError) as refused:
-        await restore(db, tmp_path)
+        await restore(db, tmp_path, erasures=[])
     for name in ("snapshots (", "projection_checkpoints (1 documents)", "accounts_read (1"):
         assert name in str(refused.value)
     assert "event_schemas" not in str(refused.value)  # registrations merge, as before
     assert await db["events"].estimated_document_count() == 0  # nothing restored
 
-    await restore(db, tmp_path, drop_state=True)
+    await restore(db, tmp_path, drop_state=True, erasures=[])
     for name in ("snapshots", "projection_checkpoints", "accounts_read"):
         assert await db[name].count_documents({}) == 0
     assert await db["event_schemas"].count_documents({}) == len(bank.registry)
@@ -216,7 +216,14 @@ async def test_cli_restore_names_the_state_and_drops_it_when_told(
     await fill(bank)
     await backup(db, tmp_path)
     await other_db["dead_letters"].insert_one({"_id": "x", "projection": "accounts"})
-    env = {**os.environ, "MONGODB_URI": server_uri, "ESMONGO_DB": other_db.name}
+    erasure_log = tmp_path.parent / f"{tmp_path.name}-erasures.jsonl"
+    erasure_log.touch()  # nobody was forgotten: an empty log
+    env = {
+        **os.environ,
+        "MONGODB_URI": server_uri,
+        "ESMONGO_DB": other_db.name,
+        "ESMONGO_ERASURE_LOG": str(erasure_log),
+    }
 
     def restore_cli(*args: str) -> Any:
         return CliRunner().invoke(cli_app, ["restore", *args, str(tmp_path)], env=env)
@@ -248,7 +255,7 @@ async def test_application_collections_are_kept_only_when_named(
 
     # The manifest names it: restored, and a key already there is merged, not refused as state.
     await other_db["api_keys"].insert_one({"_id": "hash-0", "userId": "ann", "role": "admin"})
-    restored = await restore(other_db, tmp_path / "kept")
+    restored = await restore(other_db, tmp_path / "kept", erasures=[])
     assert restored.counts["api_keys"] == 1
     assert await other_db["api_keys"].count_documents({}) == 2
 
@@ -261,7 +268,12 @@ async def test_cli_backup_keeps_the_api_keys(db: Db, tmp_path: Path, server_uri:
     bank = await Bank(db).init()
     await fill(bank)
     await db["api_keys"].insert_one({"_id": "hash-1", "userId": "bob", "role": "teller"})
-    env = {**os.environ, "MONGODB_URI": server_uri, "ESMONGO_DB": db.name}
+    env = {
+        **os.environ,
+        "MONGODB_URI": server_uri,
+        "ESMONGO_DB": db.name,
+        "ESMONGO_ERASURE_LOG": str(tmp_path / "erasures.jsonl"),  # made here, not in the cwd
+    }
     made = await asyncio.to_thread(
         CliRunner().invoke, cli_app, ["backup", str(tmp_path / "b")], env=env
     )

@@ -155,7 +155,7 @@ async def test_archive_backup_and_restore_keep_the_chain(
     await backup(db, tmp_path / "b")
     other = client.get_database(db.name + "_r", codec_options=db.codec_options)
     try:
-        await restore(other, tmp_path / "b")
+        await restore(other, tmp_path / "b", erasures=[])
         restored = await verify_chain(other)
         assert restored.ok and restored.head_hash == (await verify_chain(db)).head_hash
     finally:

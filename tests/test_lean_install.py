@@ -30,7 +30,9 @@ SERVICE = (
 )
 CLI = ("typer", "click", "rich")
 EVENTSOURCING = ("eventsourcing",)
-EXTRAS = (*SERVICE, *CLI, *EVENTSOURCING)
+CRYPTO = ("cryptography",)
+"""Imported only when a master key is configured (esmongo.store.data_keys)."""
+EXTRAS = (*SERVICE, *CLI, *EVENTSOURCING, *CRYPTO)
 DEV = ("pytest", "_pytest", "pytest_asyncio")
 """Test tools: a core install lacks them too (esmongo.testing needs them, by design)."""
 

@@ -133,3 +133,23 @@ class EventsCollectionSealed(EsmongoError):
     """The events collection was switched away from by a migration and refuses writes."""
 
     code = "events_collection_sealed"
+
+
+class MasterKeyError(ConfigurationError):
+    """Personal data cannot be encrypted or decrypted with the configured master key
+    (missing, malformed, or not the one that wrapped a data key)."""
+
+    code = "master_key_error"
+
+
+class UnknownSubjectError(EsmongoError):
+    """A data subject to forget has no data key and was never forgotten."""
+
+    code = "unknown_subject"
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        super().__init__(
+            f"no data key for subject {subject!r} and no erasure of it: nothing was ever "
+            "encrypted for it (subjects look like 'user:<userId>' or '<aggregateType>/<id>')"
+        )

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from esmongo.api import commands, errors, keys, operations, queries, temporal
+from esmongo.api import commands, erasures, errors, keys, operations, queries, temporal
 from esmongo.api.auth import ApiKeys
 from esmongo.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from esmongo.api.context import Services
@@ -109,6 +109,8 @@ def create_app(
                 conn = await stack.enter_async_context(Connection(settings))
                 database = conn.db
             svc = await build_services(database, rate_limit=rate_limit)
+            if settings is not None:
+                svc.erasure_log = settings.erasure_log
             app.state.services = svc
             check = asyncio.create_task(report_unreachable_versions(svc), name="schemas-check")
             stack.push_async_callback(_cancel, check)
@@ -134,6 +136,7 @@ def create_app(
     app.include_router(temporal.router)
     app.include_router(operations.router)
     app.include_router(keys.router)
+    app.include_router(erasures.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

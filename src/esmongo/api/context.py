@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
@@ -14,6 +15,7 @@ from esmongo.api.errors import ApiError
 from esmongo.api.idempotency import IdempotencyKeys
 from esmongo.api.rate_limit import RateLimiter, retry_after
 from esmongo.bank import Bank
+from esmongo.connect.connection import Settings
 from esmongo.ops.audit import Actor, AuditTrail
 from esmongo.projections import Projection, ProjectionDaemon
 
@@ -37,6 +39,8 @@ class Services:
     rate_limit: float | None = None
     """Requests per second per key and process, for keys that set none; None: unlimited."""
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    erasure_log: Path = field(default_factory=lambda: Settings.from_env().erasure_log)
+    """Where `forget` logs erasures (esmongo.ops.erasures)."""
     schema_problems: list[str] | None = None
     """What the startup check of stored event versions found (None: not finished)."""
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from esmongo import AggregateNotFoundError, ConcurrencyError, DomainError, EventValidationError
-from esmongo.errors import EventsCollectionSealed, StreamArchived
+from esmongo.errors import EventsCollectionSealed, MasterKeyError, StreamArchived
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,11 @@ def install(app: FastAPI) -> None:
     async def paused(request: Request, exc: EventsCollectionSealed) -> JSONResponse:
         """Writes paused by a migration switch: nothing was written or stored; retry."""
         return JSONResponse(body(exc.code, str(exc)), status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(MasterKeyError)
+    async def master_key(request: Request, exc: MasterKeyError) -> JSONResponse:
+        """Personal data cannot be encrypted or read as this service is configured."""
+        return JSONResponse(body(exc.code, str(exc)), status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -42,7 +42,13 @@ ACCOUNT_SCHEMAS = [
         "1.0",
         _object(
             ["ownerId", "ownerName", "currency"],
-            {"ownerId": _TEXT, "ownerName": _TEXT, "currency": _CURRENCY},
+            {
+                "ownerId": _TEXT,
+                # The owner's name is theirs to have forgotten: encrypted with the key of
+                # the user ownerId names (esmongo.store.personal).
+                "ownerName": {**_TEXT, "x-personal": {"subject": "ownerId"}},
+                "currency": _CURRENCY,
+            },
         ),
         description="An account was opened (pending until activated)",
         projections=("accounts_read",),

@@ -3,6 +3,7 @@
 from esmongo.cli import (  # noqa: F401 - registers commands
     archive,
     check,
+    crypto,
     keys,
     projections,
     schemas,

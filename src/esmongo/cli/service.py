@@ -211,6 +211,14 @@ def backup_cmd(
             f"backed up {report.counts.get('events', 0)} events up to sequence "
             f"{report.head_sequence} into {directory} (checksum {report.events_checksum[:16]})"
         )
+        log = Settings.from_env().erasure_log
+        if not log.exists():  # a restore needs it: no subject forgotten yet is an empty log
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.touch()
+        err.print(
+            f"[dim]a restore replays the erasure log {log}: keep it outside the database "
+            "and its backups (docs/security.md)[/]"
+        )
 
     run(work)
 
@@ -225,16 +233,28 @@ def restore_cmd(
             help="Empty the snapshots, checkpoints, read models... the database holds first.",
         ),
     ] = False,
+    erasure_log: Annotated[
+        Path | None,
+        typer.Option(
+            help="The current erasure log (default: ESMONGO_ERASURE_LOG, else "
+            "ESMONGO_HOME/erasures.jsonl). Required: its forgotten keys stay forgotten."
+        ),
+    ] = None,
 ) -> None:
     """Restore a backup into the configured database, which must hold no events yet, nor
-    any state derived from events (unless --drop-state)."""
+    any state derived from events (unless --drop-state). The erasure log is replayed."""
     from esmongo.api.auth import COLLECTION as API_KEYS
+    from esmongo.ops import erasures
     from esmongo.ops.backup import restore
 
     if not directory.exists():
         raise fail(f"{directory}: no such directory (give a directory made by esmongo backup)")
     if not directory.is_dir():
         raise fail(f"{directory} is not a directory (give a directory made by esmongo backup)")
+    try:
+        erased = erasures.read(erasure_log or Settings.from_env().erasure_log)
+    except erasures.ErasureLogError as exc:
+        raise fail(str(exc)) from None
 
     async def work(application: Application) -> None:
         with progress_bars() as advance:
@@ -244,12 +264,14 @@ def restore_cmd(
                 advance,
                 drop_state=drop_state,
                 keep=[API_KEYS],
+                erasures=erased,
             )
         await application.init()
         err.print("[dim]indexes and schemas checked[/]")
         console.print(
             f"restored {report.counts.get('events', 0)} events up to sequence "
-            f"{report.head_sequence}; checksum verified. Rebuild the projections next."
+            f"{report.head_sequence}; checksum verified; {len(erased)} erasures replayed "
+            f"({report.keys_erased} forgotten keys left out). Rebuild the projections next."
         )
 
     run(work, init=False)

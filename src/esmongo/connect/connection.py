@@ -29,14 +29,23 @@ class Settings:
     mongodb_uri: str | None = None
     database: str = "esmongo"
     home: Path = field(default_factory=lambda: Path(".esmongo"))
+    erasure_log_path: Path | None = None
+    """ESMONGO_ERASURE_LOG: where `forget` logs erasures for restores to replay, outside
+    the database and its backups (esmongo.ops.erasures); by default in `home`."""
+
+    @property
+    def erasure_log(self) -> Path:
+        return self.erasure_log_path or self.home / "erasures.jsonl"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        erasures = env.get("ESMONGO_ERASURE_LOG")
         return cls(
             mongodb_uri=env.get("MONGODB_URI") or None,
             database=env.get("ESMONGO_DB") or "esmongo",
             home=Path(env.get("ESMONGO_HOME") or ".esmongo"),
+            erasure_log_path=Path(erasures) if erasures else None,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import datetime
 from pathlib import Path
@@ -31,13 +32,21 @@ NOTICES = {
 console say something else."""
 
 
+def _text(value: Any) -> str:
+    """Dates and decimals as text; bytes (an encrypted field's nonce and ciphertext) as
+    base64."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return str(value)
+
+
 def pretty(value: Any) -> str:
     """JSON for people: indented, dates and decimals as text."""
-    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+    return json.dumps(value, indent=2, sort_keys=True, default=_text, ensure_ascii=False)
 
 
 def compact(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return json.dumps(value, sort_keys=True, default=_text, ensure_ascii=False)
 
 
 def when(value: datetime | None) -> str:

@@ -51,11 +51,14 @@ from esmongo.store.collections import (
     ARCHIVE,
     ARCHIVED_STREAMS,
     COUNTERS,
+    DATA_KEYS,
     DEFAULT_EVENTS,
+    ERASURES,
     META,
     MIGRATIONS,
     WRITERS,
 )
+from esmongo.store.data_keys import DataKeys, Erasure
 from esmongo.store.layout import layout_record, log_database
 from esmongo.store.transactions import SEQUENCE_COUNTER
 
@@ -90,7 +93,7 @@ class BackupError(EsmongoError):
     """A backup or restore could not be made safely."""
 
 
-STORE_OWNED = (SCHEMAS, ARCHIVED_STREAMS, ARCHIVE, META, MIGRATIONS)
+STORE_OWNED = (SCHEMAS, ARCHIVED_STREAMS, ARCHIVE, META, MIGRATIONS, DATA_KEYS, ERASURES)
 """Beside the log: what esmongo keeps that cannot be derived from events."""
 
 
@@ -117,8 +120,9 @@ class Layout:
     def collections(self) -> tuple[str, ...]:
         """Caches and derived data are rebuilt from events; only what cannot be derived
         is kept. In this order: the archive's registry is read after the log (see the
-        module docstring)."""
-        owned = (ARCHIVED_STREAMS, ARCHIVE, META, MIGRATIONS)
+        module docstring); the data keys after the events, so that every event of the cut
+        finds its key (a key is made before the event it encrypts)."""
+        owned = (ARCHIVED_STREAMS, ARCHIVE, META, MIGRATIONS, DATA_KEYS, ERASURES)
         return (self.events, SCHEMAS, *self.kept, *owned, *self.sealed)
 
     def keeping(self, names: Sequence[str]) -> Layout:
@@ -156,6 +160,8 @@ class BackupReport:
     head_sequence: int
     counts: dict[str, int] = field(default_factory=dict)
     events_checksum: str = ""
+    keys_erased: int = 0
+    """On restore: data keys the backup held that the erasure log deleted."""
 
 
 def _checksum_update(digest: Any, doc: RawBSONDocument) -> None:
@@ -269,9 +275,16 @@ async def restore(
     *,
     drop_state: bool = False,
     keep: Sequence[str] = (),
+    erasures: Sequence[Erasure],
 ) -> BackupReport:
     """Load a backup into `db`, which must not hold events yet. Verifies the checksum and
     the events' chain (esmongo.store.chain).
+
+    `erasures`: the current erasure log (esmongo.ops.erasures.read), kept outside the
+    database and its backups. Every data key it names, and every one the backup's own log
+    names, is deleted before the restore returns: a backup made before a subject was
+    forgotten does not bring its data back. Give it even when empty: required, so that no
+    caller forgets it.
 
     Nor may `db` hold state derived from events (snapshots, checkpoints, read models...):
     state newer than the backup would be loaded as it is and the events it has seen
@@ -291,6 +304,7 @@ async def restore(
     where = await layout_record(db)
     await _clear_state(db, layout, drop_state=drop_state)
     report = BackupReport(head_sequence=0)
+    erased = {key for erasure in erasures for key in erasure.keys}
     raw, raw_log = _raw(db), _raw(log)
     digest = hashlib.sha256()
     seen = bytearray()  # one byte per sequence: each must be restored exactly once
@@ -317,6 +331,12 @@ async def restore(
                         raise BackupError(f"sequence {sequence} is in the backup twice")
                     seen[sequence] = 1
                 report.head_sequence = max(report.head_sequence, int(batch[-1]["sequence"]))
+            if name == DATA_KEYS:  # a forgotten key is never written, even for a moment
+                kept = [doc for doc in batch if doc["_id"] not in erased]
+                report.keys_erased += len(batch) - len(kept)
+                if not kept:
+                    continue
+                batch = kept
             target = raw_log if into is log else raw
             count += await _insert(target, name, batch, log=name in layout.logs)
             if progress is not None:
@@ -357,6 +377,8 @@ async def restore(
         {"$set": counter, "$unset": {fence.SEALED_FOR: ""}, "$inc": {fence.RESTORES: 1}},
         upsert=True,
     )
+    keys = DataKeys(db, None)  # and the backup's own log (a forget cut short), logged
+    report.keys_erased += await keys.apply([*await keys.logged(), *erasures])
     chain = await verify_chain(db)  # the checksum covers ids; the chain covers every field
     if not chain.ok:
         first = chain.breaks[0]

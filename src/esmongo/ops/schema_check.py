@@ -18,7 +18,7 @@ from typing import Any, Literal
 from esmongo.codec import Document
 from esmongo.events import utc_now
 from esmongo.schema.catalog import SchemaCatalog
-from esmongo.schema.registry import EventSchema, SchemaRegistry, Upcasters
+from esmongo.schema.registry import EventSchema, SchemaRegistry, Upcasters, validated_part
 from esmongo.store import EventStore
 
 VersionKey = tuple[tuple[int, int | str], ...]
@@ -214,7 +214,7 @@ async def sync(
             if not dry_run:
                 await catalog.register(schema)
             continue
-        if normalized(doc["schema"]) != normalized(schema.schema):
+        if normalized(validated_part(doc["schema"])) != normalized(validated_part(schema.schema)):
             report.drift.append(
                 Drift(*key, "schema_differs", "the stored JSON Schema is not the one in code")
             )
@@ -225,6 +225,8 @@ async def sync(
             for name in _DESCRIPTIVE
             if normalized(doc.get(name)) != normalized(wanted[name])
         }
+        if normalized(doc["schema"]) != normalized(schema.schema):  # annotations (x-personal)
+            changes["schema"] = wanted["schema"]
         if schema.deprecated_at is not None and doc.get("deprecatedAt") is None:
             changes["deprecatedAt"] = schema.deprecated_at
         if changes:

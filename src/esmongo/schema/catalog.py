@@ -18,7 +18,12 @@ from pymongo.errors import DuplicateKeyError
 from esmongo.codec import Document
 from esmongo.errors import SchemaError
 from esmongo.events import utc_now
-from esmongo.schema.registry import EventSchema, SchemaRegistry, compile_validator
+from esmongo.schema.registry import (
+    EventSchema,
+    SchemaRegistry,
+    compile_validator,
+    validated_part,
+)
 
 COLLECTION = "event_schemas"
 
@@ -56,11 +61,16 @@ class SchemaCatalog:
             else:
                 self.registry.add(schema)
                 return True
-        if existing is None or existing["schema"] != dict(schema.schema):
+        if existing is None or validated_part(existing["schema"]) != validated_part(
+            dict(schema.schema)
+        ):
             raise SchemaError(
                 f"{schema.event_type} v{schema.version} is already registered with another "
                 "JSON Schema; register a new version and an upcaster instead"
             )
+        if existing["schema"] != dict(schema.schema):  # annotations only (x-personal)
+            await self.collection.update_one(key, {"$set": {"schema": dict(schema.schema)}})
+            existing["schema"] = dict(schema.schema)
         self.registry.add(EventSchema.from_document(existing))
         return False
 

@@ -57,6 +57,21 @@ class EventSchema:
         )
 
 
+ANNOTATIONS = frozenset({"x-personal"})
+"""Keywords that say how a field is stored (esmongo.store.personal), not what is valid: a
+schema may gain or lose them without a new version."""
+
+
+def validated_part(schema: Any) -> Any:
+    """The schema without ANNOTATIONS, at any depth: what two schemas must share to
+    validate the same events."""
+    if isinstance(schema, Mapping):
+        return {k: validated_part(v) for k, v in schema.items() if k not in ANNOTATIONS}
+    if isinstance(schema, list):
+        return [validated_part(item) for item in schema]
+    return schema
+
+
 def compile_validator(schema: Mapping[str, Any]) -> Validator:
     """A validator for the schema's own draft (2020-12 when it names none)."""
     cls = validator_for(schema)
@@ -84,12 +99,13 @@ class SchemaRegistry:
     def add(self, schema: EventSchema) -> None:
         """Know one schema. The same JSON Schema again is a no-op (its description,
         projections or deprecation may change); another one for a known (type, version)
-        is refused: events validated against the first would no longer match."""
+        is refused: events validated against the first would no longer match. A change of
+        ANNOTATIONS only is taken."""
         key = (schema.event_type, schema.version)
         known = self._schemas.get(key)
         if known is None:
             self._validators[key] = compile_validator(schema.schema)
-        elif dict(known.schema) != dict(schema.schema):
+        elif validated_part(known.schema) != validated_part(schema.schema):
             raise SchemaError(
                 f"{schema.event_type} v{schema.version} is already registered with another "
                 "JSON Schema; register a new version and an upcaster instead"

@@ -31,3 +31,9 @@ def own_archive(collection: str) -> tuple[str, str]:
     """The archive and its registry of a log numbered by a sequence of its own (an
     EventStore made with `sequence=`; `esmongo check --log`)."""
     return f"{collection}_archive", f"{collection}_archived_streams"
+
+
+DATA_KEYS = "esmongo_data_keys"
+"""One wrapped AES key per data subject (esmongo.store.data_keys): crypto-shredding."""
+ERASURES = "esmongo_erasures"
+"""One document per forgotten subject's keys: the erasure log a restore replays."""

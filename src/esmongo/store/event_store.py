@@ -37,9 +37,11 @@ from esmongo.store import fence
 from esmongo.store.archive import Archive, ArchiveReport
 from esmongo.store.batch_writer import BatchWriter
 from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS, COUNTERS, own_archive
+from esmongo.store.data_keys import DataKeys, MasterKeys
 from esmongo.store.group_commit import GroupCommit
 from esmongo.store.layout import ensure_indexes, log_database
 from esmongo.store.pending import PendingAppend, WriteStats
+from esmongo.store.personal import PersonalData, Sealed
 from esmongo.store.queries import EventQueries
 from esmongo.store.reads import EventReads
 from esmongo.store.requests import AppendRequest, validate_request
@@ -80,6 +82,8 @@ class EventStore(EventReads, EventQueries):
     append runs its own transaction. Callers see the same API and results either way.
     `liveness` says how this process's writer heartbeat works and when another writer's
     stops counting as alive (esmongo.store.writers: a dead writer's open transaction is killed).
+    `keys`: the data keys that encrypt personal fields (esmongo.store.personal); by default
+    wrapped by the master keys in `ESMONGO_MASTER_KEY` (none set: personal data in clear).
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class EventStore(EventReads, EventQueries):
         liveness: Liveness | None = None,
         sequence: str = SEQUENCE_COUNTER,
         log_db: AsyncDatabase[Document] | None = None,
+        keys: DataKeys | None = None,
     ) -> None:
         self.db = db
         self.log_db = log_db if log_db is not None else db
@@ -102,6 +107,8 @@ class EventStore(EventReads, EventQueries):
         keeps its log in a database of its own (esmongo.store.layout; Application.init and
         `EventStore.open` find it)."""
         self.registry = registry if registry is not None else SchemaRegistry()
+        self.keys = keys if keys is not None else DataKeys(db, MasterKeys.from_env())
+        self.personal = PersonalData(self.keys, self.registry)
         self.upcasters = upcasters if upcasters is not None else Upcasters()
         self.collection_name = collection
         self.sequence = sequence
@@ -164,6 +171,7 @@ class EventStore(EventReads, EventQueries):
         An events collection missing while the counter exists was dropped under the store:
         `restores` on the counter moves, so that no process trusts a head it wrote there
         (esmongo.store.fence.generation)."""
+        await self.keys.init()
         if not await self.log_db.list_collection_names(filter={"name": self.events.name}):
             await self.counters.update_one({"_id": SEQUENCE_COUNTER}, {"$inc": {fence.RESTORES: 1}})
         await ensure_indexes(self.events, EVENT_INDEXES)
@@ -226,6 +234,9 @@ class EventStore(EventReads, EventQueries):
             raise ValueError("the events of one append must have distinct event ids")
         for request in requests:
             validate_request(request, self.registry)
+        sealed = await self.personal.seal(requests)  # after validation, before the chain
+        if sealed is not None:
+            requests, writes = sealed.requests, sealed.writes(writes)
 
         started = time.perf_counter()
         pending = PendingAppend(
@@ -242,9 +253,18 @@ class EventStore(EventReads, EventQueries):
             await self._writer.flush([pending])
         recorded = await pending.future
         APPEND_LATENCY.observe(time.perf_counter() - started)
+        if sealed is not None or any(e.replayed for events in recorded for e in events):
+            recorded = [[await self._clear(e, sealed) for e in events] for events in recorded]
         if self.upcasters and any(e.replayed for events in recorded for e in events):
             return [[self.upcasters.upcast(e) for e in events] for events in recorded]
         return recorded
+
+    async def _clear(self, event: RecordedEvent, sealed: Sealed | None) -> RecordedEvent:
+        """What the append returns: the clear values it was given, or for an event recorded
+        before (a retry), the stored one decrypted."""
+        if event.replayed:
+            return await self.personal.reveal(event)
+        return sealed.reveal(event) if sealed is not None else event
 
     def _estimate_size(self, requests: Sequence[AppendRequest]) -> int:
         """Bytes the events take in BSON, near enough to bound a batch."""

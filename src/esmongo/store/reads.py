@@ -18,7 +18,12 @@ from esmongo.codec import Document
 from esmongo.events import RecordedEvent, StreamId
 from esmongo.schema.registry import Upcasters
 from esmongo.store.archive import Archive, merged
+from esmongo.store.personal import PersonalData
 from esmongo.store.stream_versions import StreamVersions
+
+KEYS_PREFETCHED = 100
+"""Events read ahead of the caller so that their data keys are fetched in one read
+(esmongo.store.personal): a cursor's batch is bigger, so this adds no round trip."""
 
 
 class EventReads:
@@ -30,6 +35,7 @@ class EventReads:
     archive: Archive
     versions: StreamVersions
     upcasters: Upcasters
+    personal: PersonalData
 
     async def stream_version(self, aggregate_type: str, aggregate_id: str) -> int:
         """The stream's current version; 0 when it has no event."""
@@ -98,19 +104,29 @@ class EventReads:
             chunk=batch_size,
             hint=hint,
         )
-        return self._decode(docs)
+        return self._decode(docs, ahead=batch_size)
 
     async def _decode(
-        self, docs: AsyncIterator[Document], remember: StreamId | None = None
+        self,
+        docs: AsyncIterator[Document],
+        remember: StreamId | None = None,
+        *,
+        ahead: int = KEYS_PREFETCHED,
     ) -> AsyncGenerator[RecordedEvent, None]:
-        """Decode and upcast; note the last event of a stream read (the next append's check)."""
+        """Decode, decrypt and upcast; note the last event of a stream read (the next
+        append's check). With a master key, up to `ahead` events (at most KEYS_PREFETCHED:
+        no more than the read's own batches) are read before their keys are fetched."""
         upcast = self.upcasters.upcast if self.upcasters else None
         last: Document | None = None
+        size = max(1, min(ahead, KEYS_PREFETCHED)) if self.personal.keys.master else 1
         try:
-            async for doc in docs:
-                last = doc
-                event = RecordedEvent.from_document(doc)
-                yield upcast(event) if upcast else event
+            async for chunk in _chunks(docs, size):
+                if size > 1:
+                    await self.personal.prefetch(chunk)  # one read of keys per chunk, at most
+                for doc in chunk:
+                    last = doc
+                    event = await self.personal.reveal(RecordedEvent.from_document(doc))
+                    yield upcast(event) if upcast else event
         finally:
             if remember is not None and last is not None:
                 self.versions.remember(remember, last["aggregateVersion"], last["sequence"])
@@ -126,7 +142,7 @@ class EventReads:
             doc = await self.archive.events.find_one({"sequence": sequence})
         if doc is None:
             return None
-        event = RecordedEvent.from_document(doc)
+        event = await self.personal.reveal(RecordedEvent.from_document(doc))
         return self.upcasters.upcast(event) if self.upcasters else event
 
     async def find_event(self, event_id: str) -> RecordedEvent | None:
@@ -137,7 +153,7 @@ class EventReads:
             doc = await self.archive.events.find_one({"eventId": event_id})
         if doc is None:
             return None
-        event = RecordedEvent.from_document(doc)
+        event = await self.personal.reveal(RecordedEvent.from_document(doc))
         return self.upcasters.upcast(event) if self.upcasters else event
 
     async def stored_document(self, event_id: str) -> Document | None:
@@ -181,14 +197,14 @@ class EventReads:
         found = False
         active = self.events.find(query, sort=sort, batch_size=batch_size)
         async with active:
-            async for event in self._decode(_documents(active), stream):
+            async for event in self._decode(_documents(active), stream, ahead=batch_size):
                 found = True
                 yield event
         if found:
             return
         archived = self.archive.events.find(query, sort=sort, batch_size=batch_size)
         async with archived:
-            async for event in self._decode(_documents(archived)):
+            async for event in self._decode(_documents(archived), ahead=batch_size):
                 yield event
 
     def read_all(
@@ -253,6 +269,18 @@ class EventReads:
         query = {"metadata.correlationId": correlation_id}
         sort = [("timestamp", ASCENDING), ("sequence", ASCENDING)]
         return self.query_events(query, sort, "timestamp", limit=limit, batch_size=batch_size)
+
+
+async def _chunks(docs: AsyncIterator[Document], size: int) -> AsyncIterator[list[Document]]:
+    """Up to `size` documents at a time, as they come."""
+    chunk: list[Document] = []
+    async for doc in docs:
+        chunk.append(doc)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 async def _documents(cursor: Any) -> AsyncIterator[Document]:
