@@ -404,8 +404,8 @@ class Interfering(Repository[Account]):
         self.times = times
         self.loads = 0
 
-    async def load(self, aggregate_id: str) -> Account:
-        account = await super().load(aggregate_id)
+    async def load(self, aggregate_id: str, *, optimistic: bool = False) -> Account:
+        account = await super().load(aggregate_id, optimistic=optimistic)
         self.loads += 1
         if self.loads <= self.times:
             rival = await self.other.load(aggregate_id)
