@@ -33,6 +33,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from esmongo.codec import Document
 from esmongo.errors import (
+    AppendConditionFailed,
     ConcurrencyError,
     EventsCollectionSealed,
     StreamArchived,
@@ -65,7 +66,8 @@ from esmongo.store.writers import Writers
 
 PAUSE_POINTS: dict[str, Callable[[], Awaitable[None]]] = {}
 """Test hooks: a coroutine run at a named step ("checked": after a round's version check,
-before its transaction), to make a race with another writer deterministic."""
+before its transaction; "conditioned": in the transaction, after the appends' conditions
+held, before the commit), to make a race with another writer deterministic."""
 
 
 class _WritesFailed(Exception):
@@ -75,6 +77,17 @@ class _WritesFailed(Exception):
         super().__init__(f"an append's writes failed: {cause}")
         self.append = append
         self.cause = cause
+
+
+class _ConditionRefused(Exception):
+    """Raised inside a batch's transaction: an append's condition refuses it, because of
+    event `sequence`; `in_batch` when that event is of an earlier append of this batch."""
+
+    def __init__(self, append: PendingAppend, sequence: int, in_batch: bool) -> None:
+        super().__init__(f"an append's condition refuses it: event {sequence}")
+        self.append = append
+        self.sequence = sequence
+        self.in_batch = in_batch
 
 
 class _Distrusted(Exception):
@@ -164,6 +177,13 @@ class BatchWriter:
             except _Distrusted:
                 again.extend(live)  # checked again, by query this time
                 break
+            except _ConditionRefused as exc:
+                live = [a for a in live if a is not exc.append]
+                if exc.in_batch:  # the earlier append may be taken out: check again, after
+                    again.append(exc.append)
+                else:
+                    exc.append.fail(AppendConditionFailed(exc.sequence))
+                continue
             except EventsCollectionSealed as exc:
                 for append in live:
                     append.fail(exc)
@@ -307,6 +327,9 @@ class BatchWriter:
                 for append, streams in zip(batch, recorded, strict=True):
                     if append.writes is not None:
                         await self._write_also(append, streams, session)
+                await self._check_conditions(batch, recorded, first + 1, session)
+                if (hook := PAUSE_POINTS.get("conditioned")) is not None:
+                    await hook()
             except Exception:
                 if session.in_transaction:
                     await session.abort_transaction()
@@ -327,6 +350,23 @@ class BatchWriter:
                 await self.database[name].bulk_write(operations, ordered=True, session=session)
         except Exception as exc:
             raise _WritesFailed(append, exc) from exc
+
+    async def _check_conditions(
+        self,
+        batch: list[PendingAppend],
+        recorded: list[list[list[RecordedEvent]]],
+        batch_first: int,
+        session: AsyncClientSession,
+    ) -> None:
+        """Each append's condition, against everything before its first event
+        (esmongo.store.conditions): _ConditionRefused for the first that refuses."""
+        for append, streams in zip(batch, recorded, strict=True):
+            if append.condition is None:
+                continue
+            before = streams[0][0].sequence
+            refused = await append.condition.refusal(self.events, before, session)
+            if refused is not None:
+                raise _ConditionRefused(append, refused, in_batch=refused >= batch_first)
 
     async def _refuse_archived(
         self,
