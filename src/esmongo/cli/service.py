@@ -165,7 +165,9 @@ def _check_backup_target(directory: Path) -> None:
 def backup_cmd(
     directory: Annotated[Path, typer.Argument(help="A new or empty directory.")],
 ) -> None:
-    """Back up events, schemas and keys (mongodump layout; read models are rebuilt)."""
+    """Back up events, schemas and keys (mongodump layout; read models are rebuilt), and
+    every log numbered by a sequence of its own (eventsourcing applications') with its
+    tracking records."""
     from esmongo.api.auth import COLLECTION as API_KEYS
     from esmongo.ops.backup import backup
 
@@ -178,6 +180,8 @@ def backup_cmd(
             f"backed up {report.counts.get('events', 0)} events up to sequence "
             f"{report.head_sequence} into {directory} (checksum {report.events_checksum[:16]})"
         )
+        for log, head in report.own_logs.items():
+            console.print(f"backed up log {log} up to sequence {head}")
 
     run(work)
 
@@ -214,6 +218,8 @@ def restore_cmd(
             )
         await application.init()
         err.print("[dim]indexes and schemas checked[/]")
+        for log, head in report.own_logs.items():
+            console.print(f"restored log {log} up to sequence {head}; checksum verified")
         console.print(
             f"restored {report.counts.get('events', 0)} events up to sequence "
             f"{report.head_sequence}; checksum verified. Rebuild the projections next."

@@ -27,21 +27,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
 
-import bson
-from bson import json_util
-from bson.codec_options import CodecOptions
-from bson.raw_bson import RawBSONDocument
-from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
 
 from esmongo.codec import Document
-from esmongo.errors import EsmongoError
+from esmongo.ops import backup_logs
+from esmongo.ops.backup_files import (
+    BATCH,
+    BackupError,
+    batches,
+    checksum_update,
+    create_indexes,
+    insert,
+    raw_db,
+    source_of,
+    write_metadata,
+)
 from esmongo.ops.check.chain import verify_chain
 from esmongo.ops.migration import seal
 from esmongo.schema.catalog import COLLECTION as SCHEMAS
@@ -58,36 +62,9 @@ from esmongo.store.collections import (
 )
 from esmongo.store.transactions import SEQUENCE_COUNTER
 
+__all__ = ["BackupError", "BackupReport", "Layout", "backup", "restore"]
+
 Progress = Callable[[str, int], None]
-
-BATCH = 1000
-DUPLICATE_KEY = 11000
-RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
-
-
-def _raw(db: AsyncDatabase[Document]) -> AsyncDatabase[RawBSONDocument]:
-    """The same database, documents kept as their exact BSON bytes."""
-    return cast(
-        "AsyncDatabase[RawBSONDocument]", db.client.get_database(db.name, codec_options=RAW)
-    )
-
-
-def _batches(path: Path) -> Iterator[list[RawBSONDocument]]:
-    """The documents of a .bson file, a batch at a time (the file may be large)."""
-    with open(path, "rb") as file:
-        batch: list[RawBSONDocument] = []
-        for doc in bson.decode_file_iter(file, RAW):
-            batch.append(doc)
-            if len(batch) == BATCH:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
-
-class BackupError(EsmongoError):
-    """A backup or restore could not be made safely."""
-
 
 STORE_OWNED = (SCHEMAS, ARCHIVED_STREAMS, ARCHIVE, META, MIGRATIONS)
 """Beside the log: what esmongo keeps that cannot be derived from events."""
@@ -150,10 +127,8 @@ class BackupReport:
     head_sequence: int
     counts: dict[str, int] = field(default_factory=dict)
     events_checksum: str = ""
-
-
-def _checksum_update(digest: Any, doc: RawBSONDocument) -> None:
-    digest.update(f"{doc['sequence']}|{doc['eventId']}|{doc['aggregateId']}\n".encode())
+    own_logs: dict[str, int] = field(default_factory=dict)
+    """Each log of its own (its events collection) and its head."""
 
 
 async def backup(
@@ -170,13 +145,14 @@ async def backup(
     if target.exists() and any(target.iterdir()):
         raise BackupError(f"{target} is not empty: choose a new directory")
     target.mkdir(parents=True, exist_ok=True)
+    own = await backup_logs.cut(db)
     counter = await db[COUNTERS].find_one({"_id": SEQUENCE_COUNTER})
     head = int(counter["value"]) if counter else 0
     archives_before = int(counter.get("archives", 0)) if counter else 0
     report = BackupReport(head_sequence=head)
     layout = (await Layout.of(db)).keeping(keep)
     existing = set(await db.list_collection_names())
-    raw = _raw(db)
+    raw = raw_db(db)
     digest = hashlib.sha256()
     archived: dict[tuple[str, str], int] = {}  # stream -> its archive number
     for name in layout.collections:
@@ -205,19 +181,32 @@ async def backup(
                 count += 1
                 if progress is not None and count % BATCH == 0:
                     progress(name, count)
-        indexes = [ix async for ix in await db[name].list_indexes()]
-        metadata = {"indexes": indexes, "collectionName": name}
-        (target / f"{name}.metadata.json").write_text(json_util.dumps(metadata))
+        await write_metadata(db, name, target)
         report.counts[name] = count
         if progress is not None:
             progress(name, count)
     for name in layout.logs:  # the final files, in that order: what restore digests
         path = target / f"{name}.bson"
         if path.exists():
-            for events in _batches(path):
+            for events in batches(path):
                 for event in events:
-                    _checksum_update(digest, event)
+                    checksum_update(digest, event)
     report.events_checksum = digest.hexdigest()
+    own_logs = []
+    for log in own.logs:
+        counts, checksum = await backup_logs.dump(db, log, target, existing, progress)
+        for name in log.positions:
+            counts[name] = backup_logs.dump_positions(name, own.positions[name], target)
+            if name in existing:
+                await write_metadata(db, name, target)
+        report.counts.update(counts)
+        report.own_logs[log.events] = log.head
+        own_logs.append({**log.manifest(), "checksum": checksum})
+        if (held := sum(counts.get(name, 0) for name in log.logs)) != log.head:
+            raise BackupError(
+                f"{log.events} holds {held} events up to its head {log.head}: the log has "
+                f"gaps or was changed outside esmongo; backup kept in {target}"
+            )
     manifest = {
         "headSequence": head,
         "counts": report.counts,
@@ -225,6 +214,7 @@ async def backup(
         "eventsCollection": layout.events,
         "sealed": list(layout.sealed),
         "kept": list(layout.kept),
+        "ownLogs": own_logs,
     }
     (target / "esmongo-backup.json").write_text(json.dumps(manifest, indent=2))
     held = sum(report.counts.get(name, 0) for name in layout.logs)
@@ -241,7 +231,7 @@ def _drop_streams(path: Path, streams: set[tuple[str, str]]) -> int:
     kept = 0
     partial = path.with_suffix(".partial")
     with open(partial, "wb") as out:
-        for batch in _batches(path):
+        for batch in batches(path):
             for doc in batch:
                 if (doc["aggregateType"], doc["aggregateId"]) not in streams:
                     out.write(doc.raw)
@@ -267,30 +257,33 @@ async def restore(
     The application's collections the backup kept, and those named in `keep`, are not
     state: what they hold stays, and the backup's entries merge into them.
     """
-    source = _source(directory)
+    source = source_of(directory)
     manifest_file = source / "esmongo-backup.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else None
     layout = Layout.from_manifest(manifest, source).keeping(keep)
-    if any([await db[name].estimated_document_count() > 0 for name in layout.logs]):
+    own = [
+        (backup_logs.OwnLog.from_manifest(entry), str(entry["checksum"]))
+        for entry in (manifest or {}).get("ownLogs", [])
+    ]
+    logs = [*layout.logs, *(name for log, _ in own for name in log.logs)]
+    if any([await db[name].estimated_document_count() > 0 for name in logs]):
         raise BackupError(f"database {db.name} already has events: restore into an empty one")
     await _clear_state(db, layout, drop_state=drop_state)
     report = BackupReport(head_sequence=0)
-    raw = _raw(db)
+    raw = raw_db(db)
     digest = hashlib.sha256()
     seen = bytearray()  # one byte per sequence: each must be restored exactly once
     for name in layout.collections:
         data = source / f"{name}.bson"
         if not data.exists():
             continue
-        meta_file = source / f"{name}.metadata.json"
-        if meta_file.exists():
-            await _create_indexes(db, name, json_util.loads(meta_file.read_text()))
+        await create_indexes(db, name, source)
         count = 0
-        batches = _batches(data)
-        while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+        files = batches(data)
+        while (batch := await asyncio.to_thread(next, files, None)) is not None:
             if name in layout.logs:
                 for doc in batch:
-                    _checksum_update(digest, doc)
+                    checksum_update(digest, doc)
                     sequence = int(doc["sequence"])
                     if sequence >= len(seen):
                         seen.extend(bytes(sequence + 1 - len(seen) + BATCH))
@@ -298,7 +291,7 @@ async def restore(
                         raise BackupError(f"sequence {sequence} is in the backup twice")
                     seen[sequence] = 1
                 report.head_sequence = max(report.head_sequence, int(batch[-1]["sequence"]))
-            count += await _insert(raw, name, batch, log=name in layout.logs)
+            count += await insert(raw, name, batch, log=name in layout.logs)
             if progress is not None:
                 progress(name, count)
         report.counts[name] = count
@@ -338,6 +331,9 @@ async def restore(
             f"the restored events' chain is broken at #{first.sequence} ({first.problem}): "
             "the backup was altered after it was made"
         )
+    for log, checksum in own:
+        report.counts.update(await backup_logs.load(db, source, log, checksum, progress))
+        report.own_logs[log.events] = log.head
     return report
 
 
@@ -369,41 +365,3 @@ async def _clear_state(db: AsyncDatabase[Document], layout: Layout, *, drop_stat
         )
     for name in held:
         await db[name].delete_many({})
-
-
-async def _insert(
-    raw: AsyncDatabase[RawBSONDocument], name: str, batch: list[RawBSONDocument], *, log: bool
-) -> int:
-    """Insert a batch; outside the logs, entries already there (same unique key) are kept."""
-    if log:
-        await raw[name].insert_many(batch, ordered=True)
-        return len(batch)
-    try:
-        await raw[name].insert_many(batch, ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        return len(batch) - len(errors)
-    return len(batch)
-
-
-def _source(directory: Path) -> Path:
-    """The folder holding the .bson files: `directory` itself or its one database folder."""
-    if any(directory.glob("*.bson")):
-        return directory
-    folders = [p for p in directory.iterdir() if p.is_dir()] if directory.exists() else []
-    if len(folders) == 1 and any(folders[0].glob("*.bson")):
-        return folders[0]
-    raise BackupError(f"no backup found in {directory}")
-
-
-async def _create_indexes(db: AsyncDatabase[Document], name: str, metadata: Document) -> None:
-    models = []
-    for spec in metadata.get("indexes", []):
-        if spec.get("name") == "_id_":
-            continue
-        options = {k: v for k, v in spec.items() if k not in ("key", "v", "ns")}
-        models.append(IndexModel(list(spec["key"].items()), **options))
-    if models:
-        await db[name].create_indexes(models)
