@@ -72,12 +72,8 @@ class MongoDCBRecorder(DCBRecorder):
             [new_event(e, i) for i, e in enumerate(events)],
             versions=list(range(1, len(events) + 1)),
         )
-        if condition is not None:
-            from eventsourcing.persistence import IntegrityError
-
-            if list(self.read(condition.fail_if_events_match, after=condition.after, limit=1)):
-                raise IntegrityError("x")
-        recorded = self.datastore.run(self.store.append_streams([request]))
+        checked = None if condition is None else Condition(condition)
+        recorded = self.datastore.run(self.store.append_streams([request], condition=checked))
         return recorded[0][-1].sequence
 
     def read(

@@ -122,7 +122,9 @@ async def cut(db: AsyncDatabase[Document]) -> Cut:
         if (hook := PAUSE_POINTS.get("counted")) is not None:
             await hook()
         for name in {name for log in found.logs for name in log.positions}:
-            found.positions[name] = [doc async for doc in raw_db(db)[name].find({})]
+            found.positions[name] = [
+                doc async for doc in raw_db(db)[name].find({}, session=session)
+            ]
 
     async with db.client.start_session() as session:
         await session.with_transaction(read, read_concern=ReadConcern("snapshot"))

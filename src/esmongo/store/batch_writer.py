@@ -42,6 +42,7 @@ from esmongo.events import NewEvent, RecordedEvent, StreamId, utc_now
 from esmongo.metrics import EVENTS_APPENDED, STORE_APPENDS_TAKEN_OUT, STORE_TRANSACTION_RETRIES
 from esmongo.store.archive import ARCHIVES_FIELD, Archive
 from esmongo.store.chain import ChainHead, chain
+from esmongo.store.conditions import ConditionRefused, check_conditions
 from esmongo.store.fence import Generation, generation, refuse_unless_writable
 from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.requests import AppendRequest
@@ -77,17 +78,6 @@ class _WritesFailed(Exception):
         super().__init__(f"an append's writes failed: {cause}")
         self.append = append
         self.cause = cause
-
-
-class _ConditionRefused(Exception):
-    """Raised inside a batch's transaction: an append's condition refuses it, because of
-    event `sequence`; `in_batch` when that event is of an earlier append of this batch."""
-
-    def __init__(self, append: PendingAppend, sequence: int, in_batch: bool) -> None:
-        super().__init__(f"an append's condition refuses it: event {sequence}")
-        self.append = append
-        self.sequence = sequence
-        self.in_batch = in_batch
 
 
 class _Distrusted(Exception):
@@ -177,12 +167,12 @@ class BatchWriter:
             except _Distrusted:
                 again.extend(live)  # checked again, by query this time
                 break
-            except _ConditionRefused as exc:
-                live = [a for a in live if a is not exc.append]
+            except ConditionRefused as exc:
+                refusing = live.pop(exc.index)
                 if exc.in_batch:  # the earlier append may be taken out: check again, after
-                    again.append(exc.append)
+                    again.append(refusing)
                 else:
-                    exc.append.fail(AppendConditionFailed(exc.sequence))
+                    refusing.fail(AppendConditionFailed(exc.sequence))
                 continue
             except EventsCollectionSealed as exc:
                 for append in live:
@@ -327,7 +317,9 @@ class BatchWriter:
                 for append, streams in zip(batch, recorded, strict=True):
                     if append.writes is not None:
                         await self._write_also(append, streams, session)
-                await self._check_conditions(batch, recorded, first + 1, session)
+                firsts = [streams[0][0].sequence for streams in recorded]
+                conditions = [(a.condition, f) for a, f in zip(batch, firsts, strict=True)]
+                await check_conditions(conditions, first + 1, self.events, session)
                 if (hook := PAUSE_POINTS.get("conditioned")) is not None:
                     await hook()
             except Exception:
@@ -350,23 +342,6 @@ class BatchWriter:
                 await self.database[name].bulk_write(operations, ordered=True, session=session)
         except Exception as exc:
             raise _WritesFailed(append, exc) from exc
-
-    async def _check_conditions(
-        self,
-        batch: list[PendingAppend],
-        recorded: list[list[list[RecordedEvent]]],
-        batch_first: int,
-        session: AsyncClientSession,
-    ) -> None:
-        """Each append's condition, against everything before its first event
-        (esmongo.store.conditions): _ConditionRefused for the first that refuses."""
-        for append, streams in zip(batch, recorded, strict=True):
-            if append.condition is None:
-                continue
-            before = streams[0][0].sequence
-            refused = await append.condition.refusal(self.events, before, session)
-            if refused is not None:
-                raise _ConditionRefused(append, refused, in_batch=refused >= batch_first)
 
     async def _refuse_archived(
         self,

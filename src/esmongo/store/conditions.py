@@ -14,6 +14,7 @@ the next transaction, against committed events.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -32,3 +33,31 @@ class AppendCondition(Protocol):
         """The lowest sequence number below `before` of an event that refuses the append
         (read in `session`, the append's transaction), or None when it may go ahead."""
         ...
+
+
+class ConditionRefused(Exception):
+    """Raised inside a batch's transaction: the condition of its `index`-th append refuses
+    it because of event `sequence`; `in_batch` when that event is of an earlier append of
+    the batch (the store checks it again next round instead of refusing it)."""
+
+    def __init__(self, index: int, sequence: int, in_batch: bool) -> None:
+        super().__init__(f"an append's condition refuses it: event {sequence}")
+        self.index = index
+        self.sequence = sequence
+        self.in_batch = in_batch
+
+
+async def check_conditions(
+    conditions: Sequence[tuple[AppendCondition | None, int]],
+    batch_first: int,
+    events: AsyncCollection[Document],
+    session: AsyncClientSession,
+) -> None:
+    """Each append's condition (with its first sequence number), in the batch's
+    transaction, after its insert: ConditionRefused for the first that refuses."""
+    for index, (condition, before) in enumerate(conditions):
+        if condition is None:
+            continue
+        refused = await condition.refusal(events, before, session)
+        if refused is not None:
+            raise ConditionRefused(index, refused, in_batch=refused >= batch_first)
