@@ -488,6 +488,39 @@ async def test_a_migration_after_and_during_archiving_verifies_and_switches(
     assert await db["events_v2"].count_documents({"aggregateId": "gone2"}) == 0
 
 
+async def test_a_backup_after_a_migration_dropped_archived_copies_restores_a_verified_chain(
+    bank: Bank, db: Db, tmp_path: Any
+) -> None:
+    """A stream archived between a migration's copy and its switch is dropped from the copy;
+    the copy's next events link to the dropped events' hashes, kept in esmongo_chain_links.
+    A backup must carry those links, or the restore's chain check fails."""
+    import uuid
+
+    from esmongo.ops.backup import backup, restore
+    from esmongo.ops.check.chain import verify_chain
+    from esmongo.ops.migration import Migration, Migrator
+
+    await closed_account(bank, "gone", movements=3)
+    await open_account(bank, "open")
+    migrator = Migrator(db, [Migration("note-1", "account.activated", "1.0", "2.0", noted)])
+    assert (await migrator.run("events_v2")).complete
+    await bank.archive_account("gone")  # after the copy, before the switch
+    assert (await migrator.switch("events_v2")).ok
+    moved = await Bank(db).init()
+    await open_account(moved, "after")
+    assert (await verify_chain(db)).ok
+    await backup(db, tmp_path)
+    other = db.client.get_database(
+        f"t_restore_{uuid.uuid4().hex[:8]}", codec_options=db.codec_options
+    )
+    try:
+        await restore(other, tmp_path, erasures=[])
+        report = await verify_chain(other)
+        assert report.ok, report
+    finally:
+        await db.client.drop_database(other.name)
+
+
 async def test_backup_and_restore_keep_the_archive(bank: Bank, db: Db, tmp_path: Any) -> None:
     import uuid
 

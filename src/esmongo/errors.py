@@ -40,6 +40,17 @@ class ConcurrencyError(EsmongoError):
         )
 
 
+class AppendConditionFailed(EsmongoError):
+    """An event recorded since the position the caller read up to matches the append's
+    condition (esmongo.store.conditions): nothing was written."""
+
+    code = "append_condition_failed"
+
+    def __init__(self, sequence: int) -> None:
+        self.sequence = sequence
+        super().__init__(f"the append's condition failed: event {sequence} matches it")
+
+
 class StreamArchived(EsmongoError):
     """The stream was archived (moved whole to `events_archive`): it takes no more events.
 

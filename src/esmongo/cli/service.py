@@ -198,7 +198,9 @@ def _check_backup_target(directory: Path) -> None:
 def backup_cmd(
     directory: Annotated[Path, typer.Argument(help="A new or empty directory.")],
 ) -> None:
-    """Back up events, schemas and keys (mongodump layout; read models are rebuilt)."""
+    """Back up events, schemas and keys (mongodump layout; read models are rebuilt), and
+    every log numbered by a sequence of its own (eventsourcing applications') with its
+    tracking records."""
     from esmongo.api.auth import COLLECTION as API_KEYS
     from esmongo.ops.backup import backup
 
@@ -211,6 +213,8 @@ def backup_cmd(
             f"backed up {report.counts.get('events', 0)} events up to sequence "
             f"{report.head_sequence} into {directory} (checksum {report.events_checksum[:16]})"
         )
+        for name, head in report.own_logs.items():
+            console.print(f"backed up log {name} up to sequence {head}")
         log = Settings.from_env().erasure_log
         if not log.exists():  # a restore needs it: no subject forgotten yet is an empty log
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -268,6 +272,8 @@ def restore_cmd(
             )
         await application.init()
         err.print("[dim]indexes and schemas checked[/]")
+        for name, head in report.own_logs.items():
+            console.print(f"restored log {name} up to sequence {head}; checksum verified")
         console.print(
             f"restored {report.counts.get('events', 0)} events up to sequence "
             f"{report.head_sequence}; checksum verified; {len(erased)} erasures replayed "

@@ -14,6 +14,7 @@ except ModuleNotFoundError as missing:  # pragma: no cover (the lean install tes
         name=missing.name,
     ) from missing
 
+from esmongo.eventsourcing.dcb import MongoDCBRecorder, MongoDCBSubscription
 from esmongo.eventsourcing.factory import MongoFactory
 from esmongo.eventsourcing.recorders import (
     MongoAggregateRecorder,
@@ -29,6 +30,8 @@ __all__ = [
     "Factory",
     "MongoAggregateRecorder",
     "MongoApplicationRecorder",
+    "MongoDCBRecorder",
+    "MongoDCBSubscription",
     "MongoFactory",
     "MongoProcessRecorder",
     "MongoSubscription",

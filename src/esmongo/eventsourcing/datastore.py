@@ -34,7 +34,12 @@ from pymongo.errors import (
 from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.connect import Connection, Settings
 from esmongo.connect.embedded import EmbeddedServer
-from esmongo.errors import ConcurrencyError, ConfigurationError, EventsCollectionSealed
+from esmongo.errors import (
+    AppendConditionFailed,
+    ConcurrencyError,
+    ConfigurationError,
+    EventsCollectionSealed,
+)
 from esmongo.eventsourcing.loop import LoopThread
 from esmongo.store import EventStore
 
@@ -131,7 +136,7 @@ def translated() -> Iterator[None]:
     """The driver's and the store's errors as the `eventsourcing` library's."""
     try:
         yield
-    except ConcurrencyError as exc:
+    except (ConcurrencyError, AppendConditionFailed) as exc:
         raise IntegrityError(str(exc)) from exc
     except DuplicateKeyError as exc:
         raise IntegrityError(str(exc)) from exc

@@ -10,13 +10,15 @@ Collections, as the library's PostgreSQL module names its tables: `<app>_events`
 application's events; its counter document in `counters` has `_id` `<app>_events`),
 `<app>_snapshots` and other aggregate recorders' `<app>_<purpose>`, `<app>_tracking`;
 `<app>` is the application name in lower case (`stored`, or `notification` for tracking,
-when it has none).
+`dcb` for a DCB recorder, when it has none). The same factory serves the library's DCB
+applications (`DCBApplication`): `dcb_recorder()` (esmongo.eventsourcing.dcb).
 """
 
 from __future__ import annotations
 
 import threading
 
+from eventsourcing.dcb.persistence import DCBInfrastructureFactory
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
@@ -26,6 +28,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, EnvType, resolve_topic, strtobool
 
 from esmongo.eventsourcing.datastore import Datastore
+from esmongo.eventsourcing.dcb import MongoDCBRecorder
 from esmongo.eventsourcing.recorders import (
     MongoAggregateRecorder,
     MongoApplicationRecorder,
@@ -36,7 +39,12 @@ from esmongo.eventsourcing.recorders import (
 DEFAULT_DATABASE = "eventsourcing"
 
 
-class MongoFactory(InfrastructureFactory[MongoTrackingRecorder]):
+class MongoFactory(
+    InfrastructureFactory[MongoTrackingRecorder], DCBInfrastructureFactory[MongoTrackingRecorder]
+):
+    """One class for both kinds of application: the library finds a persistence module's
+    factory as the one subclass of the kind it wants in the module."""
+
     MONGODB_URI = "MONGODB_URI"
     MONGODB_DATABASE = "MONGODB_DATABASE"
     CREATE_TABLE = "CREATE_TABLE"
@@ -109,6 +117,12 @@ class MongoFactory(InfrastructureFactory[MongoTrackingRecorder]):
             f"{self._prefix()}_events",
             f"{self._prefix('notification')}_tracking",
         )
+        if self.env_create_table():
+            recorder.create_collection()
+        return recorder
+
+    def dcb_recorder(self) -> MongoDCBRecorder:
+        recorder = MongoDCBRecorder(self.datastore, f"{self._prefix('dcb')}_events")
         if self.env_create_table():
             recorder.create_collection()
         return recorder

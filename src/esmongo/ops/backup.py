@@ -27,21 +27,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
 
-import bson
-from bson import json_util
-from bson.codec_options import CodecOptions
-from bson.raw_bson import RawBSONDocument
-from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
 
 from esmongo.codec import Document
-from esmongo.errors import EsmongoError
+from esmongo.ops import backup_logs
+from esmongo.ops.backup_files import (
+    BATCH,
+    BackupError,
+    batches,
+    checksum_update,
+    create_indexes,
+    insert,
+    raw_db,
+    source_of,
+    write_metadata,
+)
 from esmongo.ops.check.chain import verify_chain
 from esmongo.ops.migration import seal
 from esmongo.schema.catalog import COLLECTION as SCHEMAS
@@ -62,36 +66,9 @@ from esmongo.store.data_keys import DataKeys, Erasure
 from esmongo.store.layout import layout_record, log_database
 from esmongo.store.transactions import SEQUENCE_COUNTER
 
+__all__ = ["BackupError", "BackupReport", "Layout", "backup", "restore"]
+
 Progress = Callable[[str, int], None]
-
-BATCH = 1000
-DUPLICATE_KEY = 11000
-RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
-
-
-def _raw(db: AsyncDatabase[Document]) -> AsyncDatabase[RawBSONDocument]:
-    """The same database, documents kept as their exact BSON bytes."""
-    return cast(
-        "AsyncDatabase[RawBSONDocument]", db.client.get_database(db.name, codec_options=RAW)
-    )
-
-
-def _batches(path: Path) -> Iterator[list[RawBSONDocument]]:
-    """The documents of a .bson file, a batch at a time (the file may be large)."""
-    with open(path, "rb") as file:
-        batch: list[RawBSONDocument] = []
-        for doc in bson.decode_file_iter(file, RAW):
-            batch.append(doc)
-            if len(batch) == BATCH:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
-
-class BackupError(EsmongoError):
-    """A backup or restore could not be made safely."""
-
 
 STORE_OWNED = (SCHEMAS, ARCHIVED_STREAMS, ARCHIVE, META, MIGRATIONS, DATA_KEYS, ERASURES)
 """Beside the log: what esmongo keeps that cannot be derived from events."""
@@ -162,10 +139,8 @@ class BackupReport:
     events_checksum: str = ""
     keys_erased: int = 0
     """On restore: data keys the backup held that the erasure log deleted."""
-
-
-def _checksum_update(digest: Any, doc: RawBSONDocument) -> None:
-    digest.update(f"{doc['sequence']}|{doc['eventId']}|{doc['aggregateId']}\n".encode())
+    own_logs: dict[str, int] = field(default_factory=dict)
+    """Each log of its own (its events collection) and its head."""
 
 
 async def backup(
@@ -182,6 +157,7 @@ async def backup(
     if target.exists() and any(target.iterdir()):
         raise BackupError(f"{target} is not empty: choose a new directory")
     target.mkdir(parents=True, exist_ok=True)
+    own = await backup_logs.cut(db)
     counter = await db[COUNTERS].find_one({"_id": SEQUENCE_COUNTER})
     head = int(counter["value"]) if counter else 0
     archives_before = int(counter.get("archives", 0)) if counter else 0
@@ -190,7 +166,7 @@ async def backup(
     log = await log_database(db)
     existing = set(await db.list_collection_names())
     existing_in_log = set(await log.list_collection_names())
-    raw, raw_log = _raw(db), _raw(log)
+    raw, raw_log = raw_db(db), raw_db(log)
     digest = hashlib.sha256()
     archived: dict[tuple[str, str], int] = {}  # stream -> its archive number
     for name in layout.collections:
@@ -223,19 +199,32 @@ async def backup(
                 count += 1
                 if progress is not None and count % BATCH == 0:
                     progress(name, count)
-        indexes = [ix async for ix in await source[name].list_indexes()]
-        metadata = {"indexes": indexes, "collectionName": name}
-        (target / f"{name}.metadata.json").write_text(json_util.dumps(metadata))
+        await write_metadata(source, name, target)
         report.counts[name] = count
         if progress is not None:
             progress(name, count)
     for name in layout.logs:  # the final files, in that order: what restore digests
         path = target / f"{name}.bson"
         if path.exists():
-            for events in _batches(path):
+            for events in batches(path):
                 for event in events:
-                    _checksum_update(digest, event)
+                    checksum_update(digest, event)
     report.events_checksum = digest.hexdigest()
+    own_logs = []
+    for own_log in own.logs:
+        counts, checksum = await backup_logs.dump(db, own_log, target, existing, progress)
+        for name in own_log.positions:
+            counts[name] = backup_logs.dump_positions(name, own.positions[name], target)
+            if name in existing:
+                await write_metadata(db, name, target)
+        report.counts.update(counts)
+        report.own_logs[own_log.events] = own_log.head
+        own_logs.append({**own_log.manifest(), "checksum": checksum})
+        if (held := sum(counts.get(name, 0) for name in own_log.logs)) != own_log.head:
+            raise BackupError(
+                f"{own_log.events} holds {held} events up to its head {own_log.head}: the log has "
+                f"gaps or was changed outside esmongo; backup kept in {target}"
+            )
     manifest = {
         "headSequence": head,
         "counts": report.counts,
@@ -243,6 +232,7 @@ async def backup(
         "eventsCollection": layout.events,
         "sealed": list(layout.sealed),
         "kept": list(layout.kept),
+        "ownLogs": own_logs,
     }
     (target / "esmongo-backup.json").write_text(json.dumps(manifest, indent=2))
     held = sum(report.counts.get(name, 0) for name in layout.logs)
@@ -259,7 +249,7 @@ def _drop_streams(path: Path, streams: set[tuple[str, str]]) -> int:
     kept = 0
     partial = path.with_suffix(".partial")
     with open(partial, "wb") as out:
-        for batch in _batches(path):
+        for batch in batches(path):
             for doc in batch:
                 if (doc["aggregateType"], doc["aggregateId"]) not in streams:
                     out.write(doc.raw)
@@ -292,20 +282,26 @@ async def restore(
     The application's collections the backup kept, and those named in `keep`, are not
     state: what they hold stays, and the backup's entries merge into them.
     """
-    source = _source(directory)
+    source = source_of(directory)
     manifest_file = source / "esmongo-backup.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else None
     layout = Layout.from_manifest(manifest, source).keeping(keep)
+    own = [
+        (backup_logs.OwnLog.from_manifest(entry), str(entry["checksum"]))
+        for entry in (manifest or {}).get("ownLogs", [])
+    ]
     log = await log_database(db)
-    if any([await log[name].estimated_document_count() > 0 for name in layout.logs]):
-        raise BackupError(f"database {log.name} already has events: restore into an empty one")
+    if any([await log[name].estimated_document_count() > 0 for name in layout.logs]) or any(
+        [await db[name].estimated_document_count() > 0 for o, _ in own for name in o.logs]
+    ):
+        raise BackupError(f"database {db.name} already has events: restore into an empty one")
     # The layout is the target's (a backup restores into either layout): esmongo_meta's
     # record of it is put back over the backup's.
     where = await layout_record(db)
     await _clear_state(db, layout, drop_state=drop_state)
     report = BackupReport(head_sequence=0)
     erased = {key for erasure in erasures for key in erasure.keys}
-    raw, raw_log = _raw(db), _raw(log)
+    raw, raw_log = raw_db(db), raw_db(log)
     digest = hashlib.sha256()
     seen = bytearray()  # one byte per sequence: each must be restored exactly once
     for name in layout.collections:
@@ -313,17 +309,15 @@ async def restore(
         if not data.exists():
             continue
         into = log if name in layout.in_log else db
-        meta_file = source / f"{name}.metadata.json"
-        if meta_file.exists():
-            await _create_indexes(into, name, json_util.loads(meta_file.read_text()))
+        await create_indexes(into, name, source)
         if name == META:  # the backup's record of the active log replaces the target's
             await db[META].delete_one({"_id": ACTIVE})
         count = 0
-        batches = _batches(data)
-        while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+        files = batches(data)
+        while (batch := await asyncio.to_thread(next, files, None)) is not None:
             if name in layout.logs:
                 for doc in batch:
-                    _checksum_update(digest, doc)
+                    checksum_update(digest, doc)
                     sequence = int(doc["sequence"])
                     if sequence >= len(seen):
                         seen.extend(bytes(sequence + 1 - len(seen) + BATCH))
@@ -338,7 +332,7 @@ async def restore(
                     continue
                 batch = kept
             target = raw_log if into is log else raw
-            count += await _insert(target, name, batch, log=name in layout.logs)
+            count += await insert(target, name, batch, log=name in layout.logs)
             if progress is not None:
                 progress(name, count)
         report.counts[name] = count
@@ -386,6 +380,9 @@ async def restore(
             f"the restored events' chain is broken at #{first.sequence} ({first.problem}): "
             "the backup was altered after it was made"
         )
+    for own_log, checksum in own:
+        report.counts.update(await backup_logs.load(db, source, own_log, checksum, progress))
+        report.own_logs[own_log.events] = own_log.head
     return report
 
 
@@ -419,41 +416,3 @@ async def _clear_state(db: AsyncDatabase[Document], layout: Layout, *, drop_stat
         )
     for name in held:
         await db[name].delete_many({})
-
-
-async def _insert(
-    raw: AsyncDatabase[RawBSONDocument], name: str, batch: list[RawBSONDocument], *, log: bool
-) -> int:
-    """Insert a batch; outside the logs, entries already there (same unique key) are kept."""
-    if log:
-        await raw[name].insert_many(batch, ordered=True)
-        return len(batch)
-    try:
-        await raw[name].insert_many(batch, ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        return len(batch) - len(errors)
-    return len(batch)
-
-
-def _source(directory: Path) -> Path:
-    """The folder holding the .bson files: `directory` itself or its one database folder."""
-    if any(directory.glob("*.bson")):
-        return directory
-    folders = [p for p in directory.iterdir() if p.is_dir()] if directory.exists() else []
-    if len(folders) == 1 and any(folders[0].glob("*.bson")):
-        return folders[0]
-    raise BackupError(f"no backup found in {directory}")
-
-
-async def _create_indexes(db: AsyncDatabase[Document], name: str, metadata: Document) -> None:
-    models = []
-    for spec in metadata.get("indexes", []):
-        if spec.get("name") == "_id_":
-            continue
-        options = {k: v for k, v in spec.items() if k not in ("key", "v", "ns")}
-        models.append(IndexModel(list(spec["key"].items()), **options))
-    if models:
-        await db[name].create_indexes(models)

@@ -33,6 +33,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from esmongo.codec import Document
 from esmongo.errors import (
+    AppendConditionFailed,
     ConcurrencyError,
     EventsCollectionSealed,
     StreamArchived,
@@ -41,6 +42,7 @@ from esmongo.events import NewEvent, RecordedEvent, StreamId, utc_now
 from esmongo.metrics import EVENTS_APPENDED, STORE_APPENDS_TAKEN_OUT, STORE_TRANSACTION_RETRIES
 from esmongo.store.archive import ARCHIVES_FIELD, Archive
 from esmongo.store.chain import ChainHead, chain
+from esmongo.store.conditions import ConditionRefused, check_conditions
 from esmongo.store.fence import Generation, generation, refuse_unless_writable
 from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.requests import AppendRequest
@@ -65,7 +67,8 @@ from esmongo.store.writers import Writers
 
 PAUSE_POINTS: dict[str, Callable[[], Awaitable[None]]] = {}
 """Test hooks: a coroutine run at a named step ("checked": after a round's version check,
-before its transaction), to make a race with another writer deterministic."""
+before its transaction; "conditioned": in the transaction, after the appends' conditions
+held, before the commit), to make a race with another writer deterministic."""
 
 
 class _WritesFailed(Exception):
@@ -164,6 +167,13 @@ class BatchWriter:
             except _Distrusted:
                 again.extend(live)  # checked again, by query this time
                 break
+            except ConditionRefused as exc:
+                refusing = live.pop(exc.index)
+                if exc.in_batch:  # the earlier append may be taken out: check again, after
+                    again.append(refusing)
+                else:
+                    refusing.fail(AppendConditionFailed(exc.sequence))
+                continue
             except EventsCollectionSealed as exc:
                 for append in live:
                     append.fail(exc)
@@ -307,6 +317,11 @@ class BatchWriter:
                 for append, streams in zip(batch, recorded, strict=True):
                     if append.writes is not None:
                         await self._write_also(append, streams, session)
+                firsts = [streams[0][0].sequence for streams in recorded]
+                conditions = [(a.condition, f) for a, f in zip(batch, firsts, strict=True)]
+                await check_conditions(conditions, first + 1, self.events, session)
+                if (hook := PAUSE_POINTS.get("conditioned")) is not None:
+                    await hook()
             except Exception:
                 if session.in_transaction:
                     await session.abort_transaction()

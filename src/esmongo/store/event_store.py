@@ -37,6 +37,7 @@ from esmongo.store import fence
 from esmongo.store.archive import Archive, ArchiveReport
 from esmongo.store.batch_writer import BatchWriter
 from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS, COUNTERS, own_archive
+from esmongo.store.conditions import AppendCondition
 from esmongo.store.data_keys import DataKeys, MasterKeys
 from esmongo.store.group_commit import GroupCommit
 from esmongo.store.layout import ensure_indexes, log_database
@@ -210,19 +211,24 @@ class EventStore(EventReads, EventQueries):
         return recorded
 
     async def append_streams(
-        self, requests: Sequence[AppendRequest], *, writes: Writes | None = None
+        self,
+        requests: Sequence[AppendRequest],
+        *,
+        writes: Writes | None = None,
+        condition: AppendCondition | None = None,
     ) -> list[list[RecordedEvent]]:
         """Append to several streams in one transaction: all of them, or none.
 
         A request whose event ids were all recorded before returns those recorded events
         (upcast, like every read) and writes nothing, `writes` included: a retried append
-        is idempotent, and the first one committed its writes.
+        is idempotent, and the first one committed its writes. `condition` is checked in
+        the transaction (esmongo.store.conditions): AppendConditionFailed when it refuses.
         """
         if not all(r.events for r in requests):
             kept = [r for r in requests if r.events]
             if not kept and writes is not None:
                 raise ValueError("writes need at least one event to commit with")
-            written = iter(await self.append_streams(kept, writes=writes))
+            written = iter(await self.append_streams(kept, writes=writes, condition=condition))
             return [next(written) if r.events else [] for r in requests]
         if not requests:
             return []
@@ -246,6 +252,7 @@ class EventStore(EventReads, EventQueries):
             count=len(ids),
             size=self._estimate_size(requests) if self._group is not None else 0,
             writes=writes,
+            condition=condition,
         )
         if self._group is not None:
             self._group.submit(pending)

@@ -8,6 +8,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from esmongo.events import RecordedEvent
+from esmongo.store.conditions import AppendCondition
 from esmongo.store.requests import AppendRequest
 from esmongo.store.unit_of_work import Writes
 
@@ -38,6 +39,8 @@ class PendingAppend:
     size: int
     writes: Writes | None = None
     """Documents that commit with these events or not at all (esmongo.store.unit_of_work)."""
+    condition: AppendCondition | None = None
+    """Checked in the transaction, after the insert: it may refuse the append."""
     heads: list[int] = field(default_factory=list)
     """For each request, the version it appends after (set by the version check)."""
     retries: int = 0
