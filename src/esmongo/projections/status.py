@@ -100,7 +100,7 @@ async def projection_status(
     for name in names:
         checkpoint = await checkpoints.get(name)
         lease = await leases.get(name)
-        position = checkpoint.position if checkpoint else 0
+        position = await checkpoints.effective(checkpoint) if checkpoint else 0
         lag = max(0, head - position)
         lag_seconds = 0.0
         if lag:

@@ -42,6 +42,12 @@ from esmongo.metrics import EVENTS_APPENDED, STORE_APPENDS_TAKEN_OUT, STORE_TRAN
 from esmongo.store.archive import ARCHIVES_FIELD, Archive
 from esmongo.store.chain import ChainHead, chain
 from esmongo.store.fence import Generation, generation, refuse_unless_writable
+from esmongo.store.inline import (
+    InlineHandlerFailed,
+    InlineProjection,
+    InlineWriteFailed,
+    apply_inline,
+)
 from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.requests import AppendRequest
 from esmongo.store.retries import Retries
@@ -75,6 +81,11 @@ class _WritesFailed(Exception):
         super().__init__(f"an append's writes failed: {cause}")
         self.append = append
         self.cause = cause
+
+
+class _SplitBatch(Exception):
+    """Raised inside a batch's transaction: an inline projection's merged writes failed
+    and no one append owns the failure; each append goes again alone (BatchWriter.flush)."""
 
 
 class _Distrusted(Exception):
@@ -121,6 +132,12 @@ class BatchWriter:
         self.head = ChainHead()
         """The chain's last link this writer committed (esmongo.store.chain)."""
         self._logs = [events] if archive is None else [events, archive.events]
+        self.inline: dict[str, InlineProjection] = {}
+        """Inline projections this process applies when the counter says they are inline
+        (esmongo.store.inline)."""
+        self.inline_through: dict[str, int] = {}
+        """Per inline projection, the last sequence of a batch this writer committed with
+        it applied: the read model held every event up to there at that commit."""
         self._transaction_s = TYPICAL_TRANSACTION_S  # moving average of committed ones
 
     async def flush(self, batch: list[PendingAppend]) -> None:
@@ -307,13 +324,40 @@ class BatchWriter:
                 for append, streams in zip(batch, recorded, strict=True):
                     if append.writes is not None:
                         await self._write_also(append, streams, session)
+                applied = await self._write_inline(batch, recorded, counter, first, session)
             except Exception:
                 if session.in_transaction:
                     await session.abort_transaction()
                 raise
             await commit(session)
         self.head.committed(sequence, last, written)
+        for name in applied:
+            self.inline_through[name] = max(self.inline_through.get(name, 0), sequence)
         return recorded, written
+
+    async def _write_inline(
+        self,
+        batch: list[PendingAppend],
+        recorded: list[list[list[RecordedEvent]]],
+        counter: Mapping[str, Any],
+        before: int,
+        session: AsyncClientSession,
+    ) -> list[str]:
+        """The inline projections, in the batch's transaction (esmongo.store.inline); the
+        names applied. A handler's failure fails its append alone (_WritesFailed); a merged
+        write's failure splits the batch (_SplitBatch), unless a retry can get past it."""
+        try:
+            return await apply_inline(
+                self.inline, recorded, counter, self.counters, self.counter_id, before, session
+            )
+        except InlineHandlerFailed as exc:
+            raise _WritesFailed(batch[exc.index], exc) from exc
+        except InlineWriteFailed as exc:
+            if transient(exc.cause):
+                raise _WritesFailed(batch[0], exc.cause) from exc  # the whole batch again
+            if len(batch) == 1:
+                raise _WritesFailed(batch[0], exc) from exc
+            raise _SplitBatch(str(exc)) from exc
 
     async def _write_also(
         self,

@@ -37,6 +37,7 @@ from esmongo.store.archive import Archive, ArchiveReport
 from esmongo.store.batch_writer import BatchWriter
 from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS, COUNTERS, own_archive
 from esmongo.store.group_commit import GroupCommit
+from esmongo.store.inline import InlineProjection, InlineSwitch
 from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.queries import EventQueries
 from esmongo.store.reads import EventReads
@@ -126,6 +127,8 @@ class EventStore(EventReads, EventQueries):
             self.writers,
             counter_id=sequence,
         )
+        self.inline = InlineSwitch(self.counters, sequence)
+        """Which projections are inline (esmongo.store.inline)."""
         self._group: GroupCommit[PendingAppend] | None = (
             GroupCommit(self._writer.flush, max_events=max_batch_events, max_bytes=max_batch_bytes)
             if group_commit
@@ -140,6 +143,21 @@ class EventStore(EventReads, EventQueries):
     def stats(self) -> WriteStats:
         """Counts of what the write path did (transactions, appends, retries)."""
         return self._writer.stats
+
+    def register_inline(self, projection: InlineProjection) -> None:
+        """Apply `projection` in every append transaction of this store while the counter
+        says it is inline (esmongo.store.inline; esmongo.projections.inline builds these)."""
+        self._writer.inline[projection.name] = projection
+
+    @property
+    def inline_registered(self) -> frozenset[str]:
+        """The inline projections this store applies."""
+        return frozenset(self._writer.inline)
+
+    def inline_applied_through(self, name: str) -> int:
+        """The last sequence of a batch this store committed with projection `name`
+        applied inline (0: none): its read model held every event up to there."""
+        return self._writer.inline_through.get(name, 0)
 
     async def init(self) -> None:
         """Create the indexes (archive included) and the sequence counter (with its write
