@@ -171,14 +171,16 @@ class ProjectionRunner(BatchPipeline):
         # A STOP block is not kept across a restart or takeover: the new holder tries the
         # blocking event again (its dead letter is open), and either applies it, removing
         # the dead letter in the batch's transaction, or blocks there again.
-        settled = await take_back(
-            self.session(),
-            self.checkpoints,
-            self.store.inline,
-            self.name,
-            fence,
-            keep_inline=self.inline_wanted,
-        )
+        settled = None
+        if checkpoint.inline:  # handed over to the appends: keep it so, or take it back
+            settled = await take_back(
+                self.session(),
+                self.checkpoints,
+                self.store.inline,
+                self.name,
+                fence,
+                keep_inline=self.inline_wanted,
+            )
         if settled is not None and settled[1]:
             self.position = self.head = settled[0]
             self.blocked_at = None
