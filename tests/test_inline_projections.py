@@ -431,3 +431,35 @@ async def test_the_bank_is_configured_by_name_or_environment(
     assert Bank(db).store.inline_registered == frozenset()
     with pytest.raises(ConfigurationError, match="no projection acounts_read"):
         Bank(db, inline="acounts_read")
+
+
+async def test_the_service_with_accounts_read_inline_answers_consistent_reads_at_once(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api_helpers import api_client
+    from esmongo.api.app import run_projection_daemon
+
+    monkeypatch.setenv("ESMONGO_INLINE_PROJECTIONS", "accounts_read")
+    async with api_client(db, background=run_projection_daemon) as api:
+        bank = api.services.bank
+        await until(lambda: _inline(bank.store))
+        await api.open_account("a1", funds="10.00")
+        # No projection daemon any more: only the commands' own transactions update it.
+        assert api.services.projections is not None
+        await api.services.projections.stop()
+        api.services.consistency_timeout_s = 0.5
+        for n in range(1, 4):
+            r = await api.post("/accounts/a1/credit", json={"amount": "1.00"})
+            assert r.status_code == 200, r.text
+            plain = (await api.get("/accounts/a1")).json()
+            consistent = await api.get("/accounts/a1", params={"consistent": "true"})
+            assert consistent.status_code == 200, consistent.text
+            for view in (plain, consistent.json()):
+                assert Decimal(view["balance"]) == Decimal("10.00") + n
+        other = (await api.get("/projections")).json()
+        assert other  # the async read models are still listed
+    monkeypatch.delenv("ESMONGO_INLINE_PROJECTIONS")
+
+
+async def _inline(store: EventStore) -> bool:
+    return (await store.inline.state("accounts_read")).inline
