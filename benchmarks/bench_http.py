@@ -223,8 +223,9 @@ async def until_inline(bank: Bank, inline: bool) -> None:
         await asyncio.sleep(0.05)
 
 
-async def inline_vs_async(quick: bool) -> None:
-    """accounts_read async, then inline: commands and consistent reads, in one run."""
+async def inline_vs_async(quick: bool, rounds: int) -> None:
+    """accounts_read async, then inline (`rounds` times): commands and consistent reads,
+    in one run on one server."""
     per_client = 15 if quick else 60
     rows: list[tuple[str, str, str, str, str]] = []
     with benchmark_server() as uri:
@@ -235,15 +236,16 @@ async def inline_vs_async(quick: bool) -> None:
             key = await keys.create(Role.TELLER, "bench")
             appends = await library_appends(plain, per_client)
             rows.append(_row(appends, appends))
-            for mode in ("async", "inline"):
+            for mode in ("async", "inline") * rounds:
                 wanted = "accounts_read" if mode == "inline" else ""
                 bank = await Bank(db, inline=wanted).init()
                 daemon = ProjectionDaemon(bank.store, bank.projections)
                 daemon.start()
                 try:
                     await until_inline(bank, mode == "inline")
-                    direct = await library_commands_tagged(bank, per_client, f"lib{mode}")
-                    consistent, read = await library_consistent(bank, per_client, f"cr{mode}")
+                    tag = f"{mode}{len(rows)}-"
+                    direct = await library_commands_tagged(bank, per_client, f"lib{tag}")
+                    consistent, read = await library_consistent(bank, per_client, f"cr{tag}")
                     await daemon.wait_until(await bank.store.head_sequence(), timeout_s=120)
                 finally:
                     await daemon.stop()
@@ -253,10 +255,9 @@ async def inline_vs_async(quick: bool) -> None:
                     base = f"http://127.0.0.1:{port}"
                     await wait_ready(base)
                     await until_inline(bank, mode == "inline")
-                    http = await http_commands(
-                        base, key, per_client, mode, "service with projections"
-                    )
-                    http_read = await http_consistent(base, key, per_client, mode)
+                    label = "service with projections"
+                    http = await http_commands(base, key, per_client, tag, label)
+                    http_read = await http_consistent(base, key, per_client, tag)
                 finally:
                     service.terminate()
                     service.wait(timeout=30)
@@ -270,14 +271,11 @@ async def inline_vs_async(quick: bool) -> None:
 
 
 def _row(t: Timing, appends: Timing, mode: str = "") -> tuple[str, str, str, str, str]:
-    label = f"[{mode}] {t.label}" if mode else t.label
-    return (
-        label,
-        f"{t.rate:,.0f}",
-        f"{t.p50_ms:.1f}",
-        f"{t.p99_ms:.1f}",
-        f"{t.rate / appends.rate:.2f}x",
-    )
+    label = f"{mode}: {t.label}" if mode else t.label
+    if t.label.startswith(("HTTP GET", "its consistent")):  # a latency, not a rate
+        return (label, "", f"{t.p50_ms:.1f}", f"{t.p99_ms:.1f}", "")
+    rate = f"{t.rate / appends.rate:.2f}x"
+    return (label, f"{t.rate:,.0f}", f"{t.p50_ms:.1f}", f"{t.p99_ms:.1f}", rate)
 
 
 async def library_commands_tagged(bank: Bank, per_client: int, tag: str) -> Timing:
@@ -361,12 +359,15 @@ if __name__ == "__main__":
         help="accounts_read async vs inline: command rates and consistent-read latency",
     )
     parser.add_argument(
+        "--rounds", type=int, default=1, help="with --inline: async then inline, N times"
+    )
+    parser.add_argument(
         "--daemon-only",
         action="store_true",
         help="only the service with its projection daemon (code without --no-projections)",
     )
     args = parser.parse_args()
     if args.inline:
-        asyncio.run(inline_vs_async(args.quick))
+        asyncio.run(inline_vs_async(args.quick, args.rounds))
     else:
         asyncio.run(main(args.quick, args.profile, not args.daemon_only))
