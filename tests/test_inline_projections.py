@@ -133,7 +133,7 @@ async def test_a_read_right_after_the_append_sees_it_and_the_daemon_does_not_app
         head = await store.head_sequence()
         assert await Checkpoints(db).position("accounts_read") == head
         (status,) = await projection_status(store, ["accounts_read"])
-        assert status.position == head and status.lag_events == 0
+        assert status.position == head and status.lag_events == 0 and status.inline
         await daemon.wait_until(head, timeout_s=1)
         # Several idle polls later, the runner has applied none of them itself.
         await until(lambda: runner.state == RunnerState.INLINE)
