@@ -463,3 +463,18 @@ async def test_the_service_with_accounts_read_inline_answers_consistent_reads_at
 
 async def _inline(store: EventStore) -> bool:
     return (await store.inline.state("accounts_read")).inline
+
+
+async def test_a_restore_leaves_no_projection_inline(db: Db, tmp_path: Any) -> None:
+    """The read models are rebuilt after a restore, from sequence 0: a projection the
+    counter still called inline would be applied twice (by the appends, then the runner)."""
+    from esmongo.ops.backup import backup, restore
+
+    store, daemon, _ = await inline_store(db)
+    await store.append("account", "a", created())
+    await daemon.stop()
+    await backup(db, tmp_path)
+    await db["events"].drop()
+    await restore(db, tmp_path, drop_state=True)
+    state = await EventStore(db).inline.state("accounts_read")
+    assert not state.inline and state.off_at is None

@@ -56,6 +56,7 @@ from esmongo.store.collections import (
     MIGRATIONS,
     WRITERS,
 )
+from esmongo.store.inline import INLINE, INLINE_OFF
 from esmongo.store.transactions import SEQUENCE_COUNTER
 
 Progress = Callable[[str, int], None]
@@ -328,7 +329,13 @@ async def restore(
         {"_id": SEQUENCE_COUNTER},
         # `restores` moves the counter's generation even where `archives` goes back: a
         # process that remembers events of the replaced log checks them again.
-        {"$set": counter, "$unset": {fence.SEALED_FOR: ""}, "$inc": {fence.RESTORES: 1}},
+        # No projection stays inline (esmongo.store.inline): the read models are rebuilt
+        # from sequence 0 by their runners, which hand them over again.
+        {
+            "$set": counter,
+            "$unset": {fence.SEALED_FOR: "", INLINE: "", INLINE_OFF: ""},
+            "$inc": {fence.RESTORES: 1},
+        },
         upsert=True,
     )
     chain = await verify_chain(db)  # the checksum covers ids; the chain covers every field
