@@ -478,3 +478,31 @@ async def test_a_restore_leaves_no_projection_inline(db: Db, tmp_path: Any) -> N
     await restore(db, tmp_path, drop_state=True)
     state = await EventStore(db).inline.state("accounts_read")
     assert not state.inline and state.off_at is None
+
+
+async def test_handed_over_while_appends_keep_coming_each_event_is_applied_once(db: Db) -> None:
+    store = EventStore(db)
+    await store.init()
+    load = BankLoad(store, seed=11, synthetic_time=False)
+    await load.append(300)
+    (projection,) = inline(AccountsReadModel())
+    register_inline(store, [projection])
+    handed = asyncio.Event()
+
+    async def keep_appending() -> None:  # until after the hand-over, about 200 events/s
+        while not handed.is_set():
+            await load.run(20, per_second=200, chunk=2)
+        await load.run(40, per_second=200, chunk=2)
+
+    writing = asyncio.create_task(keep_appending())
+    daemon = ProjectionDaemon(store, [projection], OPTIONS)
+    daemon.start()
+    try:
+        await until(lambda: daemon.runner("accounts_read").state == RunnerState.INLINE)
+        handed.set()
+        await writing
+    finally:
+        handed.set()
+        await daemon.stop()
+    expected = fold(await all_events(store))["accounts_read"]
+    assert (await read_models(db))["accounts_read"] == expected
