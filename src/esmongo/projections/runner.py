@@ -248,6 +248,7 @@ class ProjectionRunner(BatchPipeline):
         )
         if handed:
             self.state = RunnerState.INLINE
+            self.metrics.lag(0, 0.0)
         return handed
 
     async def _still_inline(self) -> bool:
@@ -263,6 +264,7 @@ class ProjectionRunner(BatchPipeline):
         )
         if settled is not None and settled[1]:
             self.position = self.head = settled[0]
+            self.metrics.lag(0, 0.0)
             return True
         position = await self.checkpoints.position(self.name) if settled is None else settled[0]
         log.info("projection %s: no longer inline; catching up from %d", self.name, position)
@@ -290,7 +292,8 @@ class ProjectionRunner(BatchPipeline):
 
         Follows this runner when it holds the lease, the stored checkpoint otherwise.
         """
-        if self.store.inline_applied_through(self.name) >= sequence:
+        inline = self.state == RunnerState.INLINE
+        if inline and self.store.inline_applied_through(self.name) >= sequence:
             return sequence  # this process's append applied it in its transaction
         deadline = time.monotonic() + timeout_s
         while self.position < sequence:

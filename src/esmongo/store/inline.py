@@ -32,7 +32,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from esmongo.codec import Document
+from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.events import RecordedEvent
 from esmongo.store.collections import COUNTERS
 from esmongo.store.transactions import DURABLE, SEQUENCE_COUNTER
@@ -199,9 +199,10 @@ async def apply_inline(
             writes = await projection.writes(appends)
             try:
                 for collection, operations in by_collection(writes):
-                    await counters.database[collection].bulk_write(
-                        operations, ordered=True, session=session
+                    target = counters.database.get_collection(
+                        collection, codec_options=CODEC_OPTIONS
                     )
+                    await target.bulk_write(operations, ordered=True, session=session)
             except PyMongoError as exc:
                 raise InlineWriteFailed(name, exc) from exc
         applied.append(name)
