@@ -506,3 +506,11 @@ async def test_handed_over_while_appends_keep_coming_each_event_is_applied_once(
         await daemon.stop()
     expected = fold(await all_events(store))["accounts_read"]
     assert (await read_models(db))["accounts_read"] == expected
+
+
+async def test_the_worker_refuses_an_unknown_inline_name(server_uri: str) -> None:
+    from esmongo.projections import worker
+
+    argv = ["--uri", server_uri, "--projections", "esmongo.bank.read_models:bank_projections"]
+    with pytest.raises(SystemExit, match="no projection nope"):
+        await worker.main([*argv, "--inline", "nope"])
