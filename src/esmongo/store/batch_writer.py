@@ -42,12 +42,7 @@ from esmongo.metrics import EVENTS_APPENDED, STORE_APPENDS_TAKEN_OUT, STORE_TRAN
 from esmongo.store.archive import ARCHIVES_FIELD, Archive
 from esmongo.store.chain import ChainHead, chain
 from esmongo.store.fence import Generation, generation, refuse_unless_writable
-from esmongo.store.inline import (
-    InlineHandlerFailed,
-    InlineProjection,
-    InlineWriteFailed,
-    apply_inline,
-)
+from esmongo.store.inline import InlineAppliers, InlineHandlerFailed, InlineWriteFailed
 from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.requests import AppendRequest
 from esmongo.store.retries import Retries
@@ -132,12 +127,8 @@ class BatchWriter:
         self.head = ChainHead()
         """The chain's last link this writer committed (esmongo.store.chain)."""
         self._logs = [events] if archive is None else [events, archive.events]
-        self.inline: dict[str, InlineProjection] = {}
-        """Inline projections this process applies when the counter says they are inline
-        (esmongo.store.inline)."""
-        self.inline_through: dict[str, int] = {}
-        """Per inline projection, the last sequence of a batch this writer committed with
-        it applied: the read model held every event up to there at that commit."""
+        self.inline = InlineAppliers(counters, counter_id)
+        """Projections applied in the transaction while the counter says so (store.inline)."""
         self._transaction_s = TYPICAL_TRANSACTION_S  # moving average of committed ones
 
     async def flush(self, batch: list[PendingAppend]) -> None:
@@ -331,8 +322,7 @@ class BatchWriter:
                 raise
             await commit(session)
         self.head.committed(sequence, last, written)
-        for name in applied:
-            self.inline_through[name] = max(self.inline_through.get(name, 0), sequence)
+        self.inline.committed(applied, sequence)
         return recorded, written
 
     async def _write_inline(
@@ -343,13 +333,10 @@ class BatchWriter:
         before: int,
         session: AsyncClientSession,
     ) -> list[str]:
-        """The inline projections, in the batch's transaction (esmongo.store.inline); the
-        names applied. A handler's failure fails its append alone (_WritesFailed); a merged
-        write's failure splits the batch (_SplitBatch), unless a retry can get past it."""
+        """The inline projections (InlineAppliers.apply): a handler's failure fails its
+        append alone; a merged write's, unless transient, splits the batch."""
         try:
-            return await apply_inline(
-                self.inline, recorded, counter, self.counters, self.counter_id, before, session
-            )
+            return await self.inline.apply(recorded, counter, before, session)
         except InlineHandlerFailed as exc:
             raise _WritesFailed(batch[exc.index], exc) from exc
         except InlineWriteFailed as exc:

@@ -147,17 +147,17 @@ class EventStore(EventReads, EventQueries):
     def register_inline(self, projection: InlineProjection) -> None:
         """Apply `projection` in every append transaction of this store while the counter
         says it is inline (esmongo.store.inline; esmongo.projections.inline builds these)."""
-        self._writer.inline[projection.name] = projection
+        self._writer.inline.registered[projection.name] = projection
 
     @property
     def inline_registered(self) -> frozenset[str]:
         """The inline projections this store applies."""
-        return frozenset(self._writer.inline)
+        return frozenset(self._writer.inline.registered)
 
     def inline_applied_through(self, name: str) -> int:
         """The last sequence of a batch this store committed with projection `name`
         applied inline (0: none): its read model held every event up to there."""
-        return self._writer.inline_through.get(name, 0)
+        return self._writer.inline.through.get(name, 0)
 
     async def init(self) -> None:
         """Create the indexes (archive included) and the sequence counter (with its write

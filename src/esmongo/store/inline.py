@@ -160,50 +160,64 @@ def _state(counter: Mapping[str, Any], name: str) -> InlineState:
     return InlineState(False, head, off_at=None if off is None else int(off))
 
 
-async def apply_inline(
-    registered: Mapping[str, InlineProjection],
-    recorded: Sequence[Sequence[Sequence[RecordedEvent]]],
-    counter: Mapping[str, Any],
-    counters: AsyncCollection[Document],
-    counter_id: str,
-    before: int,
-    session: AsyncClientSession,
-) -> list[str]:
-    """In a batch's transaction, after its events: apply each projection the counter (as
-    the batch's `$inc` returned it) says is inline; the names applied. One this process has
-    not registered is switched off when the batch has events of its types. `recorded`: per
-    append, per stream, the events; `before`: the last sequence before the batch."""
-    applied = []
-    for name, types in inline_names(counter).items():
-        projection = registered.get(name)
-        if projection is None:
-            if any(e.event_type in types for a in recorded for s in a for e in s):
-                log.warning(
-                    "projection %s is inline but this process does not apply it: switched off "
-                    "at %d (its async runner goes on from there)",
-                    name,
-                    before,
-                )
-                await counters.update_one(
-                    {"_id": counter_id},
-                    {
-                        "$unset": {f"{INLINE}.{name}": ""},
-                        "$set": {f"{INLINE_OFF}.{name}": before},
-                    },
-                    session=session,
-                )
-            continue
-        handled = set(projection.event_types)
-        appends = [[e for s in a for e in s if e.event_type in handled] for a in recorded]
-        if any(appends):
-            writes = await projection.writes(appends)
-            try:
-                for collection, operations in by_collection(writes):
-                    target = counters.database.get_collection(
-                        collection, codec_options=CODEC_OPTIONS
-                    )
-                    await target.bulk_write(operations, ordered=True, session=session)
-            except PyMongoError as exc:
-                raise InlineWriteFailed(name, exc) from exc
-        applied.append(name)
-    return applied
+class InlineAppliers:
+    """The inline projections a store applies, and how far its batches applied each."""
+
+    def __init__(self, counters: AsyncCollection[Document], counter_id: str) -> None:
+        self.counters = counters
+        self.counter_id = counter_id
+        self.registered: dict[str, InlineProjection] = {}
+        self.through: dict[str, int] = {}
+        """Per projection, the last sequence of a batch committed with it applied: its read
+        model held every event up to there at that commit."""
+
+    def committed(self, names: Sequence[str], last: int) -> None:
+        for name in names:
+            self.through[name] = max(self.through.get(name, 0), last)
+
+    async def apply(
+        self,
+        recorded: Sequence[Sequence[Sequence[RecordedEvent]]],
+        counter: Mapping[str, Any],
+        before: int,
+        session: AsyncClientSession,
+    ) -> list[str]:
+        """In a batch's transaction, after its events: apply each projection the counter
+        (as the batch's `$inc` returned it) says is inline; the names applied. One not
+        registered here is switched off when the batch has events of its types.
+        `recorded`: per append, per stream, the events; `before`: the last sequence
+        before the batch. Raises InlineHandlerFailed or InlineWriteFailed."""
+        applied = []
+        for name, types in inline_names(counter).items():
+            projection = self.registered.get(name)
+            if projection is None:
+                if any(e.event_type in types for a in recorded for s in a for e in s):
+                    await self._switch_off(name, before, session)
+                continue
+            handled = set(projection.event_types)
+            appends = [[e for s in a for e in s if e.event_type in handled] for a in recorded]
+            if any(appends):
+                writes = await projection.writes(appends)
+                try:
+                    for collection, operations in by_collection(writes):
+                        target = self.counters.database.get_collection(
+                            collection, codec_options=CODEC_OPTIONS
+                        )
+                        await target.bulk_write(operations, ordered=True, session=session)
+                except PyMongoError as exc:
+                    raise InlineWriteFailed(name, exc) from exc
+            applied.append(name)
+        return applied
+
+    async def _switch_off(self, name: str, before: int, session: AsyncClientSession) -> None:
+        log.warning(
+            "projection %s is inline but this process does not apply it: switched off "
+            "at %d (its async runner goes on from there)",
+            name,
+            before,
+        )
+        await self.counters.update_one(
+            {"_id": self.counter_id},
+            {"$unset": {f"{INLINE}.{name}": ""}, "$set": {f"{INLINE_OFF}.{name}": before}},
+            session=session,
+        )
