@@ -1,6 +1,6 @@
 """The HTTP service under 16 concurrent clients, next to the library in the same run.
 
-    python benchmarks/bench_http.py [--quick] [--profile FILE] [--daemon-only]
+    python benchmarks/bench_http.py [--quick] [--profile FILE] [--daemon-only] [--inline]
 
 `esmongo serve` runs as its own process on the benchmark's server; 16 clients credit and
 debit their own accounts over HTTP. The same commands run directly through the library
@@ -8,6 +8,11 @@ debit their own accounts over HTTP. The same commands run directly through the l
 service runs twice: with its projection daemon (the default), then with `--no-projections`
 (the daemon is then meant to run in a process of its own; here none runs), which shows what
 the daemon's read-model writes cost the commands on this single-threaded server.
+
+`--inline`: instead, `accounts_read` async (the default) against inline
+(ESMONGO_INLINE_PROJECTIONS=accounts_read), each with the projection daemon running beside the
+commands (in the service; in the benchmark's process for `Bank.handle`): the command rates,
+and the latency of a `consistent=true` read of the account right after each command.
 
 `--profile FILE`: py-spy (`pip install py-spy`, not a project dependency) samples the
 service process while the HTTP clients run; FILE gets the collapsed stacks, and the
@@ -43,6 +48,7 @@ from esmongo import NO_STREAM, NewEvent
 from esmongo.api import ApiKeys, Role
 from esmongo.bank import ActivateAccount, Bank, CreateAccount, CreditAccount, DebitAccount
 from esmongo.connect.embedded import free_port
+from esmongo.projections import ProjectionDaemon
 
 CLIENTS = 16
 
@@ -79,7 +85,9 @@ async def library_appends(bank: Bank, per_client: int) -> Timing:
     return watch.timing(f"library EventStore.append(1), {CLIENTS} tasks", CLIENTS * per_client)
 
 
-async def http_commands(base: str, key: str, per_client: int, tag: str = "") -> Timing:
+async def http_commands(
+    base: str, key: str, per_client: int, tag: str = "", label: str | None = None
+) -> Timing:
     headers = {"Authorization": f"Bearer {key}"}
     limits = httpx.Limits(max_connections=CLIENTS)
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits) as http:
@@ -98,12 +106,19 @@ async def http_commands(base: str, key: str, per_client: int, tag: str = "") -> 
                 assert r.status_code == 200, r.text
 
         await asyncio.gather(*[client(c) for c in range(CLIENTS)])
-    label = "service without its projection daemon" if tag else "service with projections"
+    if label is None:
+        label = "service without its projection daemon" if tag else "service with projections"
     return watch.timing(f"HTTP credit/debit, {CLIENTS} clients, {label}", CLIENTS * per_client)
 
 
-def start_service(uri: str, db_name: str, port: int, projections: bool) -> subprocess.Popen[bytes]:
-    env = os.environ | {"MONGODB_URI": uri, "ESMONGO_DB": db_name}
+def start_service(
+    uri: str, db_name: str, port: int, projections: bool, inline: str = ""
+) -> subprocess.Popen[bytes]:
+    env = os.environ | {
+        "MONGODB_URI": uri,
+        "ESMONGO_DB": db_name,
+        "ESMONGO_INLINE_PROJECTIONS": inline,
+    }
     command = [sys.executable, "-m", "esmongo.cli", "serve", "--port", str(port)]
     if not projections:
         command.append("--no-projections")
@@ -154,6 +169,132 @@ def print_profile(path: str, top: int = 15) -> None:
             if title == "own" or "esmongo" in frame or "pymongo" in frame
         ][:top]
         print_table(f"service profile: {title} samples ({samples})", ["function", "share"], rows)
+
+
+async def library_consistent(bank: Bank, per_client: int, tag: str) -> tuple[Timing, Timing]:
+    """Each task: a credit, then the account read with `consistent=true`'s wait."""
+    for c in range(CLIENTS):
+        await bank.handle(CreateAccount(f"{tag}{c}", "u", "Bench", "EUR"))
+        await bank.handle(ActivateAccount(f"{tag}{c}"))
+    commands, reads = Stopwatch(), Stopwatch()
+
+    async def client(c: int) -> None:
+        for i in range(per_client):
+            with commands.lap():
+                result = await bank.handle(CreditAccount(f"{tag}{c}", Decimal("1.00"), f"{i}"))
+                assert result.success, result.error
+                with reads.lap():
+                    await bank.queries.wait_until_current(30)
+                    doc = await bank.queries.account(f"{tag}{c}")
+            assert doc is not None and doc["stats"]["transactionCount"] == i + 1, doc
+
+    await asyncio.gather(*[client(c) for c in range(CLIENTS)])
+    n = CLIENTS * per_client
+    return (
+        commands.timing(f"Bank.handle + consistent read, {CLIENTS} tasks", n),
+        reads.timing("its consistent read alone", n),
+    )
+
+
+async def http_consistent(base: str, key: str, per_client: int, tag: str) -> Timing:
+    """Each client: a credit, then GET the account with consistent=true (timed alone)."""
+    headers = {"Authorization": f"Bearer {key}"}
+    limits = httpx.Limits(max_connections=CLIENTS)
+    reads = Stopwatch()
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits) as http:
+
+        async def client(c: int) -> None:
+            for _ in range(per_client):
+                r = await http.post(f"/accounts/http{tag}{c}/credit", json={"amount": "1.00"})
+                assert r.status_code == 200, r.text
+                with reads.lap():
+                    r = await http.get(f"/accounts/http{tag}{c}", params={"consistent": "true"})
+                assert r.status_code == 200, r.text
+
+        await asyncio.gather(*[client(c) for c in range(CLIENTS)])
+    return reads.timing("HTTP GET consistent=true after a credit", CLIENTS * per_client)
+
+
+async def until_inline(bank: Bank, inline: bool) -> None:
+    deadline = time.monotonic() + 120
+    while (await bank.store.inline.state("accounts_read")).inline != inline:
+        if time.monotonic() > deadline:
+            raise RuntimeError("accounts_read was not handed over in time")
+        await asyncio.sleep(0.05)
+
+
+async def inline_vs_async(quick: bool, rounds: int) -> None:
+    """accounts_read async, then inline (`rounds` times): commands and consistent reads,
+    in one run on one server."""
+    per_client = 15 if quick else 60
+    rows: list[tuple[str, str, str, str, str]] = []
+    with benchmark_server() as uri:
+        async with database(uri, "bench_http") as db:
+            plain = await Bank(db, inline="").init()
+            keys = ApiKeys(db)
+            await keys.init()
+            key = await keys.create(Role.TELLER, "bench")
+            appends = await library_appends(plain, per_client)
+            rows.append(_row(appends, appends))
+            for mode in ("async", "inline") * rounds:
+                wanted = "accounts_read" if mode == "inline" else ""
+                bank = await Bank(db, inline=wanted).init()
+                daemon = ProjectionDaemon(bank.store, bank.projections)
+                daemon.start()
+                try:
+                    await until_inline(bank, mode == "inline")
+                    tag = f"{mode}{len(rows)}-"
+                    direct = await library_commands_tagged(bank, per_client, f"lib{tag}")
+                    consistent, read = await library_consistent(bank, per_client, f"cr{tag}")
+                    await daemon.wait_until(await bank.store.head_sequence(), timeout_s=120)
+                finally:
+                    await daemon.stop()
+                port = free_port()
+                service = start_service(uri, "bench_http", port, True, wanted)
+                try:
+                    base = f"http://127.0.0.1:{port}"
+                    await wait_ready(base)
+                    await until_inline(bank, mode == "inline")
+                    label = "service with projections"
+                    http = await http_commands(base, key, per_client, tag, label)
+                    http_read = await http_consistent(base, key, per_client, tag)
+                finally:
+                    service.terminate()
+                    service.wait(timeout=30)
+                for timing in (direct, consistent, read, http, http_read):
+                    rows.append(_row(timing, appends, mode))
+    print_table(
+        "accounts_read async vs inline: commands (1 event each) and consistent reads",
+        ["path", "ops/s", "p50 ms", "p99 ms", "vs append"],
+        rows,
+    )
+
+
+def _row(t: Timing, appends: Timing, mode: str = "") -> tuple[str, str, str, str, str]:
+    label = f"{mode}: {t.label}" if mode else t.label
+    if t.label.startswith(("HTTP GET", "its consistent")):  # a latency, not a rate
+        return (label, "", f"{t.p50_ms:.1f}", f"{t.p99_ms:.1f}", "")
+    rate = f"{t.rate / appends.rate:.2f}x"
+    return (label, f"{t.rate:,.0f}", f"{t.p50_ms:.1f}", f"{t.p99_ms:.1f}", rate)
+
+
+async def library_commands_tagged(bank: Bank, per_client: int, tag: str) -> Timing:
+    for c in range(CLIENTS):
+        await bank.handle(CreateAccount(f"{tag}{c}", "u", "Bench", "EUR"))
+        await bank.handle(ActivateAccount(f"{tag}{c}"))
+    watch = Stopwatch()
+
+    async def client(c: int) -> None:
+        for i in range(per_client):
+            make = CreditAccount if i % 2 == 0 else DebitAccount
+            with watch.lap():
+                result = await bank.handle(make(f"{tag}{c}", Decimal("1.00"), f"l{c}-{i}"))
+            assert result.success, result.error
+
+    await asyncio.gather(*[client(c) for c in range(CLIENTS)])
+    return watch.timing(
+        f"library Bank.handle, {CLIENTS} tasks, with the daemon", CLIENTS * per_client
+    )
 
 
 async def main(quick: bool, profile: str | None, with_bare: bool = True) -> None:
@@ -213,9 +354,20 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="fewer requests")
     parser.add_argument("--profile", metavar="FILE", help="py-spy the service into FILE")
     parser.add_argument(
+        "--inline",
+        action="store_true",
+        help="accounts_read async vs inline: command rates and consistent-read latency",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="with --inline: async then inline, N times"
+    )
+    parser.add_argument(
         "--daemon-only",
         action="store_true",
         help="only the service with its projection daemon (code without --no-projections)",
     )
     args = parser.parse_args()
-    asyncio.run(main(args.quick, args.profile, not args.daemon_only))
+    if args.inline:
+        asyncio.run(inline_vs_async(args.quick, args.rounds))
+    else:
+        asyncio.run(main(args.quick, args.profile, not args.daemon_only))

@@ -123,3 +123,13 @@ def test_serve_on_a_busy_port_exits_2_before_announcing(env: dict[str, str]) -> 
     assert "serving" not in result.stdout and "key" not in result.stdout
     line = error_line(result)
     assert f"127.0.0.1:{port}" in line and "in use" in line
+
+
+def test_serve_with_an_unknown_inline_projection_exits_2(env: dict[str, str]) -> None:
+    result = esmongo(env, "serve", "--port", "0", "--inline", "acounts_read")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "serving" not in result.stdout
+    line = error_line(result)
+    assert "no projection acounts_read" in line and "accounts_read" in line
+    result = esmongo(env | {"ESMONGO_INLINE_PROJECTIONS": "nope"}, "serve", "--port", "0")
+    assert result.returncode == 2 and "no projection nope" in error_line(result)

@@ -67,7 +67,9 @@ async def test_a_backup_restores_eventsourcing_applications_into_an_empty_databa
     monkeypatch.setenv("MONGODB_DATABASE", target)
     try:
         restored = await restore(
-            client.get_database(target, codec_options=CODEC_OPTIONS), tmp_path / source
+            client.get_database(target, codec_options=CODEC_OPTIONS),
+            tmp_path / source,
+            erasures=[],
         )
         assert restored.own_logs == report.own_logs
 

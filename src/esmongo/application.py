@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Self, TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -26,6 +26,7 @@ from esmongo.model.snapshots import SnapshotStore
 from esmongo.ops.audit import AUDIT_SCHEMAS
 from esmongo.ops.migration import active_events_collection
 from esmongo.projections import Projection
+from esmongo.projections.inline import configure_inline, register_inline
 from esmongo.schema.catalog import SchemaCatalog
 from esmongo.schema.registry import EventSchema, SchemaRegistry, Upcasters
 from esmongo.store import EventStore
@@ -70,7 +71,10 @@ class Application:
         strict: bool = True,
         cache_aggregates: int = MAX_AGGREGATES,
         cache_bytes: int = MAX_BYTES,
+        inline: str | Collection[str] | None = None,
     ) -> None:
+        """`inline`: projections to run inline (esmongo.projections.inline), by name; None
+        reads $ESMONGO_INLINE_PROJECTIONS (comma-separated)."""
         self.db = db
         self.registry = SchemaRegistry(strict=strict)
         self.catalog = SchemaCatalog(db, self.registry)
@@ -78,6 +82,7 @@ class Application:
         self.upcasters = upcasters if upcasters is not None else Upcasters()
         self.schemas = [*schemas, *AUDIT_SCHEMAS]
         self.projections = list(projections)
+        configure_inline(self.projections, inline)
         self.aggregates = list(aggregates)
         self.snapshot_every = snapshot_every
         self.cache_aggregates = cache_aggregates
@@ -110,6 +115,7 @@ class Application:
             )
             for kind in self.aggregates
         }
+        register_inline(self.store, self.projections)
 
     def repository(self, kind: type[A]) -> Repository[A]:
         """The repository of an aggregate class this application declared."""

@@ -34,9 +34,12 @@ Starter = Callable[[Services], Awaitable[Callable[[], Awaitable[None]]]]
 
 
 async def build_services(
-    db: AsyncDatabase[dict[str, Any]], *, rate_limit: float | None = None
+    db: AsyncDatabase[dict[str, Any]],
+    *,
+    rate_limit: float | None = None,
+    inline: str | None = None,
 ) -> Services:
-    bank = await Bank(db).init()
+    bank = await Bank(db, inline=inline).init()
     api_keys = ApiKeys(db)
     await api_keys.init()
     idempotency = IdempotencyKeys(db)
@@ -89,12 +92,14 @@ def create_app(
     background: Starter | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     rate_limit: float | None = None,
+    inline: str | None = None,
 ) -> FastAPI:
     """The service on `db` (tests) or on the database `settings` name (opened at startup).
 
     Request bodies over `max_body_bytes` are refused with a 413 before they are parsed.
     `rate_limit`: requests per second per API key and process, for keys that set none
-    (429 with Retry-After beyond it); None: unlimited.
+    (429 with Retry-After beyond it); None: unlimited. `inline`: read models updated in the
+    commands' transactions, comma-separated (None: $ESMONGO_INLINE_PROJECTIONS).
     """
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be at least 1, not {max_body_bytes}")
@@ -108,7 +113,7 @@ def create_app(
             if database is None:
                 conn = await stack.enter_async_context(Connection(settings))
                 database = conn.db
-            svc = await build_services(database, rate_limit=rate_limit)
+            svc = await build_services(database, rate_limit=rate_limit, inline=inline)
             if settings is not None:
                 svc.erasure_log = settings.erasure_log
             app.state.services = svc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,7 +48,10 @@ class Bank(Application):
         snapshot_every: int = 50,
         strict: bool = True,
         cache_aggregates: int = MAX_AGGREGATES,
+        inline: str | Collection[str] | None = None,
     ) -> None:
+        """`inline`: read models to update in the commands' transactions (e.g.
+        "accounts_read"); None reads $ESMONGO_INLINE_PROJECTIONS."""
         super().__init__(
             db,
             aggregates=[Account],
@@ -57,6 +60,7 @@ class Bank(Application):
             snapshot_every=snapshot_every,
             strict=strict,
             cache_aggregates=cache_aggregates,
+            inline=inline,
         )
 
     def _open_store(self, collection: str) -> None:

@@ -58,7 +58,7 @@ def status() -> None:
         for s in await projection_status(application.store, names):
             table.add_row(
                 s.name,
-                s.state,
+                f"{s.state}, inline" if s.inline else s.state,
                 str(s.position),
                 str(s.head),
                 str(s.lag_events),

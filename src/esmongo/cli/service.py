@@ -78,6 +78,15 @@ def serve(
             "`esmongo projections run` in its own).",
         ),
     ] = True,
+    inline: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ESMONGO_INLINE_PROJECTIONS",
+            help="Read models to update in the commands' own transactions, comma-separated "
+            "(e.g. accounts_read): a read after a command sees it at once "
+            "[default: none, all async].",
+        ),
+    ] = None,
 ) -> None:
     """Run the console, the accounts API and the projection daemon (Ctrl-C stops)."""
     import uvicorn
@@ -89,6 +98,7 @@ def serve(
     from esmongo.console import mount
 
     require_bank("serve")
+    _check_inline(inline)
     body_limit = DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes
     sock = listen_socket(host, port)
     port = sock.getsockname()[1]
@@ -106,6 +116,7 @@ def serve(
                 background=run_projection_daemon if projections else None,
                 max_body_bytes=body_limit,
                 rate_limit=rate_limit,
+                inline=inline,
             )
             mount(service)
             url = f"http://{host}:{port}"
@@ -120,6 +131,18 @@ def serve(
 
     with sock:
         run_async(main())
+
+
+def _check_inline(names: str | None) -> None:
+    """A name that is no read model of the bank fails at once, before anything starts."""
+    from esmongo.bank.read_models import bank_projections
+    from esmongo.errors import ConfigurationError
+    from esmongo.projections.inline import configure_inline
+
+    try:
+        configure_inline(bank_projections(), names)
+    except ConfigurationError as exc:
+        raise fail(str(exc), 2) from None
 
 
 @app.command()

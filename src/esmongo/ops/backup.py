@@ -63,6 +63,7 @@ from esmongo.store.collections import (
     WRITERS,
 )
 from esmongo.store.data_keys import DataKeys, Erasure
+from esmongo.store.inline import INLINE, INLINE_OFF
 from esmongo.store.layout import layout_record, log_database
 from esmongo.store.transactions import SEQUENCE_COUNTER
 
@@ -368,7 +369,13 @@ async def restore(
         {"_id": SEQUENCE_COUNTER},
         # `restores` moves the counter's generation even where `archives` goes back: a
         # process that remembers events of the replaced log checks them again.
-        {"$set": counter, "$unset": {fence.SEALED_FOR: ""}, "$inc": {fence.RESTORES: 1}},
+        # No projection stays inline (esmongo.store.inline): the read models are rebuilt
+        # from sequence 0 by their runners, which hand them over again.
+        {
+            "$set": counter,
+            "$unset": {fence.SEALED_FOR: "", INLINE: "", INLINE_OFF: ""},
+            "$inc": {fence.RESTORES: 1},
+        },
         upsert=True,
     )
     keys = DataKeys(db, None)  # and the backup's own log (a forget cut short), logged

@@ -21,7 +21,7 @@ from esmongo.projections.errors import (
 )
 from esmongo.projections.leases import Leases, LeaseState
 from esmongo.projections.options import BatchReport, RunnerOptions
-from esmongo.projections.projection import FailurePolicy, Projection, handles
+from esmongo.projections.projection import FailurePolicy, Lifecycle, Projection, handles
 from esmongo.projections.rebuild import RebuildResult, rebuild, replay, reset
 from esmongo.projections.runner import ProjectionRunner
 from esmongo.projections.status import ProjectionStatus, projection_status
@@ -43,6 +43,7 @@ __all__ = [
     "LeaseLost",
     "LeaseState",
     "Leases",
+    "Lifecycle",
     "Projection",
     "ProjectionBlocked",
     "ProjectionDaemon",

@@ -55,6 +55,8 @@ class RunnerState(StrEnum):
     LIVE = "live"
     BLOCKED = "blocked"
     """Stopped before a dead letter by the STOP policy; resumes once it is retried or discarded."""
+    INLINE = "inline"
+    """Handed over to the append transactions (esmongo.projections.inline): only watches."""
     STOPPED = "stopped"
 
 
@@ -169,6 +171,8 @@ class BatchPipeline(abc.ABC):
             return await self._step_batch()
 
     async def _step_batch(self) -> bool:
+        if self.state == RunnerState.INLINE:
+            return False  # the appends apply it: a batch here would apply events twice
         started = time.perf_counter()
         behind = self.head - self.position > self.options.batch_size
         limit = self.options.catch_up_size if behind else self.options.batch_size

@@ -23,6 +23,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.events import utc_now
 from esmongo.projections.errors import CheckpointConflict
+from esmongo.store import InlineSwitch
 
 COLLECTION = "projection_checkpoints"
 
@@ -51,6 +52,9 @@ class Checkpoint:
     """How many blue/green rebuilds were swapped in."""
     stats: Mapping[str, Any] = field(default_factory=dict)
     pending_swap: Mapping[str, Any] | None = None
+    inline: bool = False
+    """Handed over to the append transactions (esmongo.projections.inline): the position
+    is the counter's while the counter says so."""
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> Checkpoint:
@@ -63,6 +67,7 @@ class Checkpoint:
             generation=int(doc.get("generation", 0)),
             stats=doc.get("stats") or {},
             pending_swap=doc.get("pendingSwap"),
+            inline=bool(doc.get("inline", False)),
         )
 
 
@@ -73,6 +78,7 @@ class Checkpoints:
         self.collection: AsyncCollection[Document] = db.get_collection(
             COLLECTION, codec_options=CODEC_OPTIONS
         )
+        self.switch = InlineSwitch.of(db)
 
     async def get(self, name: str, session: AsyncClientSession | None = None) -> Checkpoint | None:
         doc = await self.collection.find_one({"_id": name}, session=session)
@@ -81,7 +87,17 @@ class Checkpoints:
     async def position(self, name: str) -> int:
         """The last sequence the projection applied (0 when it never ran)."""
         checkpoint = await self.get(name)
-        return checkpoint.position if checkpoint else 0
+        return await self.effective(checkpoint) if checkpoint else 0
+
+    async def effective(self, checkpoint: Checkpoint) -> int:
+        """The checkpoint's position; for an inline one, the counter's value while it is
+        inline, where an append switched it off otherwise."""
+        if not checkpoint.inline:
+            return checkpoint.position
+        state = await self.switch.state(checkpoint.name)
+        if state.inline:
+            return state.head
+        return state.off_at if state.off_at is not None else checkpoint.position
 
     async def raise_fence(self, name: str, fence: int) -> Checkpoint:
         """Make `fence` the checkpoint's fence (creating it at 0) unless a newer one is there.

@@ -24,6 +24,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 _HANDLES = "__esmongo_projection_handles__"
 
 
+class Lifecycle(StrEnum):
+    """When a projection's writes happen."""
+
+    ASYNC = "async"
+    """By the runner, after the events commit (the default): the read model lags a little."""
+    INLINE = "inline"
+    """In the transaction of the events themselves (esmongo.projections.inline): a read
+    after the append sees them; a failing handler fails the append."""
+
+
 class FailurePolicy(StrEnum):
     """What a projection does with an event its handler keeps failing on."""
 
@@ -55,6 +65,8 @@ class Projection:
     name: str = ""
     collections: Mapping[str, Sequence[IndexModel]] = {}
     policy: FailurePolicy = FailurePolicy.SKIP
+    lifecycle: Lifecycle = Lifecycle.ASYNC
+    """INLINE: applied in the append's transaction once its runner has caught up."""
     max_attempts: int = 3
     """Calls of a failing handler before its event becomes a dead letter."""
     retry_backoff_s: float = 0.05

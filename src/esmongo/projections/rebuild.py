@@ -24,12 +24,13 @@ from esmongo.events import utc_now
 from esmongo.projections.checkpoints import Checkpoints
 from esmongo.projections.dead_letters import DeadLetters
 from esmongo.projections.errors import RebuildError
+from esmongo.projections.inline import take_back
 from esmongo.projections.leases import HeldLease, Leases
 from esmongo.projections.options import RunnerOptions, default_owner
 from esmongo.projections.projection import Projection
 from esmongo.projections.runner import ProjectionRunner
 from esmongo.projections.swap import REBUILDS, collection_exists, finish_swap
-from esmongo.store import EventStore
+from esmongo.store import EventStore, InlineSwitch
 
 Progress = Callable[[int, int], Awaitable[None] | None]
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ async def rebuild(
     live_lease: HeldLease | None = None
     try:
         await shadow.catch_up(progress, release=False)
-        live_lease = await _take_live_lease(db, projection.name, owner, lease_ttl_s)
+        live_lease = await _take_live_lease(db, store.inline, projection.name, owner, lease_ttl_s)
         position = await shadow.catch_up(progress, release=False)
         checkpoints = Checkpoints(db)
         result = await checkpoints.collection.update_one(
@@ -169,9 +170,11 @@ async def rebuild(
 
 
 async def _take_live_lease(
-    db: AsyncDatabase[Document], name: str, owner: str, ttl_s: float
+    db: AsyncDatabase[Document], switch: InlineSwitch, name: str, owner: str, ttl_s: float
 ) -> HeldLease:
-    """Take the live projection's lease from whoever has it and fence its checkpoint."""
+    """Take the live projection's lease from whoever has it and fence its checkpoint; an
+    inline projection is taken back from the appends (esmongo.projections.inline), so its
+    checkpoint is where the live read model is and no append writes it any more."""
     checkpoints, leases = Checkpoints(db), Leases(db)
     checkpoint = await checkpoints.get(name)
     floor = checkpoint.fence if checkpoint else 0
@@ -182,6 +185,8 @@ async def _take_live_lease(
     lease.start()
     try:
         await checkpoints.raise_fence(name, version)
+        async with db.client.start_session() as session:
+            await take_back(session, checkpoints, switch, name, version)
     except BaseException:
         await lease.stop(release=True)
         raise
@@ -202,7 +207,7 @@ async def reset(
     """
     db = store.db.with_options(codec_options=CODEC_OPTIONS)
     owner = owner or default_owner()
-    lease = await _take_live_lease(db, projection.name, owner, lease_ttl_s)
+    lease = await _take_live_lease(db, store.inline, projection.name, owner, lease_ttl_s)
     try:
         for name in projection.collections:
             await db.drop_collection(name)

@@ -27,9 +27,10 @@ from esmongo.projections.errors import (
     LeaseLost,
     ProjectionBlocked,
 )
+from esmongo.projections.inline import hand_over, take_back
 from esmongo.projections.leases import HeldLease, Leases
 from esmongo.projections.options import RunnerOptions
-from esmongo.projections.projection import Projection
+from esmongo.projections.projection import Lifecycle, Projection
 from esmongo.projections.source import EventSource
 from esmongo.projections.swap import finish_swap
 from esmongo.projections.watcher import EventWatcher
@@ -72,6 +73,12 @@ class ProjectionRunner(BatchPipeline):
         self._session: AsyncClientSession | None = None
         """The session of this runner's batch transactions (recorded in its lease)."""
         self._wake = asyncio.Event()
+        self.inline_wanted = (
+            projection.lifecycle == Lifecycle.INLINE
+            and self.name == projection.name
+            and not targets
+        )
+        """Hand the projection over to the appends once caught up (not for a rebuild's)."""
         if watcher is not None:
             watcher.subscribe(self._event_types, self._wake)
 
@@ -164,7 +171,24 @@ class ProjectionRunner(BatchPipeline):
         # A STOP block is not kept across a restart or takeover: the new holder tries the
         # blocking event again (its dead letter is open), and either applies it, removing
         # the dead letter in the batch's transaction, or blocks there again.
-        await self._resume_at(checkpoint.position, None)
+        settled = None
+        if checkpoint.inline:  # handed over to the appends: keep it so, or take it back
+            settled = await take_back(
+                self.session(),
+                self.checkpoints,
+                self.store.inline,
+                self.name,
+                fence,
+                keep_inline=self.inline_wanted,
+            )
+        if settled is not None and settled[1]:
+            self.position = self.head = settled[0]
+            self.blocked_at = None
+            self.state = RunnerState.INLINE
+            return
+        if self.state == RunnerState.INLINE:
+            self.state = RunnerState.IDLE
+        await self._resume_at(checkpoint.position if settled is None else settled[0], None)
         if checkpoint.blocked_at is not None:
             log.info(
                 "projection %s: retrying the event %d it was blocked at",
@@ -190,6 +214,10 @@ class ProjectionRunner(BatchPipeline):
             if not lease.valid:
                 raise LeaseLost(f"the lease of {self.name} expired or was taken over")
             self._wake.clear()
+            if self.state == RunnerState.INLINE:
+                if await self._still_inline():
+                    await self._pause(stop, self.options.idle_poll_s)  # appends wake nothing
+                continue
             if self.blocked_at is not None:
                 self.state = RunnerState.BLOCKED
                 await self._check_unblocked()
@@ -201,8 +229,48 @@ class ProjectionRunner(BatchPipeline):
                 if more:
                     continue
                 self.state = RunnerState.LIVE if self.blocked_at is None else RunnerState.BLOCKED
+                if await self._hand_over():
+                    continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.options.idle_poll_s)
+
+    async def _hand_over(self) -> bool:
+        """Caught up and inline wanted: switch to inline (esmongo.projections.inline)."""
+        if not self.inline_wanted or self.blocked_at is not None or self.position < self.head:
+            return False
+        handed = await hand_over(
+            self.session(),
+            self.checkpoints,
+            self.store.inline,
+            self.projection,
+            self._fence,
+            self.position,
+        )
+        if handed:
+            self.state = RunnerState.INLINE
+            self.metrics.lag(0, 0.0)
+        return handed
+
+    async def _still_inline(self) -> bool:
+        """While inline: True if it still is; otherwise go on asynchronously from where
+        the read model is (an append from a process that does not apply it switched it off)."""
+        settled = await take_back(
+            self.session(),
+            self.checkpoints,
+            self.store.inline,
+            self.name,
+            self._fence,
+            keep_inline=True,
+        )
+        if settled is not None and settled[1]:
+            self.position = self.head = settled[0]
+            self.metrics.lag(0, 0.0)
+            return True
+        position = await self.checkpoints.position(self.name) if settled is None else settled[0]
+        log.info("projection %s: no longer inline; catching up from %d", self.name, position)
+        self.state = RunnerState.LIVE
+        await self._resume_at(position, None)
+        return False
 
     async def _check_unblocked(self) -> None:
         checkpoint = await self.checkpoints.get(self.name)
@@ -224,8 +292,13 @@ class ProjectionRunner(BatchPipeline):
 
         Follows this runner when it holds the lease, the stored checkpoint otherwise.
         """
+        inline = self.state == RunnerState.INLINE
+        if inline and self.store.inline_applied_through(self.name) >= sequence:
+            return sequence  # this process's append applied it in its transaction
         deadline = time.monotonic() + timeout_s
         while self.position < sequence:
+            if self.state == RunnerState.INLINE:
+                return await self.checkpoints.wait_until(self.name, sequence, timeout_s)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(
@@ -254,6 +327,8 @@ class ProjectionRunner(BatchPipeline):
             raise LeaseLost(f"the lease of {self.name} is held by another process")
         try:
             while True:
+                if self.state == RunnerState.INLINE:
+                    return self.position  # the appends keep it current
                 if self.blocked_at is not None:
                     raise ProjectionBlocked(
                         f"projection {self.name} is blocked by the dead letter at "

@@ -41,6 +41,8 @@ class ProjectionStatus:
     blocked_at: int | None
     generation: int
     updated_at: datetime | None
+    inline: bool = False
+    """Applied by the appends' transactions (esmongo.projections.inline)."""
 
     def to_dict(self) -> Document:
         return {
@@ -57,6 +59,7 @@ class ProjectionStatus:
             "blockedAt": self.blocked_at,
             "generation": self.generation,
             "updatedAt": self.updated_at,
+            "inline": self.inline,
         }
 
 
@@ -100,7 +103,8 @@ async def projection_status(
     for name in names:
         checkpoint = await checkpoints.get(name)
         lease = await leases.get(name)
-        position = checkpoint.position if checkpoint else 0
+        position = await checkpoints.effective(checkpoint) if checkpoint else 0
+        inline = bool(checkpoint and checkpoint.inline and (await store.inline.state(name)).inline)
         lag = max(0, head - position)
         lag_seconds = 0.0
         if lag:
@@ -122,6 +126,7 @@ async def projection_status(
             blocked_at=checkpoint.blocked_at if checkpoint else None,
             generation=checkpoint.generation if checkpoint else 0,
             updated_at=checkpoint.updated_at if checkpoint else None,
+            inline=inline,
         )
         if update_metrics:
             PROJECTION_LAG_EVENTS.labels(name).set(status.lag_events)

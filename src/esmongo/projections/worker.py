@@ -25,7 +25,9 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from esmongo.codec import CODEC_OPTIONS, Document
+from esmongo.errors import ConfigurationError
 from esmongo.projections.daemon import ProjectionDaemon
+from esmongo.projections.inline import configure_inline
 from esmongo.projections.options import RunnerOptions, StepHook
 from esmongo.projections.projection import Projection
 from esmongo.store import EventStore
@@ -63,6 +65,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--db", default=os.environ.get("ESMONGO_DB", "esmongo"))
     parser.add_argument("--projections", required=True)
     parser.add_argument("--only", action="append", help="run only these projection names")
+    parser.add_argument(
+        "--inline",
+        help="projections to hand over to the appends once caught up, comma-separated "
+        "(default: $ESMONGO_INLINE_PROJECTIONS; docs/projections.md)",
+    )
     parser.add_argument("--owner")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--catch-up-batch-size", type=int)
@@ -84,6 +91,10 @@ async def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
     )
     projections = load_projections(args.projections)
+    try:
+        configure_inline(projections, args.inline)
+    except ConfigurationError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if args.only:
         projections = [p for p in projections if p.name in set(args.only)]
     stop = asyncio.Event()

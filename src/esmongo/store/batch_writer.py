@@ -44,6 +44,7 @@ from esmongo.store.archive import ARCHIVES_FIELD, Archive
 from esmongo.store.chain import ChainHead, chain
 from esmongo.store.conditions import ConditionRefused, check_conditions
 from esmongo.store.fence import Generation, generation, refuse_unless_writable
+from esmongo.store.inline import InlineAppliers, InlineHandlerFailed, InlineWriteFailed
 from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.requests import AppendRequest
 from esmongo.store.retries import Retries
@@ -78,6 +79,11 @@ class _WritesFailed(Exception):
         super().__init__(f"an append's writes failed: {cause}")
         self.append = append
         self.cause = cause
+
+
+class _SplitBatch(Exception):
+    """Raised inside a batch's transaction: an inline projection's merged writes failed
+    and no one append owns the failure; each append goes again alone (BatchWriter.flush)."""
 
 
 class _Distrusted(Exception):
@@ -124,6 +130,8 @@ class BatchWriter:
         self.head = ChainHead()
         """The chain's last link this writer committed (esmongo.store.chain)."""
         self._logs = [events] if archive is None else [events, archive.events]
+        self.inline = InlineAppliers(counters, counter_id)
+        """Projections applied in the transaction while the counter says so (store.inline)."""
         self._transaction_s = TYPICAL_TRANSACTION_S  # moving average of committed ones
 
     async def flush(self, batch: list[PendingAppend]) -> None:
@@ -322,13 +330,37 @@ class BatchWriter:
                 await check_conditions(conditions, first + 1, self.events, session)
                 if (hook := PAUSE_POINTS.get("conditioned")) is not None:
                     await hook()
+                applied = await self._write_inline(batch, recorded, counter, first, session)
             except Exception:
                 if session.in_transaction:
                     await session.abort_transaction()
                 raise
             await commit(session)
         self.head.committed(sequence, last, written)
+        self.inline.committed(applied, sequence)
         return recorded, written
+
+    async def _write_inline(
+        self,
+        batch: list[PendingAppend],
+        recorded: list[list[list[RecordedEvent]]],
+        counter: Mapping[str, Any],
+        before: int,
+        session: AsyncClientSession,
+    ) -> list[str]:
+        """The inline projections (InlineAppliers.apply): a handler's failure fails its
+        append alone; a merged write's, unless transient, splits the batch."""
+        clear = [_clear(append, streams) for append, streams in zip(batch, recorded, strict=True)]
+        try:
+            return await self.inline.apply(clear, counter, before, session)
+        except InlineHandlerFailed as exc:
+            raise _WritesFailed(batch[exc.index], exc) from exc
+        except InlineWriteFailed as exc:
+            if transient(exc.cause):
+                raise _WritesFailed(batch[0], exc.cause) from exc  # the whole batch again
+            if len(batch) == 1:
+                raise _WritesFailed(batch[0], exc) from exc
+            raise _SplitBatch(str(exc)) from exc
 
     async def _write_also(
         self,
@@ -338,7 +370,7 @@ class BatchWriter:
     ) -> None:
         """The append's unit-of-work writes, in the batch's transaction (_WritesFailed)."""
         try:
-            for name, operations in by_collection(resolve(append.writes, recorded)):
+            for name, operations in by_collection(resolve(append.writes, _clear(append, recorded))):
                 await self.database[name].bulk_write(operations, ordered=True, session=session)
         except Exception as exc:
             raise _WritesFailed(append, exc) from exc
@@ -420,3 +452,12 @@ def _record(
         timestamp=timestamp,
         sequence=sequence,
     )
+
+
+def _clear(append: PendingAppend, recorded: list[list[RecordedEvent]]) -> list[list[RecordedEvent]]:
+    """The append's events with personal fields in clear, as the caller gave them: what
+    its unit-of-work writes and the inline projections see (a read model must not store
+    ciphertext: esmongo.store.personal)."""
+    if append.clear is None:
+        return recorded
+    return [[append.clear(e) for e in events] for events in recorded]

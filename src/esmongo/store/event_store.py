@@ -40,6 +40,7 @@ from esmongo.store.collections import ARCHIVE, ARCHIVED_STREAMS, COUNTERS, own_a
 from esmongo.store.conditions import AppendCondition
 from esmongo.store.data_keys import DataKeys, MasterKeys
 from esmongo.store.group_commit import GroupCommit
+from esmongo.store.inline import InlineProjection, InlineSwitch
 from esmongo.store.layout import ensure_indexes, log_database
 from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.personal import PersonalData, Sealed
@@ -142,6 +143,8 @@ class EventStore(EventReads, EventQueries):
             self.writers,
             counter_id=sequence,
         )
+        self.inline = InlineSwitch(self.counters, sequence)
+        """Which projections are inline (esmongo.store.inline)."""
         self._group: GroupCommit[PendingAppend] | None = (
             GroupCommit(self._writer.flush, max_events=max_batch_events, max_bytes=max_batch_bytes)
             if group_commit
@@ -164,6 +167,21 @@ class EventStore(EventReads, EventQueries):
     def stats(self) -> WriteStats:
         """Counts of what the write path did (transactions, appends, retries)."""
         return self._writer.stats
+
+    def register_inline(self, projection: InlineProjection) -> None:
+        """Apply `projection` in every append transaction of this store while the counter
+        says it is inline (esmongo.store.inline; esmongo.projections.inline builds these)."""
+        self._writer.inline.registered[projection.name] = projection
+
+    @property
+    def inline_registered(self) -> frozenset[str]:
+        """The inline projections this store applies."""
+        return frozenset(self._writer.inline.registered)
+
+    def inline_applied_through(self, name: str) -> int:
+        """The last sequence of a batch this store committed with projection `name`
+        applied inline (0: none): its read model held every event up to there."""
+        return self._writer.inline.through.get(name, 0)
 
     async def init(self) -> None:
         """Create the indexes (archive included) and the sequence counter (with its write
@@ -242,7 +260,7 @@ class EventStore(EventReads, EventQueries):
             validate_request(request, self.registry)
         sealed = await self.personal.seal(requests)  # after validation, before the chain
         if sealed is not None:
-            requests, writes = sealed.requests, sealed.writes(writes)
+            requests = sealed.requests
 
         started = time.perf_counter()
         pending = PendingAppend(
@@ -253,6 +271,7 @@ class EventStore(EventReads, EventQueries):
             size=self._estimate_size(requests) if self._group is not None else 0,
             writes=writes,
             condition=condition,
+            clear=sealed.reveal if sealed is not None else None,
         )
         if self._group is not None:
             self._group.submit(pending)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from esmongo.events import RecordedEvent
@@ -41,6 +41,9 @@ class PendingAppend:
     """Documents that commit with these events or not at all (esmongo.store.unit_of_work)."""
     condition: AppendCondition | None = None
     """Checked in the transaction, after the insert: it may refuse the append."""
+    clear: Callable[[RecordedEvent], RecordedEvent] | None = None
+    """An event as the caller gave it, personal fields in clear (esmongo.store.personal):
+    what inline projections fold; None when nothing was encrypted."""
     heads: list[int] = field(default_factory=list)
     """For each request, the version it appends after (set by the version check)."""
     retries: int = 0

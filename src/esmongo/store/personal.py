@@ -38,7 +38,6 @@ from esmongo.events import NewEvent, RecordedEvent
 from esmongo.schema.registry import SchemaRegistry
 from esmongo.store.data_keys import NONCE_BYTES, DataKeys, invalid_tag
 from esmongo.store.requests import AppendRequest
-from esmongo.store.unit_of_work import Writes
 
 REDACTED = "[redacted]"
 """What a personal field reads as once its subject was forgotten."""
@@ -112,14 +111,6 @@ class Sealed:
         return dataclasses.replace(
             event, data=original.data, metadata={**event.metadata, **original.metadata}
         )
-
-    def writes(self, writes: Writes | None) -> Writes | None:
-        """The unit of work's writes, given the clear events (an inline read model must
-        not store ciphertext)."""
-        if writes is None or not callable(writes):
-            return writes
-        given = writes
-        return lambda recorded: given([[self.reveal(e) for e in s] for s in recorded])
 
 
 class PersonalData:
