@@ -54,6 +54,7 @@ from esmongo.store.collections import (
     ACTIVE,
     ARCHIVE,
     ARCHIVED_STREAMS,
+    CHAIN_LINKS,
     COUNTERS,
     DATA_KEYS,
     DEFAULT_EVENTS,
@@ -71,7 +72,16 @@ __all__ = ["BackupError", "BackupReport", "Layout", "backup", "restore"]
 
 Progress = Callable[[str, int], None]
 
-STORE_OWNED = (SCHEMAS, ARCHIVED_STREAMS, ARCHIVE, META, MIGRATIONS, DATA_KEYS, ERASURES)
+STORE_OWNED = (
+    SCHEMAS,
+    ARCHIVED_STREAMS,
+    ARCHIVE,
+    CHAIN_LINKS,
+    META,
+    MIGRATIONS,
+    DATA_KEYS,
+    ERASURES,
+)
 """Beside the log: what esmongo keeps that cannot be derived from events."""
 
 
@@ -92,7 +102,7 @@ class Layout:
     @property
     def in_log(self) -> frozenset[str]:
         """The collections that live in the log database (esmongo.store.layout)."""
-        return frozenset({*self.logs, ARCHIVED_STREAMS, *self.sealed})
+        return frozenset({*self.logs, ARCHIVED_STREAMS, CHAIN_LINKS, *self.sealed})
 
     @property
     def collections(self) -> tuple[str, ...]:
@@ -100,7 +110,7 @@ class Layout:
         is kept. In this order: the archive's registry is read after the log (see the
         module docstring); the data keys after the events, so that every event of the cut
         finds its key (a key is made before the event it encrypts)."""
-        owned = (ARCHIVED_STREAMS, ARCHIVE, META, MIGRATIONS, DATA_KEYS, ERASURES)
+        owned = (ARCHIVED_STREAMS, ARCHIVE, CHAIN_LINKS, META, MIGRATIONS, DATA_KEYS, ERASURES)
         return (self.events, SCHEMAS, *self.kept, *owned, *self.sealed)
 
     def keeping(self, names: Sequence[str]) -> Layout:
