@@ -317,19 +317,23 @@ async def test_any_appends_from_two_stores_race_and_all_land(
     assert_invariants(recorded)
 
 
+@pytest.mark.parametrize("log", ["events", "app_events"])
 async def test_a_remembered_version_is_checked_against_the_database(
-    db: AsyncDatabase[Document],
+    db: AsyncDatabase[Document], log: str
 ) -> None:
-    """The store remembers streams it wrote; if their events vanish it must not trust that."""
-    store = await new_store(db)
+    """The store remembers streams it wrote; if their events vanish it must not trust that.
+    `app_events`: a log numbered by its own counter (an eventsourcing application's), whose
+    generation is on that counter."""
+    options: dict[str, Any] = {} if log == "events" else {"collection": log, "sequence": log}
+    store = await new_store(db, **options)
     await store.append("t", "s", one(1) + one(2), NO_STREAM)
-    await db.drop_collection("events")
+    await db.drop_collection(log)
     await store.init()
     with pytest.raises(ConcurrencyError) as caught:
         await store.append("t", "s", one(3), 2)
     assert caught.value.actual == 0
     assert await everything(store) == []
-    await (await new_store(db)).append("t", "s", one(1), NO_STREAM)
+    await (await new_store(db, **options)).append("t", "s", one(1), NO_STREAM)
     assert await store.stream_version("t", "s") == 1  # below what it remembered
     (event,) = await store.append("t", "s", one(2), 1)
     assert event.aggregate_version == 2

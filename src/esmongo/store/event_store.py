@@ -188,11 +188,11 @@ class EventStore(EventReads, EventQueries):
         fence, esmongo.store.fence). Idempotent.
 
         An events collection missing while the counter exists was dropped under the store:
-        `restores` on the counter moves, so that no process trusts a head it wrote there
+        `restores` on its counter (this log's own, for a log numbered by one) moves, so that no process trusts a head it wrote there
         (esmongo.store.fence.generation)."""
         await self.keys.init()
         if not await self.log_db.list_collection_names(filter={"name": self.events.name}):
-            await self.counters.update_one({"_id": SEQUENCE_COUNTER}, {"$inc": {fence.RESTORES: 1}})
+            await self.counters.update_one({"_id": self.sequence}, {"$inc": {fence.RESTORES: 1}})
         await ensure_indexes(self.events, EVENT_INDEXES)
         if self.sequence != SEQUENCE_COUNTER:  # a log of its own: the fence is its collection
             await self.counters.update_one(
