@@ -26,8 +26,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_unit_of_work import raw
-from common import alternating_rounds, benchmark_db, best, console, print_table, quick_main
+from common import (
+    alternating_rounds,
+    benchmark_db,
+    best,
+    console,
+    print_table,
+    quick_main,
+    raw_transaction,
+)
 from esmongo import EventStore, NewEvent
 from esmongo.ops.check.chain import verify_chain
 from esmongo.store import batch_writer
@@ -66,7 +73,7 @@ async def run(n: int, writers: int, rounds: int) -> None:
             await append(store if turn[0] % 2 else other)
 
         shapes = {
-            "raw transaction": lambda: raw(db, uuid.uuid4().hex),
+            "raw transaction": lambda: raw_transaction(db, uuid.uuid4().hex),
             "append, chain off": lambda: append(store),
             "append, chain on": lambda: append(store),
             "two stores taking turns, chain off": taking_turns,

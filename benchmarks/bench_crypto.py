@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from bench_unit_of_work import raw
 from common import (
     alternating_rounds,
     benchmark_server,
@@ -37,6 +36,7 @@ from common import (
     database,
     print_table,
     quick_main,
+    raw_transaction,
 )
 from esmongo import EventStore, NewEvent
 from esmongo.codec import Document
@@ -99,7 +99,7 @@ async def run(n: int, writers: int, rounds: int) -> None:
                 await s.append("account", uuid.uuid4().hex, [event(owner, next_caller())])
 
             shapes: dict[str, Any] = {
-                "raw transaction": lambda: raw(clear_db, uuid.uuid4().hex),
+                "raw transaction": lambda: raw_transaction(clear_db, uuid.uuid4().hex),
                 "append, clear": lambda: append(clear, f"u{next_caller()}"),
                 "append, encrypted, known subjects": lambda: append(enc, f"u{next_caller()}"),
                 "append, encrypted, a new owner each": lambda: append(enc, uuid.uuid4().hex),

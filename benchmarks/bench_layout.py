@@ -20,43 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.database import AsyncDatabase
 
-from bench_unit_of_work import raw
-from common import alternating_rounds, benchmark_db, best, print_table, quick_main
+from common import alternating_rounds, benchmark_db, best, print_table, quick_main, raw_transaction
 from esmongo import EventStore, NewEvent
-from esmongo.codec import Document
-from esmongo.events import utc_now
 from esmongo.store.event_store import EVENT_INDEXES
 from esmongo.store.layout import database_named, log_database, use_log_database
-from esmongo.store.transactions import DURABLE
-
-
-async def raw_two(db: AsyncDatabase[Document], log: AsyncDatabase[Document], key: str) -> None:
-    """`raw`, the event inserted into `log`."""
-    counters = db.get_collection("raw_counters", write_concern=DURABLE)
-    events = log.get_collection("raw_events", write_concern=DURABLE)
-
-    async def body(session: AsyncClientSession) -> None:
-        counter = await counters.find_one_and_update(
-            {"_id": "seq"}, {"$inc": {"value": 1}}, upsert=True, session=session
-        )
-        seq = (counter or {}).get("value", 0) + 1
-        doc = {
-            "_id": seq,
-            "sequence": seq,
-            "eventId": key,
-            "aggregateType": "acct",
-            "aggregateId": key,
-            "aggregateVersion": 1,
-            "data": {"n": 1},
-            "timestamp": utc_now(),
-        }
-        await events.insert_one(doc, session=session)
-
-    async with db.client.start_session() as session:
-        await session.with_transaction(body)
 
 
 async def run(n: int, writers: int, rounds: int) -> None:
@@ -78,8 +46,10 @@ async def run(n: int, writers: int, rounds: int) -> None:
                 await store.append("acct", uuid.uuid4().hex, [NewEvent("thing.made", {"n": 1})])
 
             shapes = {
-                "raw transaction": lambda: raw(db, uuid.uuid4().hex),
-                "raw transaction, two databases": lambda: raw_two(split, log, uuid.uuid4().hex),
+                "raw transaction": lambda: raw_transaction(db, uuid.uuid4().hex),
+                "raw transaction, two databases": lambda: raw_transaction(
+                    split, uuid.uuid4().hex, log
+                ),
                 "append, one database": lambda: append(one),
                 "append, log database": lambda: append(two),
             }

@@ -16,14 +16,12 @@ import sys
 import uuid
 from pathlib import Path
 
-from pymongo import InsertOne, ReturnDocument
-from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.database import AsyncDatabase
+from pymongo import InsertOne
 from pymongo.write_concern import WriteConcern
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import alternating_rounds, benchmark_db, best, print_table, quick_main
+from common import alternating_rounds, benchmark_db, best, print_table, quick_main, raw_transaction
 from esmongo import EventStore, NewEvent
 from esmongo.codec import Document
 from esmongo.events import utc_now
@@ -36,37 +34,6 @@ DURABLE = WriteConcern("majority", j=True)
 def record(key: str) -> Document:
     now = utc_now()
     return {"_id": key, "status": 201, "body": '{"ok": true}', "createdAt": now}
-
-
-async def raw(db: AsyncDatabase[Document], key: str) -> None:
-    """PyMongo's own retrying transaction: counter $inc + insert_one."""
-    counters = db.get_collection("raw_counters", write_concern=DURABLE)
-    events = db.get_collection("raw_events", write_concern=DURABLE)
-
-    async def body(session: AsyncClientSession) -> None:
-        counter = await counters.find_one_and_update(
-            {"_id": "seq"},
-            {"$inc": {"value": 1}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-            session=session,
-        )
-        assert counter is not None
-        seq = counter["value"]
-        doc = {
-            "_id": seq,
-            "sequence": seq,
-            "eventId": key,
-            "aggregateType": "acct",
-            "aggregateId": key,
-            "aggregateVersion": 1,
-            "data": {"n": 1},
-            "timestamp": utc_now(),
-        }
-        await events.insert_one(doc, session=session)
-
-    async with db.client.start_session() as session:
-        await session.with_transaction(body)
 
 
 async def claim_complete(store: EventStore, key: str) -> None:
@@ -87,7 +54,7 @@ async def run(n: int, writers: int, rounds: int) -> None:
         await store.init()
         await db.get_collection("raw_events").create_indexes(EVENT_INDEXES)
         shapes = {
-            "raw transaction": lambda: raw(db, uuid.uuid4().hex),
+            "raw transaction": lambda: raw_transaction(db, uuid.uuid4().hex),
             "claim + append + complete": lambda: claim_complete(store, uuid.uuid4().hex),
             "append with writes (unit of work)": lambda: unit_of_work(store, uuid.uuid4().hex),
         }

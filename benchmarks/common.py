@@ -12,15 +12,52 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from rich.console import Console
 from rich.table import Table
 
 from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.connect.embedded import EmbeddedServer
+from esmongo.events import utc_now
+from esmongo.store.transactions import DURABLE
 
 console = Console()
+
+
+async def raw_transaction(
+    db: AsyncDatabase[Document], key: str, log: AsyncDatabase[Document] | None = None
+) -> None:
+    """The baseline of an append: PyMongo's own retrying transaction, counter $inc +
+    insert_one of one event (into `log`, a second database, when given)."""
+    counters = db.get_collection("raw_counters", write_concern=DURABLE)
+    events = (log if log is not None else db).get_collection("raw_events", write_concern=DURABLE)
+
+    async def body(session: AsyncClientSession) -> None:
+        counter = await counters.find_one_and_update(
+            {"_id": "seq"},
+            {"$inc": {"value": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+        assert counter is not None
+        seq = counter["value"]
+        doc = {
+            "_id": seq,
+            "sequence": seq,
+            "eventId": key,
+            "aggregateType": "acct",
+            "aggregateId": key,
+            "aggregateVersion": 1,
+            "data": {"n": 1},
+            "timestamp": utc_now(),
+        }
+        await events.insert_one(doc, session=session)
+
+    async with db.client.start_session() as session:
+        await session.with_transaction(body)
 
 
 @contextlib.contextmanager

@@ -19,8 +19,8 @@ from pymongo import AsyncMongoClient
 
 from es_apps import Fulfilment, Orders, system
 from esmongo.codec import CODEC_OPTIONS, Document
-from esmongo.ops import backup_logs
 from esmongo.ops.backup import backup, restore
+from esmongo.ops.backup import own_logs as backup_logs
 from eventsourcing_env import mongo_env  # noqa: F401  (the autouse fixture)
 from test_eventsourcing_crossread import esmongo
 

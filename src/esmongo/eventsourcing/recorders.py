@@ -38,7 +38,7 @@ from esmongo.eventsourcing.documents import (
 )
 from esmongo.eventsourcing.subscription import MongoSubscription
 from esmongo.eventsourcing.tracking import NOTIFICATION_ID, Trackings
-from esmongo.ops.backup_logs import declare_positions
+from esmongo.ops.backup.own_logs import declare_positions
 from esmongo.store import AppendRequest, DocumentWrite, EventStore
 from esmongo.store.collections import COUNTERS
 
@@ -216,7 +216,7 @@ class MongoProcessRecorder(MongoTrackingRecorder, MongoApplicationRecorder, Proc
 
     def create_collection(self) -> None:
         """The log's, and its tracking records declared as its positions: a backup takes
-        them in the log's cut (esmongo.ops.backup_logs), since they commit with its events."""
+        them in the log's cut (esmongo.ops.backup.own_logs), since they commit with its events."""
         MongoApplicationRecorder.create_collection(self)
         self.datastore.run(
             declare_positions(self.datastore.db, self.store.sequence, self.trackings.name)

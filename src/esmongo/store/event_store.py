@@ -188,8 +188,8 @@ class EventStore(EventReads, EventQueries):
         fence, esmongo.store.fence). Idempotent.
 
         An events collection missing while the counter exists was dropped under the store:
-        `restores` on its counter (this log's own, for a log numbered by one) moves, so that no process trusts a head it wrote there
-        (esmongo.store.fence.generation)."""
+        `restores` on its counter (this log's own, for a log numbered by one) moves, so
+        that no process trusts a head it wrote there (esmongo.store.fence.generation)."""
         await self.keys.init()
         if not await self.log_db.list_collection_names(filter={"name": self.events.name}):
             await self.counters.update_one({"_id": self.sequence}, {"$inc": {fence.RESTORES: 1}})

@@ -31,7 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_concern import ReadConcern
 
 from esmongo.codec import Document
-from esmongo.ops.backup_files import (
+from esmongo.ops.backup.files import (
     BATCH,
     BackupError,
     batches,

@@ -1,5 +1,5 @@
 """A backup's files, in mongodump's layout, and loading them back: what backup and restore
-of the main log (esmongo.ops.backup) and of logs of their own (esmongo.ops.backup_logs) share.
+of the main log (esmongo.ops.backup) and of logs of their own (esmongo.ops.backup.own_logs) share.
 
 `<dir>/<db>/<collection>.bson` (concatenated BSON documents, kept as their exact bytes)
 and `<collection>.metadata.json` (its indexes).
