@@ -20,12 +20,13 @@ Run: python benchmarks/bench_eventsourcing.py [--inserts 200] [--threaded 30] [-
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,33 @@ def reads(label: str, read: Callable[[], Any], n: int) -> Timing:
     return Timing(label, latencies, n, time.perf_counter() - started)
 
 
+def notification_reads(
+    raw: Raw, mongo: ApplicationRecorder, sqlite: ApplicationRecorder, events: int, n: int
+) -> list[tuple[str, Timing]]:
+    """A new page each read (what one follower catching up reads once), then one page read
+    again and again (what several followers of one leader, or a poller of one position,
+    read): esmongo serves a complete page again from its cache (esmongo.eventsourcing.pages),
+    raw PyMongo and SQLite query each time."""
+    readers: list[tuple[str, Callable[[int, int], Any]]] = [
+        ("raw", raw.select_notifications),
+        ("esmongo", lambda start, limit: mongo.select_notifications(start, limit)),
+        ("sqlite", lambda start, limit: sqlite.select_notifications(start, limit)),
+    ]
+    rows: list[tuple[str, Timing]] = []
+    for name, select in readers:
+        starts = iter(1 + 10 * (i % max(events // 10, 1)) for i in range(n + 5))
+        timing = reads(name, functools.partial(_next_page, select, starts), n)
+        rows.append((f"select_notifications(10), a new page each: {name}", timing))
+    for name, select in readers:
+        timing = reads(name, functools.partial(select, 100, 10), n)
+        rows.append((f"select_notifications(10), the same page: {name}", timing))
+    return rows
+
+
+def _next_page(select: Callable[[int, int], Any], starts: Iterator[int]) -> Any:
+    return select(next(starts), 10)
+
+
 def recorder(env: dict[str, str]) -> tuple[InfrastructureFactory, ApplicationRecorder]:
     factory = InfrastructureFactory.construct(Environment("bench", env))
     return factory, factory.application_recorder()
@@ -221,19 +249,8 @@ def main() -> None:
                     "select_events(10): sqlite",
                     reads("sq", lambda: sqlite.select_events(originator), args.reads),
                 ),
-                (
-                    "select_notifications(10): raw",
-                    reads("raw", lambda: raw.select_notifications(100, 10), args.reads),
-                ),
-                (
-                    "select_notifications(10): esmongo",
-                    reads("es", lambda: mongo.select_notifications(100, 10), args.reads),
-                ),
-                (
-                    "select_notifications(10): sqlite",
-                    reads("sq", lambda: sqlite.select_notifications(100, 10), args.reads),
-                ),
             ]
+            rows += notification_reads(raw, mongo, sqlite, args.events, args.reads)
         finally:
             mongo_factory.close()
             sqlite_factory.close()
