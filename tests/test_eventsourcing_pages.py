@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from command_counter import FindCounter
 from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.eventsourcing import MongoApplicationRecorder, MongoFactory
+from esmongo.eventsourcing.pages import NOTIFICATION_BYTES, CompletePages
 from esmongo.ops.backup import backup, restore
 from eventsourcing_env import mongo_env  # noqa: F401  (the autouse fixture)
 
@@ -162,3 +163,33 @@ def test_a_read_that_finds_the_log_shorter_drops_the_pages(counted: Counted) -> 
     assert recorder.select_notifications(start=1, limit=10) == []
     assert len(recorder.pages) == 0
     assert recorder.select_notifications(start=11, limit=10) == []
+
+
+def _page(low: int, high: int, state: bytes = b"x") -> list[Notification]:
+    return [
+        Notification(id=i, originator_id=uuid4(), originator_version=1, topic="t", state=state)
+        for i in range(low, high + 1)
+    ]
+
+
+def test_a_read_begun_before_the_pages_were_dropped_does_not_put_its_page() -> None:
+    pages = CompletePages()
+    pages.seen((0, 0, 0, 0))
+    epoch = pages.epoch()  # a read begins
+    pages.seen((0, 0, 0, 1))  # a restore is seen meanwhile
+    pages.put(1, 10, _page(1, 10), epoch)
+    assert pages.get(1, 10) is None
+    pages.put(1, 10, _page(1, 10), pages.epoch())
+    assert pages.get(1, 10) is not None
+
+
+def test_pages_are_bounded_by_bytes_least_recently_used_first() -> None:
+    weight = 10 * (100 + NOTIFICATION_BYTES)
+    pages = CompletePages(capacity=2 * weight)
+    for low in (1, 11, 21):
+        pages.put(low, low + 9, _page(low, low + 9, b"s" * 100), pages.epoch())
+        if low == 11:
+            assert pages.get(1, 10) is not None  # used: 11..20 is now the oldest
+    assert len(pages) == 2
+    assert pages.get(11, 20) is None
+    assert pages.get(1, 10) is not None and pages.get(21, 30) is not None

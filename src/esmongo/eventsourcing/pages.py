@@ -24,8 +24,11 @@ from collections.abc import Hashable, Sequence
 
 from eventsourcing.persistence import Notification
 
-CAPACITY = 4_096
-"""Notifications kept at most, over all pages (least recently used pages go first)."""
+CAPACITY = 16 * 1024 * 1024
+"""Bytes of notifications kept at most, over all pages (least recently used pages go
+first): each counts its state's length plus NOTIFICATION_BYTES."""
+NOTIFICATION_BYTES = 200
+"""What a notification costs besides its state (ids, topic, objects), near enough."""
 
 Page = tuple[Notification, ...]
 
@@ -72,14 +75,15 @@ class CompletePages:
                 if last < min(high, self._highest):
                     self._drop()
                 return
-            if len(found) > self._capacity or (low, high) in self._pages:
+            weight = _weight(found)
+            if weight > self._capacity or (low, high) in self._pages:
                 return
             self._pages[low, high] = tuple(found)
-            self._held += len(found)
+            self._held += weight
             self._highest = max(self._highest, high)
             while self._held > self._capacity:
                 _, evicted = self._pages.popitem(last=False)
-                self._held -= len(evicted)
+                self._held -= _weight(evicted)
 
     def seen(self, generation: Hashable | None = None, head: int | None = None) -> None:
         """What the recorder saw of the log elsewhere: its counter's generation (None: not
@@ -103,3 +107,7 @@ class CompletePages:
         self._held = 0
         self._highest = 0
         self._epoch += 1
+
+
+def _weight(page: Sequence[Notification]) -> int:
+    return sum(len(n.state) + NOTIFICATION_BYTES for n in page)
