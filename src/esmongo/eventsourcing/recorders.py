@@ -36,6 +36,7 @@ from esmongo.eventsourcing.documents import (
     notification,
     stored_event,
 )
+from esmongo.eventsourcing.pages import CompletePages
 from esmongo.eventsourcing.subscription import MongoSubscription
 from esmongo.eventsourcing.tracking import NOTIFICATION_ID, Trackings
 from esmongo.ops.backup.own_logs import declare_positions
@@ -76,6 +77,7 @@ class MongoAggregateRecorder(AggregateRecorder):
         recorded = self.datastore.run(
             self.store.append_streams(requests, writes=list(writes) or None)
         )
+        self._appended(min(e.sequence for stream in recorded for e in stream))
         ids = {
             (e.aggregate_id, e.aggregate_version): e.sequence for stream in recorded for e in stream
         }
@@ -100,9 +102,23 @@ class MongoAggregateRecorder(AggregateRecorder):
             )
             return [stored_event(doc) for doc in found]
 
+    def _appended(self, first: int) -> None:
+        """An append of this recorder committed from sequence `first` on (notification
+        pages, in the application recorder, check it against what they hold)."""
+
 
 class MongoApplicationRecorder(MongoAggregateRecorder, ApplicationRecorder):
-    """Aggregate events plus the application sequence: notification id = `sequence`."""
+    """Aggregate events plus the application sequence: notification id = `sequence`.
+
+    Complete pages of notifications are kept and served again without a query
+    (esmongo.eventsourcing.pages: they cannot change while the log is the same log)."""
+
+    def __init__(self, datastore: Datastore, events_collection: str) -> None:
+        super().__init__(datastore, events_collection)
+        self.pages = CompletePages()
+
+    def _appended(self, first: int) -> None:
+        self.pages.seen(self.store.generation, head=first - 1)
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -152,6 +168,11 @@ class MongoApplicationRecorder(MongoAggregateRecorder, ApplicationRecorder):
         server: docs/eventsourcing.md), and pollers share that server with the writers."""
         if high < low:
             return []
+        if not topics:
+            cached = self.pages.get(low, high)
+            if cached is not None:
+                return cached
+        epoch = self.pages.epoch()
         wanted = set(topics)
         with self.reads.find(notifications_query(low, high)) as found:
             docs = sorted(found, key=lambda doc: int(doc["sequence"]))
@@ -162,12 +183,17 @@ class MongoApplicationRecorder(MongoAggregateRecorder, ApplicationRecorder):
             notifications.append(notification(doc))
             if len(notifications) == limit:
                 break
+        if not topics:
+            self.pages.put(low, high, notifications, epoch)
         return notifications
 
     def _head(self) -> int:
         """The highest committed notification id: the counter, written with the events."""
         counter = self.datastore.collection(COUNTERS).find_one({"_id": self.store.sequence})
-        return 0 if counter is None else int(counter["value"])
+        head = 0 if counter is None else int(counter["value"])
+        generation = None if counter is None else EventStore.counter_generation(counter)
+        self.pages.seen(generation, head=head)
+        return head
 
     def max_notification_id(self) -> int | None:
         with translated():

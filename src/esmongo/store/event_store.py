@@ -168,6 +168,18 @@ class EventStore(EventReads, EventQueries):
         """Counts of what the write path did (transactions, appends, retries)."""
         return self._writer.stats
 
+    @property
+    def generation(self) -> fence.Generation | None:
+        """The log counter's generation as this store's last append transaction read it
+        (None: none yet). It moves when events may have left the log (an archive, a repair,
+        a fence closing, a restore, a drop found by `init`): esmongo.store.fence."""
+        return self.versions.generation
+
+    @staticmethod
+    def counter_generation(counter: Document) -> fence.Generation:
+        """The generation a counter document read elsewhere says (the same tuple)."""
+        return fence.generation(counter)
+
     def register_inline(self, projection: InlineProjection) -> None:
         """Apply `projection` in every append transaction of this store while the counter
         says it is inline (esmongo.store.inline; esmongo.projections.inline builds these)."""
