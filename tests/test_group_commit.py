@@ -339,6 +339,21 @@ async def test_a_remembered_version_is_checked_against_the_database(
     assert event.aggregate_version == 2
 
 
+async def test_a_remembered_version_survives_no_drop_of_the_whole_database(
+    db: AsyncDatabase[Document],
+) -> None:
+    """The database dropped under a live store (counter and all) and written again by
+    another: the new counter must not look like the one the store trusted its heads by."""
+    store = await new_store(db)
+    await store.append("t", "s", one(1) + one(2), NO_STREAM)
+    await db.client.drop_database(db.name)
+    await (await new_store(db)).append("t", "s", one(1), NO_STREAM)
+    with pytest.raises(ConcurrencyError) as caught:
+        await store.append("t", "s", one(3), 2)
+    assert caught.value.actual == 1
+    assert [e.aggregate_version for e in await everything(store)] == [1]
+
+
 async def test_batch_bounds_hold_against_the_database(db: AsyncDatabase[Document]) -> None:
     store = await new_store(db, max_batch_events=3)
     await asyncio.gather(*(store.append("t", f"s{i}", one(), NO_STREAM) for i in range(10)))

@@ -209,14 +209,22 @@ class EventStore(EventReads, EventQueries):
         if self.sequence != SEQUENCE_COUNTER:  # a log of its own: the fence is its collection
             await self.counters.update_one(
                 {"_id": self.sequence},
-                {"$setOnInsert": {"value": 0, fence.WRITABLE: self.collection_name}},
+                {
+                    "$setOnInsert": {
+                        "value": 0,
+                        fence.WRITABLE: self.collection_name,
+                        **fence.incarnation(),
+                    }
+                },
                 upsert=True,
             )
             await self.writers.sweep()
             return
         await self.archive.init(EVENT_INDEXES)
         await self.counters.update_one(
-            {"_id": SEQUENCE_COUNTER}, {"$setOnInsert": {"value": 0}}, upsert=True
+            {"_id": SEQUENCE_COUNTER},
+            {"$setOnInsert": {"value": 0, **fence.incarnation()}},
+            upsert=True,
         )
         await self.writers.sweep()  # a predecessor that died inside an append
         await fence.adopt(self.db, self.collection_name)

@@ -23,7 +23,15 @@ from pymongo.asynchronous.database import AsyncDatabase
 from esmongo.codec import Document
 from esmongo.errors import EsmongoError, EventsCollectionSealed
 from esmongo.store.collections import ACTIVE, COUNTERS, DEFAULT_EVENTS, META
-from esmongo.store.transactions import DURABLE, SEQUENCE_COUNTER, run_in_transaction
+from esmongo.store.transactions import (
+    DURABLE,
+    INCARNATION,
+    SEQUENCE_COUNTER,
+    run_in_transaction,
+)
+from esmongo.store.transactions import (
+    incarnation as incarnation,  # re-exported: every creator of a counter document sets it
+)
 
 WRITABLE = "writable"
 """Field of the counter document: the events collection appends may write to (None: none)."""
@@ -40,7 +48,7 @@ REPAIRS = "repairs"
 RESTORES = "restores"
 """Field of the counter document: restores from a backup (esmongo.ops.backup)."""
 
-Generation = tuple[int, int, int, int]
+Generation = tuple[int, int, int, int, str]
 """What on the counter document moves when events may have left the events collection."""
 
 
@@ -49,13 +57,15 @@ def generation(counter: Document) -> Generation:
     out of (or swap) the events collection, and each increments its field in a transaction
     that also takes the counter. While the tuple stays the same, an event this process saw
     in the collection is still there: the write path relies on it instead of a query
-    (esmongo.store.stream_versions). A restore sets `archives` back, but bumps `restores`.
+    (esmongo.store.stream_versions). A restore sets `archives` back, but bumps `restores`;
+    a counter created again has another `incarnation`.
     """
     return (
         int(counter.get(ARCHIVES, 0)),
         int(counter.get(FENCES, 0)),
         int(counter.get(REPAIRS, 0)),
         int(counter.get(RESTORES, 0)),
+        str(counter.get(INCARNATION, "")),
     )
 
 
@@ -145,7 +155,7 @@ async def close(db: AsyncDatabase[Document], collection: str, reason: str) -> in
             {
                 "$set": {WRITABLE: None, SEALED_FOR: reason},
                 "$inc": {FENCES: 1},
-                "$setOnInsert": {"value": 0},
+                "$setOnInsert": {"value": 0, **incarnation()},
             },
             upsert=True,
             return_document=ReturnDocument.AFTER,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
@@ -47,6 +48,17 @@ async def begin(session: AsyncClientSession) -> None:
     )
 
 
+INCARNATION = "incarnation"
+"""Field of a counter document: a random id given when the document is created, so that a
+counter made again (its database dropped and written anew) is not the one a process trusted
+its heads by, though every count on it starts from zero again (esmongo.store.fence)."""
+
+
+def incarnation() -> Document:
+    """For `$setOnInsert` wherever a counter document may be created."""
+    return {INCARNATION: uuid.uuid4().hex}
+
+
 async def bump_counter(
     counters: AsyncCollection[Document],
     field: str,
@@ -58,7 +70,7 @@ async def bump_counter(
     document after."""
     counter = await counters.find_one_and_update(
         {"_id": counter_id},
-        {"$inc": {field: amount}},
+        {"$inc": {field: amount}, "$setOnInsert": incarnation()},
         upsert=True,
         return_document=ReturnDocument.AFTER,
         session=session,

@@ -157,6 +157,7 @@ async def restore(
             "$set": counter,
             "$unset": {fence.SEALED_FOR: "", INLINE: "", INLINE_OFF: ""},
             "$inc": {fence.RESTORES: 1},
+            "$setOnInsert": fence.incarnation(),
         },
         upsert=True,
     )

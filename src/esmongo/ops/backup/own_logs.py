@@ -183,6 +183,7 @@ async def reset_counter(db: AsyncDatabase[Document], log: OwnLog) -> None:
                 POSITIONS: list(log.positions),
             },
             "$inc": {fence.RESTORES: 1},
+            "$setOnInsert": fence.incarnation(),
         },
         upsert=True,
     )

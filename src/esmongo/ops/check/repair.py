@@ -174,7 +174,9 @@ async def _dedupe_stream(scope: Scope, args: dict[str, Any]) -> str:
 async def _raise_counter(scope: Scope, args: dict[str, Any]) -> str:
     head = await scope.highest(int(args["head"]))
     await scope.counters.update_one(
-        {"_id": SEQUENCE_COUNTER}, {"$max": {"value": head}}, upsert=True
+        {"_id": SEQUENCE_COUNTER},
+        {"$max": {"value": head}, "$setOnInsert": fence.incarnation()},
+        upsert=True,
     )
     return f"the counter is at least #{head}"
 
