@@ -15,8 +15,8 @@
 3. Rebuild (blue/green) of each read model, with its indexes created before the fill and
    with its non-unique ones built after it (`defer_indexes`), alternating: the fill and
    the index build timed apart (`--rebuild-rounds 0` skips it).
-4. Capacity: appends of 4 events by 8 tasks back to back, no projections running: the
-   most events/s the server takes, next to the live rates (`--capacity-seconds 0` skips).
+4. Capacity: appends of 4 events by 1 and by 8 tasks back to back, no projections
+   running: what the server takes, next to the live rates (`--capacity-seconds 0` skips).
 """
 
 from __future__ import annotations
@@ -272,8 +272,12 @@ async def main(
                     await rebuild_rows(store, rebuild_rounds, batch_size),
                 )
             if capacity_seconds:
-                most = await capacity(store, load, capacity_seconds)
-                console.print(f"capacity: {most:,.0f} events/s appended (8 tasks, no projections)")
+                for tasks in (1, 8):
+                    most = await capacity(store, load, capacity_seconds, tasks)
+                    console.print(
+                        f"capacity: {most:,.0f} events/s appended by {tasks} task(s), 4 events "
+                        "an append, back to back, no projections"
+                    )
             runs = [await live_lag(store, load, live_seconds, rate) for rate in rates]
             if not runs:
                 return
