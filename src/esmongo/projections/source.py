@@ -55,13 +55,6 @@ async def _read(
     return events, through
 
 
-def _retrieve(task: asyncio.Task[tuple[list[RecordedEvent], int]]) -> None:
-    """A read ahead nobody waits for any more fails quietly; one that is waited for
-    raises there."""
-    if not task.cancelled():
-        task.exception()
-
-
 class StoreSource:
     """Reads every batch from the store."""
 
@@ -105,25 +98,11 @@ class SharedSource:
         self._head = 0
         self._lock = asyncio.Lock()
         self.fetches = 0
-        self._ahead: asyncio.Task[tuple[list[RecordedEvent], int]] | None = None
-        """While catching up: the read of the range after the window, under way."""
-        self._ahead_from = -1
 
     def register(self, event_types: Iterable[str]) -> None:
         """Add the event types of a runner that will read through this source."""
         self._types.update(event_types)
         self._events, self._sequences, self._low, self._high = [], [], 0, 0
-        self._drop_ahead()
-
-    @property
-    def reading_ahead(self) -> int | None:
-        """Where the range being read ahead starts (None when none is)."""
-        return self._ahead_from if self._ahead is not None else None
-
-    def _drop_ahead(self) -> None:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None:
-            ahead.cancel()
 
     async def read(self, after: int, limit: int, event_types: Sequence[str]) -> Window:
         wanted = set(event_types)
@@ -142,24 +121,8 @@ class SharedSource:
             return Window(events, complete, self._head)
 
     async def _fetch(self, after: int, size: int, head: int) -> None:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and self._ahead_from == after:
-            events, complete = await ahead
-        else:
-            if ahead is not None:
-                ahead.cancel()
-            events, complete = await _read(self.store, after, size, sorted(self._types), head)
-            self.fetches += 1
-        if complete < head:
-            # Catching up: read the next range while the runners apply this one (their
-            # reads and folds then overlap the previous transaction). The range ends at
-            # this head, read before it: the answer is complete, however late it is used.
-            self._ahead_from = complete
-            self._ahead = asyncio.create_task(
-                _read(self.store, complete, size, sorted(self._types), head)
-            )
-            self._ahead.add_done_callback(_retrieve)
-            self.fetches += 1
+        events, complete = await _read(self.store, after, size, sorted(self._types), head)
+        self.fetches += 1
         if after == self._high and self._events:
             self._events.extend(events)
         else:
