@@ -1,6 +1,7 @@
 """Projection throughput and latency, against raw PyMongo on the same server in the same run.
 
     python benchmarks/bench_projections.py [--events 20000] [--live-seconds 15] [--rates 50 100 200]
+        [--rebuild-rounds 1] [--capacity-seconds 5]
 
 1. Catch-up: the three bank read models (accounts_read, transactions_read,
    analytics_hourly) built from sequence 0 over N events, in one process as the daemon
@@ -10,7 +11,12 @@
    events/s, whether or not the previous append has returned, as independent clients
    would), at 200 events/s (the target) and at lower rates; for each event, the time
    from the return of its append to the commit of the batch that put it in each read
-   model. Target: p99 <= 50 ms at 200 events/s.
+   model. Target (issue 14): p99 <= 50 ms at 100 events/s.
+3. Rebuild (blue/green) of each read model, with its indexes created before the fill and
+   with its non-unique ones built after it (`defer_indexes`), alternating: the fill and
+   the index build timed apart (`--rebuild-rounds 0` skips it).
+4. Capacity: appends of 4 events by 1 and by 8 tasks back to back, no projections
+   running: what the server takes, next to the live rates (`--capacity-seconds 0` skips).
 """
 
 from __future__ import annotations
@@ -33,7 +39,13 @@ from common import benchmark_server, console, database, percentile, print_table
 from esmongo import AppendRequest, EventStore, NewEvent, RecordedEvent
 from esmongo.bank import bank_projections
 from esmongo.codec import Document
-from esmongo.projections import BatchReport, ProjectionDaemon, ProjectionRunner, RunnerOptions
+from esmongo.projections import (
+    BatchReport,
+    ProjectionDaemon,
+    ProjectionRunner,
+    RunnerOptions,
+    rebuild,
+)
 from esmongo.projections.source import SharedSource
 
 CENT = Decimal("0.01")
@@ -115,6 +127,46 @@ async def catch_up(store: EventStore, batch_size: int) -> tuple[float, int]:
     return time.perf_counter() - started, source.fetches
 
 
+async def rebuild_rows(store: EventStore, rounds: int, batch_size: int) -> list[list[str]]:
+    """Each read model rebuilt with indexes first, then deferred, `rounds` times."""
+    rows: list[list[str]] = []
+    for round_ in range(rounds):
+        for defer in (False, True):
+            for projection in bank_projections():
+                result = await rebuild(
+                    store, projection, batch_size=batch_size, defer_indexes=defer
+                )
+                fill = result.duration_s - result.index_build_s - result.swap_s
+                rows.append(
+                    [
+                        str(round_ + 1),
+                        projection.name,
+                        "after fill" if defer else "first",
+                        f"{fill:.2f}",
+                        f"{result.index_build_s:.2f}",
+                        f"{result.swap_s:.2f}",
+                        f"{result.duration_s:.2f}",
+                        f"{result.events / result.duration_s:,.0f}",
+                    ]
+                )
+    return rows
+
+
+async def capacity(store: EventStore, load: Load, seconds: float, tasks: int = 8) -> float:
+    """Events/s appended by `tasks` writers of 4-event appends back to back."""
+    appended = 0
+    deadline = time.monotonic() + seconds
+
+    async def writer() -> None:
+        nonlocal appended
+        while time.monotonic() < deadline:
+            appended += len(await load.append(4))
+
+    started = time.monotonic()
+    await asyncio.gather(*(writer() for _ in range(tasks)))
+    return appended / (time.monotonic() - started)
+
+
 @dataclass
 class LiveRun:
     rate: float
@@ -171,7 +223,14 @@ async def live_lag(store: EventStore, load: Load, seconds: float, rate: float) -
     return LiveRun(rate, len(acked) / elapsed, append_ms, lags)
 
 
-async def main(events: int, live_seconds: float, batch_size: int, rates: list[float]) -> None:
+async def main(
+    events: int,
+    live_seconds: float,
+    batch_size: int,
+    rates: list[float],
+    rebuild_rounds: int,
+    capacity_seconds: float,
+) -> None:
     with benchmark_server() as uri:
         async with database(uri, "bench_projections") as db:
             store = EventStore(db)
@@ -197,7 +256,31 @@ async def main(events: int, live_seconds: float, batch_size: int, rates: list[fl
                     ["event reads (shared by the three)", f"{fetches}"],
                 ],
             )
+            if rebuild_rounds:
+                print_table(
+                    f"Blue/green rebuild of each read model over {total} events",
+                    [
+                        "round",
+                        "read model",
+                        "secondary indexes",
+                        "fill s",
+                        "index build s",
+                        "swap s",
+                        "total s",
+                        "events/s",
+                    ],
+                    await rebuild_rows(store, rebuild_rounds, batch_size),
+                )
+            if capacity_seconds:
+                for tasks in (1, 8):
+                    most = await capacity(store, load, capacity_seconds, tasks)
+                    console.print(
+                        f"capacity: {most:,.0f} events/s appended by {tasks} task(s), 4 events "
+                        "an append, back to back, no projections"
+                    )
             runs = [await live_lag(store, load, live_seconds, rate) for rate in rates]
+            if not runs:
+                return
             rows: list[list[str]] = []
             for run in runs:
                 every = [lag for samples in run.lags.values() for lag in samples]
@@ -210,7 +293,7 @@ async def main(events: int, live_seconds: float, batch_size: int, rates: list[fl
                     ]
                 )
             print_table(
-                "Live lag, append -> all three read models (target p99 <= 50 ms at 200/s)",
+                "Live lag, append -> all three read models (target p99 <= 50 ms at 100/s)",
                 ["offered ev/s", "appended ev/s", "append p50 ms", "lag p50 ms", "p99 ms", "max"],
                 rows,
             )
@@ -226,6 +309,17 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--live-seconds", type=float, default=15.0)
     parser.add_argument("--batch-size", type=int, default=5000)
-    parser.add_argument("--rates", type=float, nargs="+", default=[50, 100, 200])
+    parser.add_argument("--rates", type=float, nargs="*", default=[50, 100, 200])
+    parser.add_argument("--rebuild-rounds", type=int, default=1)
+    parser.add_argument("--capacity-seconds", type=float, default=5.0)
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.live_seconds, args.batch_size, args.rates))
+    asyncio.run(
+        main(
+            args.events,
+            args.live_seconds,
+            args.batch_size,
+            args.rates,
+            args.rebuild_rounds,
+            args.capacity_seconds,
+        )
+    )

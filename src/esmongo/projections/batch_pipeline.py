@@ -22,11 +22,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pymongo import IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import BulkWriteError, PyMongoError
 
@@ -132,16 +133,21 @@ class BatchPipeline(abc.ABC):
     def session(self) -> AsyncClientSession:
         """The session of this runner's transactions, which its lease records."""
 
-    async def init(self) -> None:
-        """Create the read-model collections (with their indexes) and dead-letter indexes."""
+    async def init(self, *, only: Callable[[IndexModel], bool] | None = None) -> None:
+        """Create the read-model collections (with their indexes) and dead-letter indexes.
+
+        `only`: create just the indexes it accepts (a rebuild builds the others after
+        filling its collections, esmongo.projections.rebuild).
+        """
         await self.dead_letters.init()
         for name, indexes in self.projection.collections.items():
             target = self.targets.get(name, name)
             if not await collection_exists(self.db, target):
                 with contextlib.suppress(PyMongoError):  # created meanwhile elsewhere
                     await self.db.create_collection(target)
-            if indexes:
-                await self.db[target].create_indexes(list(indexes))
+            wanted = [i for i in indexes if only is None or only(i)]
+            if wanted:
+                await self.db[target].create_indexes(wanted)
 
     def _step(self, point: str) -> None:
         if self.options.step_hook is not None:

@@ -1,12 +1,15 @@
 """Rebuilding read models: blue/green for production, reset-and-replay for development.
 
 Blue/green: a second runner (checkpoint `<name>@rebuild`) replays every event from
-sequence 0 into new versioned collections (`<collection>__v<generation>`, indexes created
-first) while the live runner keeps the old ones current and serving. Once the build has
-caught up, the rebuild takes the live lease (fencing the live runner out), applies the
-last few events, records the swap intent and renames the new collections over the old
-ones (`renameCollection` with `dropTarget`). The live runner takes its lease back and goes
-on from the rebuilt position. An interrupted build resumes where it stopped.
+sequence 0 into new versioned collections (`<collection>__v<generation>`) while the live
+runner keeps the old ones current and serving. With `defer_indexes`, the new collections
+are filled with only their unique indexes (the keys updates look documents up by) and get
+the others once, after the catch-up and before the swap, as bulk loaders do: nothing reads
+them until the rename (ADR 0007, addendum). Once the build has caught up, the rebuild takes
+the live lease (fencing the live runner out), applies the last few events, records the
+swap intent and renames the new collections over the old ones (`renameCollection` with
+`dropTarget`). The live runner takes its lease back and goes on from the rebuilt position.
+An interrupted build resumes where it stopped, the index build included.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.codec import CODEC_OPTIONS, Document
@@ -33,6 +37,9 @@ from esmongo.projections.swap import REBUILDS, collection_exists, finish_swap
 from esmongo.store import EventStore, InlineSwitch
 
 Progress = Callable[[int, int], Awaitable[None] | None]
+RebuildHook = Callable[[str], Awaitable[None] | None]
+"""Called with "filled" (caught up, secondary indexes not built yet) and "indexed" (every
+index built, swap not started): a test stops or inspects a rebuild there."""
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +55,17 @@ class RebuildResult:
     position: int
     events: int
     duration_s: float
+    index_build_s: float
+    """Time spent building the indexes left out of the fill (0 without `defer_indexes`)."""
+    swap_s: float
+    """From taking the live lease to the swap done (the live runner is fenced out)."""
+
+
+def needed_while_filling(index: IndexModel) -> bool:
+    """Unique indexes stay during a deferred fill: upserts and updates find their document
+    by these keys (without the index, each would scan), and they refuse duplicates as the
+    live read model does."""
+    return bool(index.document.get("unique"))
 
 
 def shadow_name(projection: str) -> str:
@@ -55,7 +73,7 @@ def shadow_name(projection: str) -> str:
 
 
 async def _start_or_resume(
-    db: AsyncDatabase[Document], projection: Projection, owner: str, resume: bool
+    db: AsyncDatabase[Document], projection: Projection, owner: str, resume: bool, defer: bool
 ) -> Document:
     rebuilds = db.get_collection(REBUILDS, codec_options=CODEC_OPTIONS)
     name = projection.name
@@ -83,6 +101,7 @@ async def _start_or_resume(
         "generation": generation,
         "collections": collections,
         "status": "building",
+        "deferIndexes": defer,
         "owner": owner,
         "startedAt": utc_now(),
     }
@@ -99,16 +118,21 @@ async def rebuild(
     lease_ttl_s: float = 10.0,
     owner: str | None = None,
     resume: bool = True,
+    defer_indexes: bool = False,
+    hook: RebuildHook | None = None,
 ) -> RebuildResult:
     """Build `projection` again from sequence 0 beside the live read model, then swap.
 
     `progress(position, head)` is called after each batch. Reads keep being served by
-    the old collections until the atomic rename.
+    the old collections until the atomic rename. `defer_indexes`: fill the new
+    collections with their unique indexes only, build the others before the swap (a
+    resumed rebuild keeps the choice it started with).
     """
     started = time.monotonic()
     db = store.db.with_options(codec_options=CODEC_OPTIONS)
     owner = owner or default_owner()
-    record = await _start_or_resume(db, projection, owner, resume)
+    record = await _start_or_resume(db, projection, owner, resume, defer_indexes)
+    deferred = bool(record.get("deferIndexes"))
     collections: dict[str, str] = dict(record["collections"])
     shadow = ProjectionRunner(
         store,
@@ -117,10 +141,17 @@ async def rebuild(
         checkpoint_name=shadow_name(projection.name),
         targets=collections,
     )
-    await shadow.init()  # the new collections and their indexes, before any write
+    # The new collections and their indexes (the unique ones only, when deferred).
+    await shadow.init(only=needed_while_filling if deferred else None)
     live_lease: HeldLease | None = None
+    index_build_s = 0.0
     try:
         await shadow.catch_up(progress, release=False)
+        await _call(hook, "filled")
+        if deferred:
+            index_build_s = await _build_indexes(db, projection, collections)
+        await _call(hook, "indexed")
+        swap_started = time.monotonic()
         live_lease = await _take_live_lease(db, store.inline, projection.name, owner, lease_ttl_s)
         position = await shadow.catch_up(progress, release=False)
         checkpoints = Checkpoints(db)
@@ -140,6 +171,7 @@ async def rebuild(
         if result.matched_count != 1:
             raise RebuildError(f"lost the lease of {projection.name} before the swap")
         await finish_swap(db, projection.name, live_lease.version)
+        swap_s = time.monotonic() - swap_started
     finally:
         if live_lease is not None:
             await live_lease.stop(release=True)
@@ -166,7 +198,30 @@ async def rebuild(
         position=position,
         events=shadow.events_applied,
         duration_s=duration,
+        index_build_s=index_build_s,
+        swap_s=swap_s,
     )
+
+
+async def _call(hook: RebuildHook | None, point: str) -> None:
+    result = hook(point) if hook is not None else None
+    if result is not None:
+        await result
+
+
+async def _build_indexes(
+    db: AsyncDatabase[Document], projection: Projection, collections: dict[str, str]
+) -> float:
+    """Every index of the read model on the filled collections (those already there are
+    left as they are, so a resumed rebuild builds what is missing). Returns the time."""
+    started = time.monotonic()
+    for live, built in collections.items():
+        indexes = list(projection.collections.get(live, ()))
+        if indexes:
+            await db[built].create_indexes(indexes)
+    took = time.monotonic() - started
+    log.info("projection %s: indexes of %s built in %.1fs", projection.name, collections, took)
+    return took
 
 
 async def _take_live_lease(
