@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import (
     alternating_rounds,
     benchmark_db,
-    best,
     console,
     print_table,
     quick_main,
+    ratio_rows,
     raw_transaction,
 )
 from esmongo import EventStore, NewEvent
@@ -86,26 +86,12 @@ async def run(n: int, writers: int, rounds: int) -> None:
             return chain_off() if "off" in label else contextlib.nullcontext()
 
         results = await alternating_rounds(shapes, (1, writers), n, rounds, around)
-        rows = []
-        for width in (1, writers):
-            base = best(results, "raw transaction", width).rate
-            for label in shapes:
-                found = best(results, label, width)
-                off = (
-                    best(results, label.replace(" on", " off"), width).rate
-                    if " on" in label
-                    else None
-                )
-                rows.append(
-                    [
-                        f"{width}",
-                        label,
-                        f"{found.rate:,.0f}/s",
-                        f"{found.p50_ms:.1f}",
-                        f"{found.rate / base:.2f}x",
-                        f"{found.rate / off:.2f}x" if off else "",
-                    ]
-                )
+        rows = ratio_rows(
+            results,
+            list(shapes),
+            (1, writers),
+            lambda label: label.replace(" on", " off") if " on" in label else None,
+        )
         print_table(
             f"One event per append, {n} per row, best of {rounds} alternating rounds",
             ["writers", "shape", "rate", "p50 ms", "vs raw", "vs chain off"],

@@ -31,11 +31,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from common import (
     alternating_rounds,
     benchmark_server,
-    best,
     console,
     database,
     print_table,
     quick_main,
+    ratio_rows,
     raw_transaction,
 )
 from esmongo import EventStore, NewEvent
@@ -105,22 +105,7 @@ async def run(n: int, writers: int, rounds: int) -> None:
                 "append, encrypted, a new owner each": lambda: append(enc, uuid.uuid4().hex),
             }
             results = await alternating_rounds(shapes, (1, writers), n, rounds)
-            rows = []
-            for width in (1, writers):
-                base = best(results, "raw transaction", width).rate
-                plain = best(results, "append, clear", width).rate
-                for label in shapes:
-                    found = best(results, label, width)
-                    rows.append(
-                        [
-                            f"{width}",
-                            label,
-                            f"{found.rate:,.0f}/s",
-                            f"{found.p50_ms:.1f}",
-                            f"{found.rate / base:.2f}x",
-                            f"{found.rate / plain:.2f}x",
-                        ]
-                    )
+            rows = ratio_rows(results, list(shapes), (1, writers), lambda _: "append, clear")
             print_table(
                 f"One event per append, {n} per row, best of {rounds} alternating rounds",
                 ["writers", "shape", "rate", "p50 ms", "vs raw", "vs clear"],

@@ -53,21 +53,26 @@ from esmongo.projections import ProjectionDaemon
 CLIENTS = 16
 
 
-async def library_commands(bank: Bank, per_client: int) -> Timing:
+async def library_commands(
+    bank: Bank,
+    per_client: int,
+    tag: str = "lib",
+    label: str = f"library Bank.handle, {CLIENTS} tasks",
+) -> Timing:
     for c in range(CLIENTS):
-        await bank.handle(CreateAccount(f"lib{c}", "u", "Bench", "EUR"))
-        await bank.handle(ActivateAccount(f"lib{c}"))
+        await bank.handle(CreateAccount(f"{tag}{c}", "u", "Bench", "EUR"))
+        await bank.handle(ActivateAccount(f"{tag}{c}"))
     watch = Stopwatch()
 
     async def client(c: int) -> None:
         for i in range(per_client):
             make = CreditAccount if i % 2 == 0 else DebitAccount
             with watch.lap():
-                result = await bank.handle(make(f"lib{c}", Decimal("1.00"), f"l{c}-{i}"))
+                result = await bank.handle(make(f"{tag}{c}", Decimal("1.00"), f"l{c}-{i}"))
             assert result.success, result.error
 
     await asyncio.gather(*[client(c) for c in range(CLIENTS)])
-    return watch.timing(f"library Bank.handle, {CLIENTS} tasks", CLIENTS * per_client)
+    return watch.timing(label, CLIENTS * per_client)
 
 
 async def library_appends(bank: Bank, per_client: int) -> Timing:
@@ -244,7 +249,12 @@ async def inline_vs_async(quick: bool, rounds: int) -> None:
                 try:
                     await until_inline(bank, mode == "inline")
                     tag = f"{mode}{len(rows)}-"
-                    direct = await library_commands_tagged(bank, per_client, f"lib{tag}")
+                    direct = await library_commands(
+                        bank,
+                        per_client,
+                        f"lib{tag}",
+                        f"library Bank.handle, {CLIENTS} tasks, with the daemon",
+                    )
                     consistent, read = await library_consistent(bank, per_client, f"cr{tag}")
                     await daemon.wait_until(await bank.store.head_sequence(), timeout_s=120)
                 finally:
@@ -276,25 +286,6 @@ def _row(t: Timing, appends: Timing, mode: str = "") -> tuple[str, str, str, str
         return (label, "", f"{t.p50_ms:.1f}", f"{t.p99_ms:.1f}", "")
     rate = f"{t.rate / appends.rate:.2f}x"
     return (label, f"{t.rate:,.0f}", f"{t.p50_ms:.1f}", f"{t.p99_ms:.1f}", rate)
-
-
-async def library_commands_tagged(bank: Bank, per_client: int, tag: str) -> Timing:
-    for c in range(CLIENTS):
-        await bank.handle(CreateAccount(f"{tag}{c}", "u", "Bench", "EUR"))
-        await bank.handle(ActivateAccount(f"{tag}{c}"))
-    watch = Stopwatch()
-
-    async def client(c: int) -> None:
-        for i in range(per_client):
-            make = CreditAccount if i % 2 == 0 else DebitAccount
-            with watch.lap():
-                result = await bank.handle(make(f"{tag}{c}", Decimal("1.00"), f"l{c}-{i}"))
-            assert result.success, result.error
-
-    await asyncio.gather(*[client(c) for c in range(CLIENTS)])
-    return watch.timing(
-        f"library Bank.handle, {CLIENTS} tasks, with the daemon", CLIENTS * per_client
-    )
 
 
 async def main(quick: bool, profile: str | None, with_bare: bool = True) -> None:

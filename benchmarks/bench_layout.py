@@ -21,7 +21,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-from common import alternating_rounds, benchmark_db, best, print_table, quick_main, raw_transaction
+from common import (
+    alternating_rounds,
+    benchmark_db,
+    print_table,
+    quick_main,
+    ratio_rows,
+    raw_transaction,
+)
 from esmongo import EventStore, NewEvent
 from esmongo.store.event_store import EVENT_INDEXES
 from esmongo.store.layout import database_named, log_database, use_log_database
@@ -54,22 +61,12 @@ async def run(n: int, writers: int, rounds: int) -> None:
                 "append, log database": lambda: append(two),
             }
             results = await alternating_rounds(shapes, (1, writers), n, rounds)
-            rows = []
-            for width in (1, writers):
-                base = best(results, "raw transaction", width).rate
-                same = best(results, "append, one database", width).rate
-                for label in shapes:
-                    found = best(results, label, width)
-                    rows.append(
-                        [
-                            f"{width}",
-                            label,
-                            f"{found.rate:,.0f}/s",
-                            f"{found.p50_ms:.1f}",
-                            f"{found.rate / base:.2f}x",
-                            f"{found.rate / same:.2f}x" if label.startswith("append") else "",
-                        ]
-                    )
+            rows = ratio_rows(
+                results,
+                list(shapes),
+                (1, writers),
+                lambda label: "append, one database" if label.startswith("append") else None,
+            )
             print_table(
                 f"One event per append, {n} per row, best of {rounds} alternating rounds",
                 ["writers", "shape", "rate", "p50 ms", "vs raw", "vs one database"],

@@ -21,7 +21,14 @@ from pymongo.write_concern import WriteConcern
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import alternating_rounds, benchmark_db, best, print_table, quick_main, raw_transaction
+from common import (
+    alternating_rounds,
+    benchmark_db,
+    print_table,
+    quick_main,
+    ratio_rows,
+    raw_transaction,
+)
 from esmongo import EventStore, NewEvent
 from esmongo.codec import Document
 from esmongo.events import utc_now
@@ -59,20 +66,7 @@ async def run(n: int, writers: int, rounds: int) -> None:
             "append with writes (unit of work)": lambda: unit_of_work(store, uuid.uuid4().hex),
         }
         results = await alternating_rounds(shapes, (1, writers), n, rounds)
-        rows = []
-        for width in (1, writers):
-            base = best(results, "raw transaction", width).rate
-            for label in shapes:
-                found = best(results, label, width)
-                rows.append(
-                    [
-                        f"{width}",
-                        label,
-                        f"{found.rate:,.0f}/s",
-                        f"{found.p50_ms:.1f}",
-                        f"{found.rate / base:.2f}x",
-                    ]
-                )
+        rows = ratio_rows(results, list(shapes), (1, writers))
         print_table(
             f"A command's writes, {n} per row, best of {rounds} alternating rounds",
             ["writers", "shape", "rate", "p50 ms", "vs raw"],

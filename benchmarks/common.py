@@ -177,6 +177,34 @@ def best(results: dict[tuple[str, int], list[Timing]], label: str, width: int) -
     return max(results[(label, width)], key=lambda t: t.rate)
 
 
+def ratio_rows(
+    results: dict[tuple[str, int], list[Timing]],
+    labels: Sequence[str],
+    widths: Sequence[int],
+    versus: Callable[[str], str | None] | None = None,
+    base: str = "raw transaction",
+) -> list[list[str]]:
+    """Rows of width, label, rate, p50 and the rate against `base` at that width; with
+    `versus`, one more column against the row it names for each label (None: left empty)."""
+    rows = []
+    for width in widths:
+        base_rate = best(results, base, width).rate
+        for label in labels:
+            found = best(results, label, width)
+            row = [
+                f"{width}",
+                label,
+                f"{found.rate:,.0f}/s",
+                f"{found.p50_ms:.1f}",
+                f"{found.rate / base_rate:.2f}x",
+            ]
+            if versus is not None:
+                other = versus(label)
+                row.append(f"{found.rate / best(results, other, width).rate:.2f}x" if other else "")
+            rows.append(row)
+    return rows
+
+
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     table = Table(*columns, title=title)
     for row in rows:
