@@ -41,10 +41,11 @@ from esmongo.errors import (
 from esmongo.events import NewEvent, RecordedEvent, StreamId, utc_now
 from esmongo.metrics import EVENTS_APPENDED, STORE_APPENDS_TAKEN_OUT, STORE_TRANSACTION_RETRIES
 from esmongo.store.archive import ARCHIVES_FIELD, Archive
+from esmongo.store.batch_writes import WritesFailed, write_also, write_inline
 from esmongo.store.chain import ChainHead, chain
 from esmongo.store.conditions import ConditionRefused, check_conditions
 from esmongo.store.fence import Generation, generation, refuse_unless_writable
-from esmongo.store.inline import InlineAppliers, InlineHandlerFailed, InlineWriteFailed
+from esmongo.store.inline import InlineAppliers
 from esmongo.store.pending import PendingAppend, WriteStats
 from esmongo.store.requests import AppendRequest
 from esmongo.store.retries import Retries
@@ -59,7 +60,6 @@ from esmongo.store.transactions import (
     commit,
     transient,
 )
-from esmongo.store.unit_of_work import by_collection, resolve
 from esmongo.store.write_errors import (
     culprits,
     validation_failed,
@@ -70,20 +70,6 @@ PAUSE_POINTS: dict[str, Callable[[], Awaitable[None]]] = {}
 """Test hooks: a coroutine run at a named step ("checked": after a round's version check,
 before its transaction; "conditioned": in the transaction, after the appends' conditions
 held, before the commit), to make a race with another writer deterministic."""
-
-
-class _WritesFailed(Exception):
-    """Raised inside a batch's transaction: the unit-of-work writes of one append failed."""
-
-    def __init__(self, append: PendingAppend, cause: Exception) -> None:
-        super().__init__(f"an append's writes failed: {cause}")
-        self.append = append
-        self.cause = cause
-
-
-class _SplitBatch(Exception):
-    """Raised inside a batch's transaction: an inline projection's merged writes failed
-    and no one append owns the failure; each append goes again alone (BatchWriter.flush)."""
 
 
 class _Distrusted(Exception):
@@ -186,7 +172,7 @@ class BatchWriter:
                 for append in live:
                     append.fail(exc)
                 break
-            except _WritesFailed as exc:
+            except WritesFailed as exc:
                 if not (isinstance(exc.cause, PyMongoError) and transient(exc.cause)):
                     live = [a for a in live if a is not exc.append]
                     self.stats.taken_out += 1
@@ -324,13 +310,13 @@ class BatchWriter:
                 await self.events.insert_many(docs, ordered=False, session=session)
                 for append, streams in zip(batch, recorded, strict=True):
                     if append.writes is not None:
-                        await self._write_also(append, streams, session)
+                        await write_also(self.database, append, streams, session)
                 firsts = [streams[0][0].sequence for streams in recorded]
                 conditions = [(a.condition, f) for a, f in zip(batch, firsts, strict=True)]
                 await check_conditions(conditions, first + 1, self.events, session)
                 if (hook := PAUSE_POINTS.get("conditioned")) is not None:
                     await hook()
-                applied = await self._write_inline(batch, recorded, counter, first, session)
+                applied = await write_inline(self.inline, batch, recorded, counter, first, session)
             except Exception:
                 if session.in_transaction:
                     await session.abort_transaction()
@@ -339,41 +325,6 @@ class BatchWriter:
         self.head.committed(sequence, last, written)
         self.inline.committed(applied, sequence)
         return recorded, written
-
-    async def _write_inline(
-        self,
-        batch: list[PendingAppend],
-        recorded: list[list[list[RecordedEvent]]],
-        counter: Mapping[str, Any],
-        before: int,
-        session: AsyncClientSession,
-    ) -> list[str]:
-        """The inline projections (InlineAppliers.apply): a handler's failure fails its
-        append alone; a merged write's, unless transient, splits the batch."""
-        clear = [_clear(append, streams) for append, streams in zip(batch, recorded, strict=True)]
-        try:
-            return await self.inline.apply(clear, counter, before, session)
-        except InlineHandlerFailed as exc:
-            raise _WritesFailed(batch[exc.index], exc) from exc
-        except InlineWriteFailed as exc:
-            if transient(exc.cause):
-                raise _WritesFailed(batch[0], exc.cause) from exc  # the whole batch again
-            if len(batch) == 1:
-                raise _WritesFailed(batch[0], exc) from exc
-            raise _SplitBatch(str(exc)) from exc
-
-    async def _write_also(
-        self,
-        append: PendingAppend,
-        recorded: list[list[RecordedEvent]],
-        session: AsyncClientSession,
-    ) -> None:
-        """The append's unit-of-work writes, in the batch's transaction (_WritesFailed)."""
-        try:
-            for name, operations in by_collection(resolve(append.writes, _clear(append, recorded))):
-                await self.database[name].bulk_write(operations, ordered=True, session=session)
-        except Exception as exc:
-            raise _WritesFailed(append, exc) from exc
 
     async def _refuse_archived(
         self,
@@ -452,12 +403,3 @@ def _record(
         timestamp=timestamp,
         sequence=sequence,
     )
-
-
-def _clear(append: PendingAppend, recorded: list[list[RecordedEvent]]) -> list[list[RecordedEvent]]:
-    """The append's events with personal fields in clear, as the caller gave them: what
-    its unit-of-work writes and the inline projections see (a read model must not store
-    ciphertext: esmongo.store.personal)."""
-    if append.clear is None:
-        return recorded
-    return [[append.clear(e) for e in events] for events in recorded]
