@@ -281,3 +281,26 @@ async def test_a_conflict_on_a_kept_copy_leaves_it_doubted_until_a_load_reads_it
     fresh = await mine.load("t", optimistic=True)
     assert fresh.notes == ["one", "two"]
     assert cache.trusted("t") is not None
+
+
+async def test_an_aggregate_pickle_refuses_is_not_kept_and_loads_read_the_store(
+    db: AsyncDatabase[Document], caplog: pytest.LogCaptureFixture
+) -> None:
+    class Local(Tally):  # a class defined in a function: pickle cannot name it
+        aggregate_type = "local"
+
+    store = EventStore(db)
+    await store.init()
+    cache: AggregateCache[Local] = AggregateCache()
+    repository = Repository(store, Local, cache=cache)
+    t = Local("l")
+    t.note("one")
+    with caplog.at_level("WARNING", logger="esmongo.model.cache"):
+        await repository.save(t)
+        again = Local("m")
+        again.note("x")
+        await repository.save(again)
+    assert len(cache) == 0 and cache.bytes == 0
+    assert [r.getMessage().count("cannot be pickled") for r in caplog.records] == [1]  # once
+    loaded = await repository.load("l", optimistic=True)
+    assert loaded.notes == ["one"] and loaded.version == 1
