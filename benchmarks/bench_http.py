@@ -1,13 +1,19 @@
 """The HTTP service under 16 concurrent clients, next to the library in the same run.
 
-    python benchmarks/bench_http.py [--quick] [--profile FILE] [--daemon-only] [--inline]
+    python benchmarks/bench_http.py [--quick] [--rounds N] [--profile FILE] [--daemon-only]
+                                    [--inline] [--client aiohttp|httpx]
 
 `esmongo serve` runs as its own process on the benchmark's server; 16 clients credit and
-debit their own accounts over HTTP. The same commands run directly through the library
-(`Bank.handle`, 16 tasks) and as bare `EventStore.append` calls, on the same server. The
-service runs twice: with its projection daemon (the default), then with `--no-projections`
-(the daemon is then meant to run in a process of its own; here none runs), which shows what
-the daemon's read-model writes cost the commands on this single-threaded server.
+debit their own accounts over HTTP, with keep-alive connections from one aiohttp session
+(`--client httpx`: from httpx, which spends about six times aiohttp's CPU a request; on a
+machine whose cores the clients share with the service and the database server, that CPU is
+taken from them). The same commands run directly through the library (`Bank.handle`, 16
+tasks) and as bare `EventStore.append` calls, on the same server. Each row gives the CPU
+milliseconds a command cost each process (this one, the service, the embedded server; Linux
+only), which says where a rate's limit is. The service runs twice: with its projection
+daemon (the default), then with `--no-projections` (the daemon is then meant to run in a
+process of its own; here none runs), which shows what the daemon's read-model writes cost
+the commands on this single-threaded server.
 
 `--inline`: instead, `accounts_read` async (the default) against inline
 (ESMONGO_INLINE_PROJECTIONS=accounts_read), each with the projection daemon running beside the
@@ -23,15 +29,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,9 +50,9 @@ from common import (
     Stopwatch,
     Timing,
     benchmark_server,
-    console,
     database,
     print_table,
+    server_pid,
 )
 from esmongo import NO_STREAM, NewEvent
 from esmongo.api import ApiKeys, Role
@@ -58,11 +68,12 @@ async def library_commands(
     per_client: int,
     tag: str = "lib",
     label: str = f"library Bank.handle, {CLIENTS} tasks",
+    server: int | None = None,
 ) -> Timing:
     for c in range(CLIENTS):
         await bank.handle(CreateAccount(f"{tag}{c}", "u", "Bench", "EUR"))
         await bank.handle(ActivateAccount(f"{tag}{c}"))
-    watch = Stopwatch()
+    watch = Stopwatch({"client": os.getpid(), "server": server})
 
     async def client(c: int) -> None:
         for i in range(per_client):
@@ -75,44 +86,79 @@ async def library_commands(
     return watch.timing(label, CLIENTS * per_client)
 
 
-async def library_appends(bank: Bank, per_client: int) -> Timing:
-    watch = Stopwatch()
+async def library_appends(
+    bank: Bank, per_client: int, server: int | None = None, tag: str = "raw"
+) -> Timing:
+    watch = Stopwatch({"client": os.getpid(), "server": server})
     data = {"ownerId": "u", "ownerName": "Bench", "currency": "EUR"}
 
     async def client(c: int) -> None:
         for i in range(per_client):
             with watch.lap():
                 await bank.store.append(
-                    "account", f"raw{c}-{i}", [NewEvent("account.created", data)], NO_STREAM
+                    "account", f"{tag}{c}-{i}", [NewEvent("account.created", data)], NO_STREAM
                 )
 
     await asyncio.gather(*[client(c) for c in range(CLIENTS)])
     return watch.timing(f"library EventStore.append(1), {CLIENTS} tasks", CLIENTS * per_client)
 
 
-async def http_commands(
-    base: str, key: str, per_client: int, tag: str = "", label: str | None = None
-) -> Timing:
+Request = Callable[..., Awaitable[tuple[int, str]]]
+"""request(method, path, json=None, params=None) -> (status, body)"""
+
+
+@contextlib.asynccontextmanager
+async def http_client(base: str, key: str, kind: str = "aiohttp") -> AsyncIterator[Request]:
+    """Keep-alive connections for CLIENTS concurrent clients, from aiohttp or httpx."""
     headers = {"Authorization": f"Bearer {key}"}
-    limits = httpx.Limits(max_connections=CLIENTS)
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits) as http:
+    if kind == "httpx":
+        limits = httpx.Limits(max_connections=CLIENTS)
+        async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits) as hx:
+
+            async def request(method: str, path: str, **kwargs: Any) -> tuple[int, str]:
+                r = await hx.request(method, path, **kwargs)
+                return r.status_code, r.text
+
+            yield request
+        return
+    connector = aiohttp.TCPConnector(limit=CLIENTS)
+    async with aiohttp.ClientSession(base, headers=headers, connector=connector) as session:
+
+        async def request(method: str, path: str, **kwargs: Any) -> tuple[int, str]:
+            async with session.request(method, path, **kwargs) as r:
+                return r.status, await r.text()
+
+        yield request
+
+
+async def http_commands(
+    base: str,
+    key: str,
+    per_client: int,
+    tag: str = "",
+    label: str = "service with projections",
+    *,
+    processes: dict[str, int | None] | None = None,
+    client: str = "aiohttp",
+) -> Timing:
+    async with http_client(base, key, client) as request:
         for c in range(CLIENTS):
             body = {"accountId": f"http{tag}{c}", "currency": "EUR"}
-            r = await http.post("/accounts", json=body)
-            assert r.status_code == 201, r.text
-            assert (await http.post(f"/accounts/http{tag}{c}/activate")).status_code == 200
-        watch = Stopwatch()
+            status, text = await request("POST", "/accounts", json=body)
+            assert status == 201, text
+            status, text = await request("POST", f"/accounts/http{tag}{c}/activate")
+            assert status == 200, text
+        watch = Stopwatch({"client": os.getpid(), **(processes or {})})
 
-        async def client(c: int) -> None:
+        async def one(c: int) -> None:
             for i in range(per_client):
                 kind = "credit" if i % 2 == 0 else "debit"
+                path = f"/accounts/http{tag}{c}/{kind}"
                 with watch.lap():
-                    r = await http.post(f"/accounts/http{tag}{c}/{kind}", json={"amount": "1.00"})
-                assert r.status_code == 200, r.text
+                    status, text = await request("POST", path, json={"amount": "1.00"})
+                assert status == 200, text
 
-        await asyncio.gather(*[client(c) for c in range(CLIENTS)])
-    if label is None:
-        label = "service without its projection daemon" if tag else "service with projections"
+        await asyncio.gather(*[one(c) for c in range(CLIENTS)])
     return watch.timing(f"HTTP credit/debit, {CLIENTS} clients, {label}", CLIENTS * per_client)
 
 
@@ -201,22 +247,23 @@ async def library_consistent(bank: Bank, per_client: int, tag: str) -> tuple[Tim
     )
 
 
-async def http_consistent(base: str, key: str, per_client: int, tag: str) -> Timing:
+async def http_consistent(
+    base: str, key: str, per_client: int, tag: str, client: str = "aiohttp"
+) -> Timing:
     """Each client: a credit, then GET the account with consistent=true (timed alone)."""
-    headers = {"Authorization": f"Bearer {key}"}
-    limits = httpx.Limits(max_connections=CLIENTS)
     reads = Stopwatch()
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits) as http:
+    async with http_client(base, key, client) as request:
 
-        async def client(c: int) -> None:
+        async def one(c: int) -> None:
             for _ in range(per_client):
-                r = await http.post(f"/accounts/http{tag}{c}/credit", json={"amount": "1.00"})
-                assert r.status_code == 200, r.text
+                path = f"/accounts/http{tag}{c}"
+                status, text = await request("POST", f"{path}/credit", json={"amount": "1.00"})
+                assert status == 200, text
                 with reads.lap():
-                    r = await http.get(f"/accounts/http{tag}{c}", params={"consistent": "true"})
-                assert r.status_code == 200, r.text
+                    status, text = await request("GET", path, params={"consistent": "true"})
+                assert status == 200, text
 
-        await asyncio.gather(*[client(c) for c in range(CLIENTS)])
+        await asyncio.gather(*[one(c) for c in range(CLIENTS)])
     return reads.timing("HTTP GET consistent=true after a credit", CLIENTS * per_client)
 
 
@@ -228,7 +275,7 @@ async def until_inline(bank: Bank, inline: bool) -> None:
         await asyncio.sleep(0.05)
 
 
-async def inline_vs_async(quick: bool, rounds: int) -> None:
+async def inline_vs_async(quick: bool, rounds: int, client: str) -> None:
     """accounts_read async, then inline (`rounds` times): commands and consistent reads,
     in one run on one server."""
     per_client = 15 if quick else 60
@@ -266,8 +313,8 @@ async def inline_vs_async(quick: bool, rounds: int) -> None:
                     await wait_ready(base)
                     await until_inline(bank, mode == "inline")
                     label = "service with projections"
-                    http = await http_commands(base, key, per_client, tag, label)
-                    http_read = await http_consistent(base, key, per_client, tag)
+                    http = await http_commands(base, key, per_client, tag, label, client=client)
+                    http_read = await http_consistent(base, key, per_client, tag, client)
                 finally:
                     service.terminate()
                     service.wait(timeout=30)
@@ -288,53 +335,72 @@ def _row(t: Timing, appends: Timing, mode: str = "") -> tuple[str, str, str, str
     return (label, f"{t.rate:,.0f}", f"{t.p50_ms:.1f}", f"{t.p99_ms:.1f}", rate)
 
 
-async def main(quick: bool, profile: str | None, with_bare: bool = True) -> None:
+CPU_COLUMNS = ("client", "service", "server")
+
+
+def _cpu_cells(t: Timing) -> tuple[str, ...]:
+    return tuple(f"{t.cpu_ms[name]:.2f}" if name in t.cpu_ms else "" for name in CPU_COLUMNS)
+
+
+async def main(quick: bool, profile: str | None, with_bare: bool, client: str, rounds: int) -> None:
+    """After a warm-up, each round: bare appends, Bank.handle, then HTTP with the service's
+    projection daemon and (unless `with_bare` is off) without it, on one server."""
     per_client = 15 if quick else 60
+    rows: list[tuple[str, ...]] = []
     with benchmark_server() as uri:
+        server = server_pid(uri)
         async with database(uri, "bench_http") as db:
             bank = await Bank(db).init()
             keys = ApiKeys(db)
             await keys.init()
             key = await keys.create(Role.TELLER, "bench")
-            runs: dict[bool, Timing] = {}
-            for projections in (True, False) if with_bare else (True,):
-                port = free_port()
-                service = start_service(uri, "bench_http", port, projections)
-                try:
-                    base = f"http://127.0.0.1:{port}"
-                    await wait_ready(base)
-                    spy = start_profiler(service.pid, profile) if profile and projections else None
-                    runs[projections] = await http_commands(
-                        base, key, per_client, "" if projections else "bare"
-                    )
-                    if spy is not None:
-                        spy.send_signal(signal.SIGINT)
-                        spy.wait(timeout=60)
-                finally:
-                    service.terminate()
-                    service.wait(timeout=30)
-            http = runs[True]
-            direct = await library_commands(bank, per_client)
-            appends = await library_appends(bank, per_client)
-
-    rows = [
-        (
-            t.label,
-            f"{t.rate:,.0f}",
-            f"{t.p50_ms:.1f}",
-            f"{t.p99_ms:.1f}",
-            f"{t.rate / appends.rate:.2f}x",
-        )
-        for t in (appends, direct, *runs.values())
-    ]
+            await library_appends(bank, 10, tag="warm-")  # connections, caches, indexes
+            for n in range(rounds):
+                appends = await library_appends(bank, per_client, server, f"raw{n}-")
+                direct = await library_commands(bank, per_client, f"lib{n}-", server=server)
+                timings = [appends, direct]
+                for projections in (True, False) if with_bare else (True,):
+                    port = free_port()
+                    service = start_service(uri, "bench_http", port, projections)
+                    try:
+                        base = f"http://127.0.0.1:{port}"
+                        await wait_ready(base)
+                        spy = None
+                        if profile and projections and n == 0:
+                            spy = start_profiler(service.pid, profile)
+                        tag = f"{n}-" if projections else f"bare{n}-"
+                        label = (
+                            "service with projections"
+                            if projections
+                            else "service without its projection daemon"
+                        )
+                        processes = {"service": service.pid, "server": server}
+                        timings.append(
+                            await http_commands(
+                                base,
+                                key,
+                                per_client,
+                                tag,
+                                label,
+                                processes=processes,
+                                client=client,
+                            )
+                        )
+                        if spy is not None:
+                            spy.send_signal(signal.SIGINT)
+                            spy.wait(timeout=60)
+                    finally:
+                        service.terminate()
+                        service.wait(timeout=30)
+                for t in timings:
+                    rate = f"{t.rate / appends.rate:.2f}x"
+                    cells = (f"{t.rate:,.0f}", f"{t.p50_ms:.1f}", f"{t.p99_ms:.1f}", rate)
+                    rows.append((f"{n + 1}", t.label, *cells, *_cpu_cells(t)))
     print_table(
-        "Commands per second (1 event each) and latency per request",
-        ["path", "ops/s", "p50 ms", "p99 ms", "vs append"],
+        f"Commands per second (1 event each), latency per request, and CPU ms a command "
+        f"by process (HTTP load from {client})",
+        ["round", "path", "ops/s", "p50 ms", "p99 ms", "vs append", *CPU_COLUMNS],
         rows,
-    )
-    console.print(
-        f"HTTP is {http.rate / direct.rate:.2f}x the library's command rate "
-        f"and {http.rate / appends.rate:.2f}x its bare append rate"
     )
     if profile:
         print_profile(profile)
@@ -350,15 +416,24 @@ if __name__ == "__main__":
         help="accounts_read async vs inline: command rates and consistent-read latency",
     )
     parser.add_argument(
-        "--rounds", type=int, default=1, help="with --inline: async then inline, N times"
+        "--rounds",
+        type=int,
+        default=1,
+        help="the whole sequence N times (--inline: async then inline)",
     )
     parser.add_argument(
         "--daemon-only",
         action="store_true",
         help="only the service with its projection daemon (code without --no-projections)",
     )
+    parser.add_argument(
+        "--client",
+        choices=("aiohttp", "httpx"),
+        default="aiohttp",
+        help="the HTTP clients' library (default aiohttp: the lighter on CPU)",
+    )
     args = parser.parse_args()
     if args.inline:
-        asyncio.run(inline_vs_async(args.quick, args.rounds))
+        asyncio.run(inline_vs_async(args.quick, args.rounds, args.client))
     else:
-        asyncio.run(main(args.quick, args.profile, not args.daemon_only))
+        asyncio.run(main(args.quick, args.profile, not args.daemon_only, args.client, args.rounds))

@@ -9,7 +9,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import AsyncMongoClient, ReturnDocument
@@ -71,7 +71,30 @@ def benchmark_server() -> Iterator[str]:
         tempfile.TemporaryDirectory(prefix="esmongo-bench-") as home,
         EmbeddedServer(home) as server,
     ):
-        yield server.uri
+        if server.info is not None:
+            _EMBEDDED_PIDS[server.uri] = server.info.pid
+        try:
+            yield server.uri
+        finally:
+            _EMBEDDED_PIDS.pop(server.uri, None)
+
+
+_EMBEDDED_PIDS: dict[str, int] = {}
+
+
+def server_pid(uri: str) -> int | None:
+    """The process of the embedded server `benchmark_server` started at `uri`, if any."""
+    return _EMBEDDED_PIDS.get(uri)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU a process has used so far (Linux's /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.asynccontextmanager
@@ -109,6 +132,8 @@ class Timing:
     latencies: list[float]
     items: int
     elapsed: float
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    """CPU milliseconds an item, by process (Stopwatch's `processes`)."""
 
     @property
     def rate(self) -> float:
@@ -128,8 +153,12 @@ class Timing:
 
 
 class Stopwatch:
-    def __init__(self) -> None:
+    """Latencies of laps; with `processes` (name: pid), the CPU each spent meanwhile."""
+
+    def __init__(self, processes: Mapping[str, int | None] | None = None) -> None:
         self.latencies: list[float] = []
+        self.processes = {name: pid for name, pid in (processes or {}).items() if pid}
+        self.cpu_started = {name: cpu_seconds(pid) for name, pid in self.processes.items()}
         self.started = time.perf_counter()
 
     @contextlib.contextmanager
@@ -139,7 +168,13 @@ class Stopwatch:
         self.latencies.append(time.perf_counter() - t)
 
     def timing(self, label: str, items: int) -> Timing:
-        return Timing(label, self.latencies, items, time.perf_counter() - self.started)
+        elapsed = time.perf_counter() - self.started
+        cpu = {}
+        for name, pid in self.processes.items():
+            now, then = cpu_seconds(pid), self.cpu_started[name]
+            if now is not None and then is not None and items:
+                cpu[name] = (now - then) * 1000 / items
+        return Timing(label, self.latencies, items, elapsed, cpu)
 
 
 Op = Callable[[], Awaitable[Any]]
