@@ -196,3 +196,32 @@ async def test_sync_adds_then_is_in_sync_then_reports_drift(db: AsyncDatabase[Do
     assert stored["a.made", "2.0"].schema == {"type": "object", "required": ["n"]}  # untouched
     assert ("a.gone", "1.0") in stored  # drift is reported, never deleted
     assert [s.version for s in await stored_schemas(catalog, "a.made")] == ["1.0", "2.0"]
+
+
+async def test_a_log_of_its_own_is_counted_in_ranges_up_to_its_own_head(
+    counted: tuple[FindCounter, AsyncDatabase[Document]], monkeypatch: Any
+) -> None:
+    """The ranges end at the head of the counter numbering that log, not the main one's
+    (which would leave the whole log to the last, open range)."""
+    monkeypatch.setattr(queries, "VERSION_COUNT_CHUNK", 2)
+    listener, db = counted
+    main = EventStore(db)
+    own = EventStore(db, collection="app_events", sequence="app_events")
+    await main.init()
+    await own.init()
+    await main.append("thing", "m", [NewEvent("thing.made", {})])
+    await own.append("thing", "o", [NewEvent("thing.made", {}) for _ in range(7)])
+    listener.sent.clear()
+    assert await own.version_counts() == {("thing.made", "1.0"): 7}
+    ranges = [
+        c["pipeline"][0]["$match"]["sequence"]
+        for c in listener.sent
+        if c.get("aggregate") == "app_events"
+    ]
+    assert ranges == [
+        {"$gt": 0, "$lte": 2},
+        {"$gt": 2, "$lte": 4},
+        {"$gt": 4, "$lte": 6},
+        {"$gt": 6},
+    ]
+    assert await main.version_counts() == {("thing.made", "1.0"): 1}
