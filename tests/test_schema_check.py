@@ -8,7 +8,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from command_counter import FindCounter
+from command_counter import FindCounter, examined
 from esmongo import EventStore, NewEvent, SchemaRegistry, Upcasters
 from esmongo.codec import Document
 from esmongo.ops.schema_check import (
@@ -89,27 +89,6 @@ async def test_versions_are_counted_a_range_of_sequences_at_a_time(
     assert await store.version_counts() == {("thing.made", "0.0"): 9, ("thing.made", "1.0"): 6}
 
 
-EXPLAINED = ("find", "filter", "projection", "sort", "limit", "aggregate", "pipeline", "cursor")
-
-
-def docs_examined(explained: Any) -> int | None:
-    """The documents one command examined, from its explain: the top-level
-    `executionStats`, else the first one found (an aggregation's `$cursor` stage)."""
-    if isinstance(explained, dict):
-        if "executionStats" in explained:
-            return int(explained["executionStats"]["totalDocsExamined"])
-        values: Any = explained.values()
-    elif isinstance(explained, list):
-        values = explained
-    else:
-        return None
-    for value in values:
-        found = docs_examined(value)
-        if found is not None:
-            return found
-    return None
-
-
 async def test_counting_versions_reads_each_event_once(
     counted: tuple[FindCounter, AsyncDatabase[Document]], db: AsyncDatabase[Document]
 ) -> None:
@@ -127,15 +106,7 @@ async def test_counting_versions_reads_each_event_once(
     listener.sent.clear()
     assert await counting.version_counts() == {("thing.made", "1.0"): 26}
     logs = {store.events.name, store.archive.events.name}
-    examined = 0
-    for command in listener.sent:
-        name = command.get("find") or command.get("aggregate")
-        if name in logs:
-            explain = {k: v for k, v in command.items() if k in EXPLAINED}
-            found = docs_examined(await db.command("explain", explain, verbosity="executionStats"))
-            assert found is not None, command
-            examined += found
-    assert examined == 26
+    assert await examined(db, listener.sent, logs) == 26
 
 
 def test_a_type_with_no_stored_event_or_no_schema_is_judged_by_what_exists() -> None:
