@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymongo.asynchronous.database import AsyncDatabase
 
+from command_counter import FindCounter, examined
 from esmongo import AppendRequest, EventStore, NewEvent, SchemaRegistry, Upcasters
 from esmongo.codec import Document
 from esmongo.errors import EventsCollectionSealed
@@ -18,6 +19,7 @@ from esmongo.ops.migration import (
     Migration,
     MigrationError,
     Migrator,
+    active,
     active_events_collection,
     rollback_switch,
 )
@@ -199,6 +201,24 @@ async def test_rollback_goes_back_while_nothing_new_was_written(
         )
     with pytest.raises(MigrationError, match="never switched"):
         await rollback_switch(db)
+
+
+async def test_a_rollback_reads_the_heads_below_the_log_head_not_whole_collections(
+    counted: tuple[FindCounter, AsyncDatabase[Document]],
+    db: AsyncDatabase[Document],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rollback compares the two collections' heads with the write fence closed. It asked
+    each for its highest sequence (`find_one` sorted backward), which reads every event on
+    the embedded server: 22 s per collection at a million events, appends fenced out
+    meanwhile. Each command it sends is explained again: only the ranges below the head."""
+    monkeypatch.setattr(active, "HEAD_WINDOW", 2)
+    listener, watched = counted
+    await seed(db, streams=3, rounds=4)
+    await Migrator(db, MIGRATIONS).switch("events_v3")
+    listener.sent.clear()
+    assert await rollback_switch(watched) == "events"
+    assert await examined(db, listener.sent, {"events", "events_v3"}) == 2 * 2
 
 
 class Crash(BaseException):

@@ -8,6 +8,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from command_counter import FindCounter, examined
 from esmongo import EventStore, NewEvent, SchemaRegistry, Upcasters
 from esmongo.codec import Document
 from esmongo.ops.schema_check import (
@@ -88,6 +89,26 @@ async def test_versions_are_counted_a_range_of_sequences_at_a_time(
     assert await store.version_counts() == {("thing.made", "0.0"): 9, ("thing.made", "1.0"): 6}
 
 
+async def test_counting_versions_reads_each_event_once(
+    counted: tuple[FindCounter, AsyncDatabase[Document]], db: AsyncDatabase[Document]
+) -> None:
+    """The count asked the collection for its highest sequence first (`find_one` sorted
+    backward), which reads every event on the embedded server: 22 s at a million events,
+    every time a service started (benchmarks/bench_scale.py). Each command it sends to the
+    events collections is explained again: together they examine each event once."""
+    listener, watched = counted
+    store = EventStore(db)
+    await store.init()
+    for n in range(4):
+        await store.append("thing", f"t{n}", [NewEvent("thing.made", {}) for _ in range(n + 5)])
+    await store.archive_stream("thing", "t1")
+    counting = EventStore(watched)
+    listener.sent.clear()
+    assert await counting.version_counts() == {("thing.made", "1.0"): 26}
+    logs = {store.events.name, store.archive.events.name}
+    assert await examined(db, listener.sent, logs) == 26
+
+
 def test_a_type_with_no_stored_event_or_no_schema_is_judged_by_what_exists() -> None:
     registry = SchemaRegistry([schema("a.b", "2.0")])
     stored = [StoredVersion("a.b", "2.0", 5), StoredVersion("c.d", "3.0", 1)]
@@ -146,3 +167,32 @@ async def test_sync_adds_then_is_in_sync_then_reports_drift(db: AsyncDatabase[Do
     assert stored["a.made", "2.0"].schema == {"type": "object", "required": ["n"]}  # untouched
     assert ("a.gone", "1.0") in stored  # drift is reported, never deleted
     assert [s.version for s in await stored_schemas(catalog, "a.made")] == ["1.0", "2.0"]
+
+
+async def test_a_log_of_its_own_is_counted_in_ranges_up_to_its_own_head(
+    counted: tuple[FindCounter, AsyncDatabase[Document]], monkeypatch: Any
+) -> None:
+    """The ranges end at the head of the counter numbering that log, not the main one's
+    (which would leave the whole log to the last, open range)."""
+    monkeypatch.setattr(queries, "VERSION_COUNT_CHUNK", 2)
+    listener, db = counted
+    main = EventStore(db)
+    own = EventStore(db, collection="app_events", sequence="app_events")
+    await main.init()
+    await own.init()
+    await main.append("thing", "m", [NewEvent("thing.made", {})])
+    await own.append("thing", "o", [NewEvent("thing.made", {}) for _ in range(7)])
+    listener.sent.clear()
+    assert await own.version_counts() == {("thing.made", "1.0"): 7}
+    ranges = [
+        c["pipeline"][0]["$match"]["sequence"]
+        for c in listener.sent
+        if c.get("aggregate") == "app_events"
+    ]
+    assert ranges == [
+        {"$gt": 0, "$lte": 2},
+        {"$gt": 2, "$lte": 4},
+        {"$gt": 4, "$lte": 6},
+        {"$gt": 6},
+    ]
+    assert await main.version_counts() == {("thing.made", "1.0"): 1}

@@ -99,9 +99,9 @@ async def test_a_rollback_never_drops_an_append_that_commits_meanwhile(
     calls = 0
     outcome: dict[str, Any] = {}
 
-    async def then_append(collection: Any) -> int:
+    async def then_append(collection: Any, log_head: int | None = None) -> int:
         nonlocal calls
-        head = await original(collection)
+        head = await original(collection, log_head)
         calls += 1
         if calls == 2:  # both heads read: an append arrives now
             try:

@@ -25,6 +25,7 @@ class EventQueries:
 
     events: AsyncCollection[Document]
     counters: AsyncCollection[Document]
+    sequence: str
     archive: Archive
 
     def _collections(self) -> tuple[AsyncCollection[Document], ...]:
@@ -72,15 +73,22 @@ class EventQueries:
         One `$group` per range of VERSION_COUNT_CHUNK sequence numbers (the sequence index
         bounds each): one `$group` over a million events held the single-threaded embedded
         server for longer than a request's timeout, while a service starting up runs this
-        next to its first requests (benchmarks/bench_scale.py).
+        next to its first requests (benchmarks/bench_scale.py). The ranges end at the head
+        the counter document gives, the last one left open for anything past it: asking
+        the collection for its highest sequence (`find_one` sorted backward) reads every
+        event on the embedded server (22 s at 1M events, docs/mongodb.md).
         """
+        counter = await self.counters.find_one({"_id": self.sequence})
+        head = int(counter["value"]) if counter else 0
         counts: dict[tuple[str, str], int] = {}
         for collection in self._collections():
-            last = await collection.find_one({}, {"sequence": 1}, sort=[("sequence", -1)])
-            head = int(last["sequence"]) if last else 0
-            for after in range(0, head, VERSION_COUNT_CHUNK):
+            for after in range(0, max(head, 1), VERSION_COUNT_CHUNK):
+                last = after + VERSION_COUNT_CHUNK >= head
+                sequences: Document = {"$gt": after}
+                if not last:
+                    sequences["$lte"] = after + VERSION_COUNT_CHUNK
                 pipeline: list[Document] = [
-                    {"$match": {"sequence": {"$gt": after, "$lte": after + VERSION_COUNT_CHUNK}}},
+                    {"$match": {"sequence": sequences}},
                     {
                         "$group": {
                             "_id": {"t": "$eventType", "v": "$eventVersion"},

@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.codec import Document
 from esmongo.events import utc_now
-from esmongo.ops.migration.active import active_events_collection, max_sequence
+from esmongo.ops.migration.active import active_events_collection, log_head, max_sequence
 from esmongo.ops.migration.copy import copy_events
 from esmongo.ops.migration.errors import MigrationError
 from esmongo.ops.migration.plan import MigrationPlan
@@ -147,8 +147,9 @@ async def rollback_switch(db: AsyncDatabase[Document]) -> str:
     try:
         await pause_point("rollback:fenced")
         log = await log_database(db)
-        current_head = await max_sequence(log[current])
-        previous_head = await max_sequence(log[previous])
+        head = await log_head(db)  # no append commits while the fence is closed
+        current_head = await max_sequence(log[current], head)
+        previous_head = await max_sequence(log[previous], head)
         if current_head != previous_head:
             raise MigrationError(
                 f"{current} holds events up to #{current_head} but {previous} only up to "

@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.codec import Document
 from esmongo.events import utc_now
-from esmongo.ops.migration.active import max_sequence
+from esmongo.ops.migration.active import log_head, max_sequence
 from esmongo.ops.migration.plan import MAX_LISTED, Planned, Progress
 from esmongo.store.chain import HASH, SOURCE_HASH, unchained
 from esmongo.store.collections import ARCHIVE, MIGRATIONS
@@ -197,7 +197,7 @@ async def verify_target(
     the switch checks the rest with writes paused."""
     if through is None:
         log = await log_database(db)
-        through = await max_sequence(log[target])
+        through = await max_sequence(log[target], await log_head(db))
         if not through and await log[source].find_one({}) is not None:
             report = VerifyReport(source, target)
             report.problem(f"{target} holds no event yet: run the migration first")
