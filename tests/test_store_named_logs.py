@@ -110,5 +110,7 @@ async def test_logs_with_their_own_sequence_number_apart_in_one_database(
     assert [e.sequence async for e in main.read_all()] == [1, 2]
     assert (await main.head_sequence(), await first.head_sequence()) == (2, 4)
     assert await second.head_sequence() == 1
+    counts = [await store.event_counts() for store in (main, first, second)]
+    assert counts == [(2, 0), (4, 0), (1, 0)], "each log counts by its own sequence"
     with pytest.raises(ValueError, match="archiving is for the database's main log"):
         await first.archive_stream("thing", "a")

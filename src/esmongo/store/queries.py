@@ -14,7 +14,6 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from esmongo.codec import Document
 from esmongo.store.archive import Archive
-from esmongo.store.transactions import SEQUENCE_COUNTER
 
 VERSION_COUNT_CHUNK = 20_000
 """Events one `$group` of `version_counts` reads at most."""
@@ -109,7 +108,7 @@ class EventQueries:
         archived = 0
         async for doc in await self.archive.registry.aggregate(pipeline):
             archived = int(doc["n"])
-        head = await self.counters.find_one({"_id": SEQUENCE_COUNTER})
+        head = await self.counters.find_one({"_id": self.sequence})
         appended = int(head["value"]) if head else 0
         return appended - archived, archived
 
