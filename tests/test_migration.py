@@ -304,6 +304,20 @@ async def test_an_interrupted_run_resumes_to_the_same_result(
     assert (await migrator.verify(target)).ok
 
 
+async def test_a_target_that_lost_what_its_checkpoint_names_resumes_from_what_it_holds(
+    db: AsyncDatabase[Document], reference: Reference
+) -> None:
+    await Migrator(db, MIGRATIONS).run("lost")
+    await db["lost"].delete_many({"sequence": {"$gt": 50}})  # a restore of an older copy
+    await db["esmongo_migrations"].update_one(
+        {"_id": "lost"}, {"$set": {"lastSequence": 70, "status": "running"}}
+    )
+    migrator = Migrator(db, MIGRATIONS)
+    run = await migrator.run("lost")
+    assert (run.resumed_after, run.copied) == (50, 30)
+    assert without_time(await documents(db, "lost")) == reference
+
+
 async def test_every_failure_is_listed_and_stops_the_switch(db: AsyncDatabase[Document]) -> None:
     bad = frozenset({(1, 3), (6, 5), (9, 7)})
     store = await seed(db, streams=10, rounds=8, bad=bad)

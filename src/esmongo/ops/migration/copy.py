@@ -257,7 +257,7 @@ async def _resume_point(sink: AsyncCollection[Document], checkpoint: int) -> int
     run records its last flushed batch, so only what a crash left after that is read (an
     index range; a descending sort over the whole index is a scan on some servers)."""
     if checkpoint and await sink.find_one({"sequence": checkpoint}, projection={"_id": 1}) is None:
-        return await max_sequence(sink)  # the target lost its tail: trust only what it holds
+        return await max_sequence(sink, checkpoint)  # lost its tail: trust what it holds
     last = checkpoint
     cursor = sink.find(
         {"sequence": {"$gt": checkpoint}}, projection={"sequence": 1}, sort=[("sequence", 1)]
