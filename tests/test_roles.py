@@ -8,6 +8,8 @@ privileges by database only (docs/mongodb.md), and so does every grant of these 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,12 +25,16 @@ from api_helpers import api_client
 from cli_helpers import esmongo
 from esmongo import EventStore, NewEvent
 from esmongo.bank import Bank
-from esmongo.bank.commands import ActivateAccount, CloseAccount, CreateAccount
+from esmongo.bank.commands import ActivateAccount, CloseAccount, CreateAccount, CreditAccount
+from esmongo.bank.read_models import ACCOUNTS_READ
 from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.connect.embedded import EmbeddedServer
+from esmongo.console.figures import figures
+from esmongo.ops.backup import backup, restore
 from esmongo.ops.migration import Migrator
 from esmongo.ops.roles import ensure_roles, privileges, role_names
 from esmongo.projections.daemon import ProjectionDaemon
+from esmongo.projections.rebuild import rebuild
 from esmongo.store.layout import log_database, use_log_database
 
 UNAUTHORIZED = 13
@@ -79,10 +85,16 @@ class Deployment:
 
 @pytest.fixture
 async def deployment(auth_server: int) -> AsyncIterator[Deployment]:
+    async with deployed(auth_server) as found:
+        yield found
+
+
+@contextlib.asynccontextmanager
+async def deployed(port: int) -> AsyncIterator[Deployment]:
     """A split deployment initialized by root: `init --log-db`, `init --roles`, a user per
     role."""
     main = f"r_{uuid.uuid4().hex[:10]}"
-    found = Deployment(auth_server, main, f"{main}_log", {}, [])
+    found = Deployment(port, main, f"{main}_log", {}, [])
     root = found.db("root")
     await use_log_database(root, found.log)
     await Bank(root).init()
@@ -215,6 +227,67 @@ async def test_the_operator_archives_and_migrates(deployment: Deployment) -> Non
     assert reopened.store.events.name == "events_v2"
     await reopened.handle(CreateAccount("acc-2", "u2", "Bob", "EUR"))
     assert await reopened.store.head_sequence() == 4
+
+
+async def test_the_operator_backs_up_restores_and_rebuilds_a_read_model(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    writer = await Bank(deployment.db("writer")).init()
+    await writer.handle(CreateAccount("acc-1", "u1", "Ann", "EUR"))
+    await writer.handle(ActivateAccount("acc-1"))
+    await writer.handle(CreditAccount("acc-1", Decimal("25.00")))
+    made = await backup(deployment.db("operator"), tmp_path / "backup")
+    assert made.head_sequence == 3
+
+    async with deployed(deployment.port) as fresh:
+        operator = fresh.db("operator")
+        restored = await restore(operator, tmp_path / "backup", erasures=[])
+        assert restored.head_sequence == 3
+        bank = await Bank(operator).init()
+        assert [e.event_type async for e in bank.store.read_stream("account", "acc-1")] == [
+            "account.created",
+            "account.activated",
+            "account.credited",
+        ]
+        accounts = next(p for p in bank.projections if p.name == ACCOUNTS_READ)
+        result = await rebuild(bank.store, accounts)
+        assert result.position == 3
+        account = await operator[ACCOUNTS_READ].find_one({"accountId": "acc-1"})
+        assert account is not None and account["balance"] == Decimal("25.00")
+        after = await Bank(fresh.db("writer")).init()  # the writer goes on after the restore
+        credited = await after.handle(CreditAccount("acc-1", Decimal("5.00")))
+        assert credited.success, credited.error
+        assert await after.store.head_sequence() == 4
+
+
+async def test_a_rebuild_asked_of_a_service_running_as_the_writer_reports_its_refusal(
+    deployment: Deployment,
+) -> None:
+    writer = deployment.db("writer")
+    async with api_client(writer) as api:
+        await api.open_account("acc-1", funds="100.00")
+        admin = {"Authorization": f"Bearer {api.keys['admin']}"}
+        started = await api.http.post("/projections/accounts_read/rebuild", headers=admin)
+        assert started.status_code == 202, started.text
+        task = api.app.state.services.rebuilds["accounts_read"]
+        with pytest.raises(OperationFailure):
+            await asyncio.wait_for(task, 60)
+        listed = await api.http.get("/projections", headers=admin)
+        status = next(p for p in listed.json() if p["name"] == "accounts_read")
+        assert status["rebuilding"] is False
+        assert status["rebuildFailed"].startswith("OperationFailure: not authorized"), status
+        shown = await figures(api.app.state.services)  # what the console's page shows
+        failed = next(p for p in shown.projections if p["name"] == "accounts_read")
+        assert failed["rebuildFailed"] == status["rebuildFailed"]
+    bank = await Bank(writer).init()  # the read model it was to replace still serves
+    runner = ProjectionDaemon(bank.store, bank.projections)
+    runner.start()
+    try:
+        await runner.wait_until(await bank.store.head_sequence(), timeout_s=30)
+    finally:
+        await runner.stop()
+    account = await writer[ACCOUNTS_READ].find_one({"accountId": "acc-1"})
+    assert account is not None and account["balance"] == Decimal("100.00")
 
 
 async def test_init_roles_is_idempotent_and_needs_a_log_database(

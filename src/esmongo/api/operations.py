@@ -17,7 +17,6 @@ from esmongo.projections import (
     DeadLetterError,
     DeadLetters,
     Projection,
-    ProjectionError,
     projection_status,
     rebuild,
     replay,
@@ -65,10 +64,23 @@ async def projections(
     result = []
     for status in statuses:
         item = plain(status.to_dict())
-        task = svc.rebuilds.get(status.name)
-        item["rebuilding"] = task is not None and not task.done()
+        item["rebuilding"], item["rebuildFailed"] = rebuild_state(svc, status.name)
         result.append(item)
     return result
+
+
+def rebuild_state(svc: Services, name: str) -> tuple[bool, str | None]:
+    """(running, why the last rebuild or replay failed): a rebuild runs after its request
+    was answered, so its failure is only seen here, in the console and in the log."""
+    task = svc.rebuilds.get(name)
+    if task is None:
+        return False, None
+    if not task.done():
+        return True, None
+    if task.cancelled():
+        return False, "cancelled"
+    exc = task.exception()
+    return False, None if exc is None else f"{type(exc).__name__}: {exc}"
 
 
 ProjectionName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -104,8 +116,9 @@ async def start_rebuild(
             else:
                 result = await rebuild(svc.bank.store, projection, progress=progress)
                 log.info("rebuild of %s swapped in: %s", name, result)
-        except ProjectionError:
+        except Exception:  # a refused privilege as much as a ProjectionError
             log.exception("%s of %s failed", action, name)
+            raise  # kept on the task: rebuild_state reports it
 
     svc.progress[name] = (0, 0)
     svc.rebuilds[name] = asyncio.create_task(work(), name=f"{action}:{name}")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from esmongo.api.context import Services
+from esmongo.api.operations import rebuild_state
 from esmongo.projections import DeadLetters, projection_status
 
 RATE_WINDOW_S = 60
@@ -88,8 +89,7 @@ async def figures(svc: Services, sampler: RateSampler | None = None) -> Figures:
     projections = []
     for status in statuses:
         item = status.to_dict()
-        task = svc.rebuilds.get(status.name)
-        item["rebuilding"] = task is not None and not task.done()
+        item["rebuilding"], item["rebuildFailed"] = rebuild_state(svc, status.name)
         projections.append(item)
     active, archived = await store.event_counts()
     return Figures(
