@@ -29,7 +29,7 @@ from typing import Any
 
 from pymongo import IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from esmongo.codec import CODEC_OPTIONS
 from esmongo.events import RecordedEvent, utc_now
@@ -46,6 +46,11 @@ from esmongo.projections.writes import FreshCollections, WritePlan, execute
 from esmongo.store import EventStore
 
 log = logging.getLogger(__name__)
+
+TOO_LARGE = frozenset({251, 290, 313})
+"""NoSuchTransaction (what a transaction the server aborted at its lifetime limit answers),
+TransactionExceededLifetimeLimitSeconds, TransactionTooLargeForCache: a catch-up batch
+whose transaction fails so is split (esmongo.projections.options.RunnerOptions)."""
 
 
 class RunnerState(StrEnum):
@@ -120,6 +125,9 @@ class BatchPipeline(abc.ABC):
         self._advanced = asyncio.Event()
         self._fresh: FreshCollections | None = None
         """Set while catching up from zero into empty collections (writes.FreshCollections)."""
+        self.catch_up_size = options.catch_up_size
+        """Events per catch-up batch: the option, halved by each transaction refused as
+        too large or too long (TOO_LARGE)."""
         self.metrics = RunnerMetrics(self.name)
         self._event_types = list(projection.event_types)
         if isinstance(self.source, SharedSource):
@@ -160,6 +168,9 @@ class BatchPipeline(abc.ABC):
         self._open_dead = await self.dead_letters.open_sequences(self.name, position)
         fresh = position == 0 and await self._empty()
         self._fresh = FreshCollections(self.projection.collections) if fresh else None
+        # Know the backlog before the first batch, so that it is read as one catch-up
+        # batch rather than a live one (its documents would then be written twice).
+        self.head = max(self.head, await self.store.head_sequence())
 
     async def _empty(self) -> bool:
         """Whether every collection this runner writes is empty (it holds the lease)."""
@@ -181,8 +192,11 @@ class BatchPipeline(abc.ABC):
             return False  # the appends apply it: a batch here would apply events twice
         started = time.perf_counter()
         behind = self.head - self.position > self.options.batch_size
-        limit = self.options.catch_up_size if behind else self.options.batch_size
-        window = await self.source.read(self.position, limit, self._event_types)
+        if behind:  # the backlog, up to the catch-up budget
+            limit, max_bytes = self.catch_up_size, self.options.catch_up_max_bytes
+        else:
+            limit, max_bytes = self.options.batch_size, None
+        window = await self.source.read(self.position, limit, self._event_types, max_bytes)
         head, events, target = window.head, window.events, window.complete
         self.head = max(self.head, head)
         if target <= self.position:
@@ -206,6 +220,21 @@ class BatchPipeline(abc.ABC):
                 exc,
             )
             operations = await self._apply_singly(events, target)
+        except OperationFailure as exc:
+            span = target - self.position
+            if exc.code not in TOO_LARGE or span <= self.options.batch_size:
+                raise
+            self.catch_up_size = max(self.options.batch_size, span // 2)
+            log.warning(
+                "projection %s: the transaction of the %d sequences after %d failed (%s); "
+                "catching up %d a batch from now on",
+                self.name,
+                span,
+                self.position,
+                exc,
+                self.catch_up_size,
+            )
+            return True  # nothing committed: read again, fewer events
         duration = time.perf_counter() - started
         await self._after_commit(batch, operations, head, duration, live)
         return target < head and self.blocked_at is None
