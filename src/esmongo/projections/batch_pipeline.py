@@ -40,7 +40,7 @@ from esmongo.projections.errors import CheckpointConflict, LeaseLost
 from esmongo.projections.options import BatchReport, RunnerOptions, default_owner
 from esmongo.projections.projection import FailurePolicy, Projection
 from esmongo.projections.runner_metrics import RunnerMetrics
-from esmongo.projections.source import EventSource, SharedSource, StoreSource
+from esmongo.projections.source import Backlog, EventSource, SharedSource, StoreSource
 from esmongo.projections.swap import collection_exists
 from esmongo.projections.writes import FreshCollections, WritePlan, execute
 from esmongo.store import EventStore
@@ -168,9 +168,6 @@ class BatchPipeline(abc.ABC):
         self._open_dead = await self.dead_letters.open_sequences(self.name, position)
         fresh = position == 0 and await self._empty()
         self._fresh = FreshCollections(self.projection.collections) if fresh else None
-        # Know the backlog before the first batch, so that it is read as one catch-up
-        # batch rather than a live one (its documents would then be written twice).
-        self.head = max(self.head, await self.store.head_sequence())
 
     async def _empty(self) -> bool:
         """Whether every collection this runner writes is empty (it holds the lease)."""
@@ -191,12 +188,12 @@ class BatchPipeline(abc.ABC):
         if self.state == RunnerState.INLINE:
             return False  # the appends apply it: a batch here would apply events twice
         started = time.perf_counter()
-        behind = self.head - self.position > self.options.batch_size
-        if behind:  # the backlog, up to the catch-up budget
-            limit, max_bytes = self.catch_up_size, self.options.catch_up_max_bytes
-        else:
-            limit, max_bytes = self.options.batch_size, None
-        window = await self.source.read(self.position, limit, self._event_types, max_bytes)
+        window = await self.source.read(
+            self.position,
+            self.options.batch_size,
+            self._event_types,
+            Backlog(self.catch_up_size, self.options.catch_up_max_bytes),
+        )
         head, events, target = window.head, window.events, window.complete
         self.head = max(self.head, head)
         if target <= self.position:

@@ -39,12 +39,27 @@ class Window:
     head: int
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """How much a reader more than its live batch behind the head reads at once (a
+    catch-up batch, RunnerOptions): up to `events` sequences, about `max_bytes` of them."""
+
+    events: int
+    max_bytes: int
+
+    def limits(self, after: int, limit: int, head: int) -> tuple[int, int | None]:
+        """(sequences, bytes or None) to read after `after`, with the head known."""
+        if head - after > limit:
+            return max(limit, self.events), self.max_bytes
+        return limit, None
+
+
 class EventSource(Protocol):
     async def read(
-        self, after: int, limit: int, event_types: Sequence[str], max_bytes: int | None = None
+        self, after: int, limit: int, event_types: Sequence[str], backlog: Backlog | None = None
     ) -> Window:
-        """At most `limit` events of these types after `after` (and about `max_bytes` of
-        them, at least one), and how far that is complete."""
+        """At most `limit` events of these types after `after` (by `backlog` when more
+        than `limit` behind the head), and how far that is complete."""
         ...
 
 
@@ -80,14 +95,22 @@ async def _read(
     so the range holds at most `limit` events and the answer is complete up to its end.
     With `max_bytes`, the read stops after the event that brings the estimate past it
     (at least one event): the answer is then complete up to that event's sequence.
+
+    The range is read whole and the types filtered here: a filter on the sequence range
+    and `eventType` together is a collection scan on the embedded server (docs/mongodb.md),
+    MongoDB itself examines the same range either way, and a range the active collection
+    holds whole is then read without the archive (esmongo.store.archive.merged) on every
+    live wake-up, not only when every event in it is of a handled type.
     """
     through = min(after + limit, head)
+    wanted = frozenset(event_types)
     events: list[RecordedEvent] = []
     weigher = _Weigher()
-    reader = store.read_all(after, event_types=list(event_types), through=through, batch_size=limit)
+    reader = store.read_all(after, through=through, batch_size=limit)
     async with contextlib.aclosing(reader):
         async for event in reader:
-            events.append(event)
+            if event.event_type in wanted:
+                events.append(event)
             if max_bytes is not None and weigher.add(event) >= max_bytes:
                 return events, event.sequence
     return events, through
@@ -100,11 +123,15 @@ class StoreSource:
         self.store = store
 
     async def read(
-        self, after: int, limit: int, event_types: Sequence[str], max_bytes: int | None = None
+        self, after: int, limit: int, event_types: Sequence[str], backlog: Backlog | None = None
     ) -> Window:
         head = await self.store.head_sequence()
         if head <= after:
             return Window([], after, head)
+        if backlog is not None:
+            limit, max_bytes = backlog.limits(after, limit, head)
+        else:
+            max_bytes = None
         events, complete = await _read(self.store, after, limit, event_types, head, max_bytes)
         return Window(events, complete, head)
 
@@ -145,11 +172,11 @@ class SharedSource:
         self._events, self._sequences, self._low, self._high = [], [], 0, 0
 
     async def read(
-        self, after: int, limit: int, event_types: Sequence[str], max_bytes: int | None = None
+        self, after: int, limit: int, event_types: Sequence[str], backlog: Backlog | None = None
     ) -> Window:
         wanted = set(event_types)
         if not wanted <= self._types:
-            return await StoreSource(self.store).read(after, limit, event_types, max_bytes)
+            return await StoreSource(self.store).read(after, limit, event_types, backlog)
         # Runners woken by the same insert queue here; the first reads for all of them.
         async with self._lock:
             if not self._low <= after < self._high:
@@ -158,8 +185,13 @@ class SharedSource:
                 self._head = head
                 if head <= after:
                     return Window([], after, head)
-                await self._fetch(after, max(limit, self.fetch_size), head, max_bytes)
-            events, complete = self._serve(after, limit, wanted)
+                size, max_bytes = backlog.limits(after, limit, head) if backlog else (limit, None)
+                await self._fetch(after, max(size, self.fetch_size), head, max_bytes)
+            if backlog is not None:
+                limit, max_bytes = backlog.limits(after, limit, self._head)
+            else:
+                max_bytes = None
+            events, complete = self._serve(after, limit, wanted, max_bytes)
             return Window(events, complete, self._head)
 
     async def _fetch(self, after: int, size: int, head: int, max_bytes: int | None) -> None:
@@ -179,12 +211,17 @@ class SharedSource:
             del self._events[:cut]
         self._sequences = [event.sequence for event in self._events]
 
-    def _serve(self, after: int, limit: int, wanted: set[str]) -> tuple[list[RecordedEvent], int]:
+    def _serve(
+        self, after: int, limit: int, wanted: set[str], max_bytes: int | None
+    ) -> tuple[list[RecordedEvent], int]:
         start = bisect.bisect_right(self._sequences, after)
         found: list[RecordedEvent] = []
+        weigher = _Weigher()
         for event in self._events[start:]:
             if event.event_type in wanted:
                 found.append(event)
                 if len(found) == limit:
+                    return found, event.sequence
+                if max_bytes is not None and weigher.add(event) >= max_bytes:
                     return found, event.sequence
         return found, max(self._high, after)
