@@ -1,12 +1,13 @@
 """Projection throughput and latency, against raw PyMongo on the same server in the same run.
 
     python benchmarks/bench_projections.py [--events 20000] [--live-seconds 15] [--rates 50 100 200]
-        [--rebuild-rounds 1] [--capacity-seconds 5]
+        [--rebuild-rounds 1] [--capacity-seconds 5] [--batch-size 500] [--catch-up-batch N]
 
 1. Catch-up: the three bank read models (accounts_read, transactions_read,
    analytics_hourly) built from sequence 0 over N events, in one process as the daemon
    runs them, vs raw `insert_many` (batches of 1,000) of the same N event documents into
-   an empty collection. Target: catch-up events/s >= 0.5x raw docs/s.
+   an empty collection. Target: catch-up events/s >= 0.5x raw docs/s. The floor: the read
+   models' final documents inserted with `insert_many` into collections with their indexes.
 2. Live lag: the daemon running, appends fired on a clock (4 events every 20 ms at 200
    events/s, whether or not the previous append has returned, as independent clients
    would), at 200 events/s (the target) and at lower rates; for each event, the time
@@ -47,6 +48,7 @@ from esmongo.projections import (
     rebuild,
 )
 from esmongo.projections.source import SharedSource
+from esmongo.store import archive as archive_module
 
 CENT = Decimal("0.01")
 
@@ -109,22 +111,41 @@ async def raw_insert_rate(db: AsyncDatabase[Document], docs: list[Document]) -> 
     return len(docs) / elapsed
 
 
-async def catch_up(store: EventStore, batch_size: int) -> tuple[float, int]:
-    source = SharedSource(store, fetch_size=batch_size)
-    runners = [
-        ProjectionRunner(
-            store,
-            p,
-            RunnerOptions(batch_size=batch_size, catch_up_batch_size=batch_size),
-            source=source,
-        )
-        for p in bank_projections()
-    ]
+async def catch_up(
+    store: EventStore, batch_size: int, catch_up_batch: int | None
+) -> tuple[float, int]:
+    """The three read models from zero, as a daemon runs them (a shared read, live batches
+    of `batch_size`, catch-up batches of the runner's default or `catch_up_batch`)."""
+    options = RunnerOptions(batch_size=batch_size, catch_up_batch_size=catch_up_batch)
+    source = SharedSource(store, fetch_size=batch_size, capacity=options.catch_up_size)
+    runners = [ProjectionRunner(store, p, options, source=source) for p in bank_projections()]
     for runner in runners:
         await runner.init()
     started = time.perf_counter()
     await asyncio.gather(*(runner.catch_up() for runner in runners))
     return time.perf_counter() - started, source.fetches
+
+
+async def floor_seconds(db: AsyncDatabase[Document]) -> tuple[float, int]:
+    """Seconds to `insert_many` the read models' final documents (as the catch-up left
+    them) into empty collections with the same indexes: what the server itself costs for
+    the documents a catch-up must at least write, whatever the client does."""
+    elapsed, count = 0.0, 0
+    for projection in bank_projections():
+        for name, indexes in projection.collections.items():
+            docs = [doc async for doc in db[name].find({})]
+            floor = db[f"floor_{name}"]
+            await floor.drop()
+            await db.create_collection(floor.name)
+            if indexes:
+                await floor.create_indexes(indexes)
+            started = time.perf_counter()
+            for i in range(0, len(docs), 1000):
+                await floor.insert_many(docs[i : i + 1000], ordered=True)
+            elapsed += time.perf_counter() - started
+            count += len(docs)
+            await floor.drop()
+    return elapsed, count
 
 
 async def rebuild_rows(store: EventStore, rounds: int, batch_size: int) -> list[list[str]]:
@@ -173,6 +194,8 @@ class LiveRun:
     achieved: float
     append_ms: list[float]
     lags: dict[str, list[float]]
+    archive_reads: tuple[int, int] | None = None
+    """(made, left out) by the store's merged reads while measuring (None: not counted)."""
 
 
 async def live_lag(store: EventStore, load: Load, seconds: float, rate: float) -> LiveRun:
@@ -191,6 +214,8 @@ async def live_lag(store: EventStore, load: Load, seconds: float, rate: float) -
     daemon.start()
     await daemon.wait_until(await store.head_sequence(), timeout_s=600)
     measuring = True
+    counts = getattr(archive_module, "ARCHIVE_READS", None)  # absent before the skip
+    counted = dict(counts) if counts is not None else None
     acked: dict[int, float] = {}
     append_ms: list[float] = []
     in_flight: set[asyncio.Task[None]] = set()
@@ -215,18 +240,25 @@ async def live_lag(store: EventStore, load: Load, seconds: float, rate: float) -
     elapsed = time.monotonic() - started
     await daemon.wait_until(await store.head_sequence(), timeout_s=120)
     await daemon.stop()
+    archive_reads = None
+    if counts is not None and counted is not None:
+        archive_reads = (
+            counts["read"] - counted["read"],
+            counts["skipped"] - counted["skipped"],
+        )
     lags: dict[str, list[float]] = {}
     for (projection, sequence), at in committed.items():
         if sequence in acked:
             # A read model can commit before the writer has read its append's reply: 0 then.
             lags.setdefault(projection, []).append(max(0.0, at - acked[sequence]))
-    return LiveRun(rate, len(acked) / elapsed, append_ms, lags)
+    return LiveRun(rate, len(acked) / elapsed, append_ms, lags, archive_reads)
 
 
 async def main(
     events: int,
     live_seconds: float,
     batch_size: int,
+    catch_up_batch: int | None,
     rates: list[float],
     rebuild_rounds: int,
     capacity_seconds: float,
@@ -244,15 +276,25 @@ async def main(
             for doc in docs:
                 doc["_id"] = f"raw{doc['_id']}"
             raw_rate = await raw_insert_rate(db, docs)
-            elapsed, fetches = await catch_up(store, batch_size)
+            elapsed, fetches = await catch_up(store, batch_size, catch_up_batch)
             rate = total / elapsed
+            floor_s, floor_docs = await floor_seconds(db)
             print_table(
-                f"Catch-up of 3 bank projections over {total} events (batch {batch_size})",
+                f"Catch-up of 3 bank projections over {total} events (live batch {batch_size}, "
+                f"catch-up batch {catch_up_batch or 'default'})",
                 ["measure", "value"],
                 [
                     ["raw insert_many (1,000/batch)", f"{raw_rate:,.0f} docs/s"],
                     ["catch-up, all three read models", f"{rate:,.0f} events/s ({elapsed:.1f}s)"],
                     ["ratio (target >= 0.5x)", f"{rate / raw_rate:.2f}x"],
+                    [
+                        "floor: insert_many of the read models' final documents, same indexes",
+                        f"{floor_docs:,} docs in {floor_s:.2f}s ({floor_docs / floor_s:,.0f}/s)",
+                    ],
+                    [
+                        "catch-up time over the floor's",
+                        f"{elapsed / floor_s:.1f}x",
+                    ],
                     ["event reads (shared by the three)", f"{fetches}"],
                 ],
             )
@@ -290,11 +332,20 @@ async def main(
                         f"{run.achieved:.0f}",
                         f"{percentile(run.append_ms, 50):.1f}",
                         *row(every),
+                        "n/a" if run.archive_reads is None else "%s / %s" % run.archive_reads,  # noqa: UP031
                     ]
                 )
             print_table(
                 "Live lag, append -> all three read models (target p99 <= 50 ms at 100/s)",
-                ["offered ev/s", "appended ev/s", "append p50 ms", "lag p50 ms", "p99 ms", "max"],
+                [
+                    "offered ev/s",
+                    "appended ev/s",
+                    "append p50 ms",
+                    "lag p50 ms",
+                    "p99 ms",
+                    "max",
+                    "archive reads made / left out",
+                ],
                 rows,
             )
 
@@ -308,7 +359,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--live-seconds", type=float, default=15.0)
-    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=500, help="live batch (the daemon's)")
+    parser.add_argument("--catch-up-batch", type=int, help="default: RunnerOptions'")
     parser.add_argument("--rates", type=float, nargs="*", default=[50, 100, 200])
     parser.add_argument("--rebuild-rounds", type=int, default=1)
     parser.add_argument("--capacity-seconds", type=float, default=5.0)
@@ -318,6 +370,7 @@ if __name__ == "__main__":
             args.events,
             args.live_seconds,
             args.batch_size,
+            args.catch_up_batch,
             args.rates,
             args.rebuild_rounds,
             args.capacity_seconds,

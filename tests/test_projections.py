@@ -29,6 +29,7 @@ from esmongo.projections import (
     projection_status,
     replay,
 )
+from esmongo.projections.options import CATCH_UP_EVENTS
 from projection_helpers import BankLoad, all_events, assert_same, fold, read_models
 
 Db = AsyncDatabase[dict[str, Any]]
@@ -306,6 +307,7 @@ async def test_one_options_object_tunes_the_daemon_and_its_runners(db: Db) -> No
     # One owner for the process: its leases read as one daemon's.
     assert {r.owner for r in daemon.runners} == {daemon.owner}
     assert all(r.options.batch_size == 40 for r in daemon.runners)
-    assert options.catch_up_size == 400 and options.standby_poll == 1.0
+    assert options.catch_up_size == CATCH_UP_EVENTS and options.standby_poll == 1.0
+    assert RunnerOptions(batch_size=40, catch_up_batch_size=400).catch_up_size == 400
     with pytest.raises(ValueError, match="batch_size"):
         RunnerOptions(batch_size=0)

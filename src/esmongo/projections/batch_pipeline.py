@@ -29,7 +29,7 @@ from typing import Any
 
 from pymongo import IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from esmongo.codec import CODEC_OPTIONS
 from esmongo.events import RecordedEvent, utc_now
@@ -40,12 +40,17 @@ from esmongo.projections.errors import CheckpointConflict, LeaseLost
 from esmongo.projections.options import BatchReport, RunnerOptions, default_owner
 from esmongo.projections.projection import FailurePolicy, Projection
 from esmongo.projections.runner_metrics import RunnerMetrics
-from esmongo.projections.source import EventSource, SharedSource, StoreSource
+from esmongo.projections.source import Backlog, EventSource, SharedSource, StoreSource
 from esmongo.projections.swap import collection_exists
 from esmongo.projections.writes import FreshCollections, WritePlan, execute
 from esmongo.store import EventStore
 
 log = logging.getLogger(__name__)
+
+TOO_LARGE = frozenset({251, 290, 313})
+"""NoSuchTransaction (what a transaction the server aborted at its lifetime limit answers),
+TransactionExceededLifetimeLimitSeconds, TransactionTooLargeForCache: a catch-up batch
+whose transaction fails so is split (esmongo.projections.options.RunnerOptions)."""
 
 
 class RunnerState(StrEnum):
@@ -120,6 +125,9 @@ class BatchPipeline(abc.ABC):
         self._advanced = asyncio.Event()
         self._fresh: FreshCollections | None = None
         """Set while catching up from zero into empty collections (writes.FreshCollections)."""
+        self.catch_up_size = options.catch_up_size
+        """Events per catch-up batch: the option, halved by each transaction refused as
+        too large or too long (TOO_LARGE)."""
         self.metrics = RunnerMetrics(self.name)
         self._event_types = list(projection.event_types)
         if isinstance(self.source, SharedSource):
@@ -180,9 +188,12 @@ class BatchPipeline(abc.ABC):
         if self.state == RunnerState.INLINE:
             return False  # the appends apply it: a batch here would apply events twice
         started = time.perf_counter()
-        behind = self.head - self.position > self.options.batch_size
-        limit = self.options.catch_up_size if behind else self.options.batch_size
-        window = await self.source.read(self.position, limit, self._event_types)
+        window = await self.source.read(
+            self.position,
+            self.options.batch_size,
+            self._event_types,
+            Backlog(self.catch_up_size, self.options.catch_up_max_bytes),
+        )
         head, events, target = window.head, window.events, window.complete
         self.head = max(self.head, head)
         if target <= self.position:
@@ -206,6 +217,21 @@ class BatchPipeline(abc.ABC):
                 exc,
             )
             operations = await self._apply_singly(events, target)
+        except OperationFailure as exc:
+            span = target - self.position
+            if exc.code not in TOO_LARGE or span <= self.options.batch_size:
+                raise
+            self.catch_up_size = max(self.options.batch_size, span // 2)
+            log.warning(
+                "projection %s: the transaction of the %d sequences after %d failed (%s); "
+                "catching up %d a batch from now on",
+                self.name,
+                span,
+                self.position,
+                exc,
+                self.catch_up_size,
+            )
+            return True  # nothing committed: read again, fewer events
         duration = time.perf_counter() - started
         await self._after_commit(batch, operations, head, duration, live)
         return target < head and self.blocked_at is None

@@ -46,7 +46,10 @@ class ProjectionDaemon:
         self.options = replace(options, owner=self.owner)
         self.watcher = EventWatcher(store)
         self.source = SharedSource(
-            store, fetch_size=options.batch_size, known_head=lambda: self.watcher.last_sequence
+            store,
+            fetch_size=options.batch_size,
+            capacity=options.catch_up_size,  # a catch-up batch fits the shared window
+            known_head=lambda: self.watcher.last_sequence,
         )
         self.group = CommitGroup()
         self.runners = [

@@ -14,12 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import bson
+
+from esmongo.codec import CODEC_OPTIONS
 from esmongo.events import RecordedEvent
 from esmongo.store import EventStore
+
+SIZE_SAMPLE = 16
+"""One event in this many is encoded to estimate the bytes a read holds (encoding every
+one would cost ~15 us an event, a tenth of a catch-up's budget per event)."""
 
 
 @dataclass(frozen=True)
@@ -31,27 +39,80 @@ class Window:
     head: int
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """How much a reader more than its live batch behind the head reads at once (a
+    catch-up batch, RunnerOptions): up to `events` sequences, about `max_bytes` of them."""
+
+    events: int
+    max_bytes: int
+
+    def limits(self, after: int, limit: int, head: int) -> tuple[int, int | None]:
+        """(sequences, bytes or None) to read after `after`, with the head known."""
+        if head - after > limit:
+            return max(limit, self.events), self.max_bytes
+        return limit, None
+
+
 class EventSource(Protocol):
-    async def read(self, after: int, limit: int, event_types: Sequence[str]) -> Window:
-        """At most `limit` events of these types after `after`, and how far that is complete."""
+    async def read(
+        self, after: int, limit: int, event_types: Sequence[str], backlog: Backlog | None = None
+    ) -> Window:
+        """At most `limit` events of these types after `after` (by `backlog` when more
+        than `limit` behind the head), and how far that is complete."""
         ...
 
 
+class _Weigher:
+    """Estimates the stored size of the events read so far from a sample of them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sampled = 0
+        self.sampled_bytes = 0
+
+    def add(self, event: RecordedEvent) -> int:
+        """Count `event`; the estimated bytes of every event counted so far."""
+        if self.count % SIZE_SAMPLE == 0:
+            document = event.to_document()
+            self.sampled_bytes += len(bson.encode(document, codec_options=CODEC_OPTIONS))
+            self.sampled += 1
+        self.count += 1
+        return self.sampled_bytes * self.count // self.sampled
+
+
 async def _read(
-    store: EventStore, after: int, limit: int, event_types: Sequence[str], head: int
+    store: EventStore,
+    after: int,
+    limit: int,
+    event_types: Sequence[str],
+    head: int,
+    max_bytes: int | None = None,
 ) -> tuple[list[RecordedEvent], int]:
     """The handled events in (after, min(after + limit, head)], and that bound.
 
     The sequence has no gaps and every event up to `head` (read before) is committed,
     so the range holds at most `limit` events and the answer is complete up to its end.
+    With `max_bytes`, the read stops after the event that brings the estimate past it
+    (at least one event): the answer is then complete up to that event's sequence.
+
+    The range is read whole and the types filtered here: a filter on the sequence range
+    and `eventType` together is a collection scan on the embedded server (docs/mongodb.md),
+    MongoDB itself examines the same range either way, and a range the active collection
+    holds whole is then read without the archive (esmongo.store.archive.merged) on every
+    live wake-up, not only when every event in it is of a handled type.
     """
     through = min(after + limit, head)
-    events = [
-        event
-        async for event in store.read_all(
-            after, event_types=list(event_types), through=through, batch_size=limit
-        )
-    ]
+    wanted = frozenset(event_types)
+    events: list[RecordedEvent] = []
+    weigher = _Weigher()
+    reader = store.read_all(after, through=through, batch_size=limit)
+    async with contextlib.aclosing(reader):
+        async for event in reader:
+            if event.event_type in wanted:
+                events.append(event)
+            if max_bytes is not None and weigher.add(event) >= max_bytes:
+                return events, event.sequence
     return events, through
 
 
@@ -61,11 +122,17 @@ class StoreSource:
     def __init__(self, store: EventStore) -> None:
         self.store = store
 
-    async def read(self, after: int, limit: int, event_types: Sequence[str]) -> Window:
+    async def read(
+        self, after: int, limit: int, event_types: Sequence[str], backlog: Backlog | None = None
+    ) -> Window:
         head = await self.store.head_sequence()
         if head <= after:
             return Window([], after, head)
-        events, complete = await _read(self.store, after, limit, event_types, head)
+        if backlog is not None:
+            limit, max_bytes = backlog.limits(after, limit, head)
+        else:
+            max_bytes = None
+        events, complete = await _read(self.store, after, limit, event_types, head, max_bytes)
         return Window(events, complete, head)
 
 
@@ -104,10 +171,12 @@ class SharedSource:
         self._types.update(event_types)
         self._events, self._sequences, self._low, self._high = [], [], 0, 0
 
-    async def read(self, after: int, limit: int, event_types: Sequence[str]) -> Window:
+    async def read(
+        self, after: int, limit: int, event_types: Sequence[str], backlog: Backlog | None = None
+    ) -> Window:
         wanted = set(event_types)
         if not wanted <= self._types:
-            return await StoreSource(self.store).read(after, limit, event_types)
+            return await StoreSource(self.store).read(after, limit, event_types, backlog)
         # Runners woken by the same insert queue here; the first reads for all of them.
         async with self._lock:
             if not self._low <= after < self._high:
@@ -116,12 +185,19 @@ class SharedSource:
                 self._head = head
                 if head <= after:
                     return Window([], after, head)
-                await self._fetch(after, max(limit, self.fetch_size), head)
-            events, complete = self._serve(after, limit, wanted)
+                size, max_bytes = backlog.limits(after, limit, head) if backlog else (limit, None)
+                await self._fetch(after, max(size, self.fetch_size), head, max_bytes)
+            if backlog is not None:
+                limit, max_bytes = backlog.limits(after, limit, self._head)
+            else:
+                max_bytes = None
+            events, complete = self._serve(after, limit, wanted, max_bytes)
             return Window(events, complete, self._head)
 
-    async def _fetch(self, after: int, size: int, head: int) -> None:
-        events, complete = await _read(self.store, after, size, sorted(self._types), head)
+    async def _fetch(self, after: int, size: int, head: int, max_bytes: int | None) -> None:
+        events, complete = await _read(
+            self.store, after, size, sorted(self._types), head, max_bytes
+        )
         self.fetches += 1
         if after == self._high and self._events:
             self._events.extend(events)
@@ -135,12 +211,17 @@ class SharedSource:
             del self._events[:cut]
         self._sequences = [event.sequence for event in self._events]
 
-    def _serve(self, after: int, limit: int, wanted: set[str]) -> tuple[list[RecordedEvent], int]:
+    def _serve(
+        self, after: int, limit: int, wanted: set[str], max_bytes: int | None
+    ) -> tuple[list[RecordedEvent], int]:
         start = bisect.bisect_right(self._sequences, after)
         found: list[RecordedEvent] = []
+        weigher = _Weigher()
         for event in self._events[start:]:
             if event.event_type in wanted:
                 found.append(event)
                 if len(found) == limit:
+                    return found, event.sequence
+                if max_bytes is not None and weigher.add(event) >= max_bytes:
                     return found, event.sequence
         return found, max(self._high, after)

@@ -28,7 +28,7 @@ from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.errors import ConfigurationError
 from esmongo.projections.daemon import ProjectionDaemon
 from esmongo.projections.inline import configure_inline
-from esmongo.projections.options import RunnerOptions, StepHook
+from esmongo.projections.options import CATCH_UP_BYTES, RunnerOptions, StepHook
 from esmongo.projections.projection import Projection
 from esmongo.store import EventStore
 
@@ -73,6 +73,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--owner")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--catch-up-batch-size", type=int)
+    parser.add_argument("--catch-up-max-bytes", type=int, default=CATCH_UP_BYTES)
     parser.add_argument("--lease-ttl", type=float, default=10.0)
     parser.add_argument("--idle-poll", type=float, default=1.0)
     parser.add_argument("--standby-poll", type=float)
@@ -108,6 +109,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
             owner=args.owner,
             batch_size=args.batch_size,
             catch_up_batch_size=args.catch_up_batch_size,
+            catch_up_max_bytes=args.catch_up_max_bytes,
             lease_ttl_s=args.lease_ttl,
             idle_poll_s=args.idle_poll,
             standby_poll_s=args.standby_poll,

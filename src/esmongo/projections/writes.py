@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import functools
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -135,6 +136,9 @@ class _PendingUpdate:
         self.min: Document = {}
         self.set_on_insert: Document = dict(update.set_on_insert)
         self.unset: set[str] = set()
+        self._layout: tuple[dict[str, str], set[str]] | None = None
+        """Path -> operator, and every proper prefix of those paths: kept between folds
+        while no path changes operator (a catch-up folds thousands of the same shape)."""
         self.fold(update)
 
     def _paths(self) -> dict[str, str]:
@@ -166,13 +170,13 @@ class _PendingUpdate:
         incoming = [*u.set, *u.inc, *u.max, *u.min, *u.unset]
         if len(set(incoming)) != len(incoming):
             raise _Merge  # one path under two operators of the same update
-        existing = self._paths()
+        if self._layout is None:
+            paths = self._paths()
+            self._layout = paths, {p for q in paths for p in _proper_prefixes(q)}
+        existing, prefixes = self._layout
         # Two different paths conflict when one is a proper prefix of the other.
-        prefixes = {q[:i] for q in existing for i, c in enumerate(q) if c == "."}
         for path in incoming:
-            if path in prefixes or any(
-                path[:i] in existing for i, c in enumerate(path) if c == "."
-            ):
+            if path in prefixes or any(p in existing for p in _proper_prefixes(path)):
                 raise _Merge
         # The paths of `u` are distinct, so its $set and $unset do not touch the values
         # its $inc, $max and $min fold into: compute those first, then apply.
@@ -191,6 +195,23 @@ class _PendingUpdate:
             self.unset.add(path)
         for values, path, value in folded:
             values[path] = value
+        if self._moved(existing, u):
+            self._layout = None
+
+    def _moved(self, existing: Mapping[str, str], u: Update) -> bool:
+        """Whether folding `u` gave any path another operator (or a new path)."""
+        for op, paths in (("set", u.set), ("unset", u.unset)):
+            if any(existing.get(path) != op for path in paths):
+                return True
+        for op, own, paths in (
+            ("inc", self.inc, u.inc),
+            ("max", self.max, u.max),
+            ("min", self.min, u.min),
+        ):
+            for path in paths:
+                if existing.get(path) != (op if path in own else "set"):
+                    return True
+        return False
 
     def _drop(self, path: str) -> None:
         for values in (self.set, self.inc, self.max, self.min, self.set_on_insert):
@@ -245,6 +266,12 @@ class _PendingUpdate:
         if not update:
             return None
         return UpdateOne(self.key, update, upsert=self.upsert)
+
+
+@functools.lru_cache(maxsize=4096)
+def _proper_prefixes(path: str) -> tuple[str, ...]:
+    """ "a" and "a.b" for "a.b.c"."""
+    return tuple(path[:i] for i, c in enumerate(path) if c == ".")
 
 
 def _put(document: Document, path: str, value: Any) -> None:
