@@ -117,6 +117,19 @@ async def deployed(port: int) -> AsyncIterator[Deployment]:
             await client.close()
 
 
+async def balance_projected(bank: Bank, account_id: str) -> Decimal:
+    """The account's balance in accounts_read once the projections reached the head."""
+    daemon = ProjectionDaemon(bank.store, bank.projections)
+    daemon.start()
+    try:
+        await daemon.wait_until(await bank.store.head_sequence(), timeout_s=30)
+    finally:
+        await daemon.stop()
+    account = await bank.db[ACCOUNTS_READ].find_one({"accountId": account_id})
+    assert account is not None, f"{account_id} is not in {ACCOUNTS_READ}"
+    return Decimal(account["balance"])
+
+
 def refused(exc: pytest.ExceptionInfo[OperationFailure]) -> None:
     assert exc.value.code == UNAUTHORIZED, exc.value
 
@@ -171,14 +184,7 @@ async def test_the_bank_api_idempotency_and_projections_run_as_the_writer(
     bank = await Bank(writer).init()
     history = [e.event_type async for e in bank.store.read_stream("account", "acc-1")]
     assert history.count("account.debited") == 1  # the retry was answered from its record
-    daemon = ProjectionDaemon(bank.store, bank.projections)
-    daemon.start()
-    try:
-        await daemon.wait_until(await bank.store.head_sequence(), timeout_s=30)
-    finally:
-        await daemon.stop()
-    account = await writer["accounts_read"].find_one({"accountId": "acc-1"})
-    assert account is not None and account["balance"] == Decimal("70.00")
+    assert await balance_projected(bank, "acc-1") == Decimal("70.00")
 
 
 async def test_a_reader_reads_and_writes_nothing(deployment: Deployment) -> None:
@@ -280,14 +286,7 @@ async def test_a_rebuild_asked_of_a_service_running_as_the_writer_reports_its_re
         failed = next(p for p in shown.projections if p["name"] == "accounts_read")
         assert failed["rebuildFailed"] == status["rebuildFailed"]
     bank = await Bank(writer).init()  # the read model it was to replace still serves
-    runner = ProjectionDaemon(bank.store, bank.projections)
-    runner.start()
-    try:
-        await runner.wait_until(await bank.store.head_sequence(), timeout_s=30)
-    finally:
-        await runner.stop()
-    account = await writer[ACCOUNTS_READ].find_one({"accountId": "acc-1"})
-    assert account is not None and account["balance"] == Decimal("100.00")
+    assert await balance_projected(bank, "acc-1") == Decimal("100.00")
 
 
 async def test_init_roles_is_idempotent_and_needs_a_log_database(

@@ -312,39 +312,30 @@ async def merged(
             ids = {doc["_id"] for doc in page}
             high = key(page[-1]) if full else None
             i = 0
-            if fields == ["sequence"] and _covers(page, bounds, last):
-                ARCHIVE_READS["skipped"] += 1
-                for doc in page:
-                    yield doc
-                    yielded += 1
-                    if yielded == limit:
-                        return
-                if not full:
-                    return
-                last = high
-                continue
-            ARCHIVE_READS["read"] += 1
-            moved = archive.find(wanted, sort=sort, batch_size=chunk, hint=hint)
-            async with moved:
-                async for doc in moved:
-                    k = key(doc)
-                    if last is not None and k <= last:
-                        continue
-                    if high is not None and k > high:
-                        break  # the next chunk's
-                    if doc["_id"] in ids:
-                        continue
-                    while i < len(page) and key(page[i]) < k:
-                        yield page[i]
-                        i += 1
+            skip = fields == ["sequence"] and _covers(page, bounds, last)
+            ARCHIVE_READS["skipped" if skip else "read"] += 1
+            if not skip:
+                moved = archive.find(wanted, sort=sort, batch_size=chunk, hint=hint)
+                async with moved:
+                    async for doc in moved:
+                        k = key(doc)
+                        if last is not None and k <= last:
+                            continue
+                        if high is not None and k > high:
+                            break  # the next chunk's
+                        if doc["_id"] in ids:
+                            continue
+                        while i < len(page) and key(page[i]) < k:
+                            yield page[i]
+                            i += 1
+                            yielded += 1
+                            if yielded == limit:
+                                return
+                        yield doc
+                        last = k
                         yielded += 1
                         if yielded == limit:
                             return
-                    yield doc
-                    last = k
-                    yielded += 1
-                    if yielded == limit:
-                        return
             for doc in page[i:]:
                 yield doc
                 yielded += 1
