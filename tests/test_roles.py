@@ -179,7 +179,10 @@ async def test_the_bank_api_idempotency_and_projections_run_as_the_writer(
         first = await api.post("/accounts/acc-1/debit", json=body, headers=headers)
         again = await api.post("/accounts/acc-1/debit", json=body, headers=headers)
         assert first.status_code == again.status_code == 200, first.text
-        assert again.json() == first.json() | {"alreadyApplied": True}
+        assert again.json() == first.json()  # the stored response, in the main database
+        assert again.headers["Idempotent-Replayed"] == "true"
+        reused = await api.post("/accounts/acc-1/debit", json={"amount": "1.00"}, headers=headers)
+        assert reused.status_code == 422, reused.text  # the key, with another request
 
     bank = await Bank(writer).init()
     history = [e.event_type async for e in bank.store.read_stream("account", "acc-1")]

@@ -9,10 +9,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, InsertOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from esmongo import EventStore, NewEvent
 from esmongo.bank import Bank
 from esmongo.bank.commands import ActivateAccount, CloseAccount, CreateAccount, CreditAccount
 from esmongo.codec import CODEC_OPTIONS, Document
@@ -27,6 +28,7 @@ from esmongo.store.layout import (
     use_log_database,
 )
 from esmongo.store.transactions import run_in_transaction
+from esmongo.store.unit_of_work import DocumentWrite
 
 
 @pytest.fixture
@@ -176,3 +178,20 @@ async def test_a_log_database_is_refused_where_it_cannot_be(db: AsyncDatabase[Do
         assert await bank.store.events.count_documents({}) == 1
     finally:
         await _drop_log(db)
+
+
+async def test_unit_of_work_writes_go_to_the_main_database_not_the_log(
+    db: AsyncDatabase[Document], other: AsyncDatabase[Document]
+) -> None:
+    """What commits beside the events (idempotency records, tracking records, a unit of
+    work's documents) is state: updated, expired, read from the main database. Written
+    into the log database, the API missed its idempotency records there."""
+    await use_log_database(db, other.name)
+    store = await EventStore.open(db)
+    await store.init()
+    await store.append(
+        "t", "a", [NewEvent("t.happened", {})], writes=[DocumentWrite("notes", InsertOne({"n": 1}))]
+    )
+    assert [d["n"] async for d in db["notes"].find({})] == [1]
+    assert "notes" not in await other.list_collection_names()
+    assert await other["events"].count_documents({}) == 1

@@ -109,7 +109,9 @@ class BatchWriter:
         self.archive = archive
         self.retries = Retries(events, archive, versions)
         """What an append taken out of a batch is told, or whether it goes again."""
-        self.database = events.database
+        self.database = counters.database
+        """Where unit-of-work writes go: the main database, with the counters (the events
+        may be in a log database of their own, where nothing is ever updated)."""
         self.archives_seen: int | None = None
         """`archives` on the counter as a transaction read it (None: not read yet)."""
         self.stats = WriteStats()

@@ -26,7 +26,8 @@ Operation: TypeAlias = (
 
 @dataclass(frozen=True)
 class DocumentWrite:
-    """One write to a collection of the store's database, inside an append's transaction."""
+    """One write to a collection of the store's main database (never the log database:
+    esmongo.store.layout), inside an append's transaction."""
 
     collection: str
     operation: Operation
