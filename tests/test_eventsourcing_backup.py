@@ -13,7 +13,7 @@ from uuid import uuid4
 import pytest
 from eventsourcing.dcb.api import DCBEvent, DCBQuery, DCBQueryItem
 from eventsourcing.dcb.application import DCBApplication
-from eventsourcing.persistence import StoredEvent, Tracking
+from eventsourcing.persistence import OperationalError, StoredEvent, Tracking
 from eventsourcing.system import SingleThreadedRunner
 from pymongo import AsyncMongoClient
 
@@ -21,6 +21,8 @@ from es_apps import Fulfilment, Orders, system
 from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.ops.backup import backup, restore
 from esmongo.ops.backup import own_logs as backup_logs
+from esmongo.store.collections import ACTIVE, META
+from esmongo.store.layout import LOG_DATABASE, LayoutError, use_log_database
 from eventsourcing_env import mongo_env  # noqa: F401  (the autouse fixture)
 from test_eventsourcing_crossread import esmongo
 
@@ -32,13 +34,22 @@ def _notifications(app: Any) -> list[tuple[Any, ...]]:
     return [(n.id, n.originator_id, n.originator_version, n.topic, n.state) for n in found]
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["one database", "log database"])
 async def test_a_backup_restores_eventsourcing_applications_into_an_empty_database(
     client: AsyncMongoClient[Document],
     server_uri: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    split: bool,
 ) -> None:
+    """With a log database (esmongo.store.layout), the applications' logs live there, where
+    the writer role may only insert, and a backup and restore carry them there."""
     monkeypatch.setenv("IS_SNAPSHOTTING_ENABLED", "yes")
+    source = os.environ["MONGODB_DATABASE"]
+    target = f"{source}_restored"
+    if split:
+        await use_log_database(client.get_database(source), f"{source}_log")
+        await use_log_database(client.get_database(target), f"{target}_log")
     runner: SingleThreadedRunner[Any] = SingleThreadedRunner(system())
     runner.start()
     orders, fulfilment = runner.get(Orders), runner.get(Fulfilment)
@@ -52,7 +63,11 @@ async def test_a_backup_restores_eventsourcing_applications_into_an_empty_databa
     dcb.recorder.append([DCBEvent("Joined", b"2", ["course-1", "student-1"])])
     dcb.close()
 
-    source = os.environ["MONGODB_DATABASE"]
+    if split:
+        in_log = set(await client.get_database(f"{source}_log").list_collection_names())
+        in_main = set(await client.get_database(source).list_collection_names())
+        assert set(LOGS) <= in_log and not set(LOGS) & in_main
+        assert "fulfilment_tracking" in in_main  # updated: it stays in the main database
     report = await backup(client.get_database(source, codec_options=CODEC_OPTIONS), tmp_path)
     assert report.own_logs == {
         "orders_events": 5,
@@ -63,7 +78,6 @@ async def test_a_backup_restores_eventsourcing_applications_into_an_empty_databa
     }
     assert report.counts["fulfilment_tracking"] == 1
 
-    target = f"{source}_restored"
     monkeypatch.setenv("MONGODB_DATABASE", target)
     try:
         restored = await restore(
@@ -99,8 +113,35 @@ async def test_a_backup_restores_eventsourcing_applications_into_an_empty_databa
             assert "healthy" in checked.stderr, checked.stderr
             verified = esmongo(server_uri, target, "verify", "--log", log)
             assert verified.returncode == 0, verified.stdout + verified.stderr
+        if split:
+            restored_log = client.get_database(f"{target}_log")
+            assert set(LOGS) <= set(await restored_log.list_collection_names())
     finally:
         await client.drop_database(target)
+        for name in (f"{source}_log", f"{target}_log"):
+            await client.drop_database(name)
+
+
+async def test_a_log_database_is_set_before_any_log_has_events_and_found_by_the_apps(
+    client: AsyncMongoClient[Document],
+) -> None:
+    """An application's log written in the main database is not hidden by a log database
+    set afterwards: setting it is refused, and an application finding its log in the main
+    database while the layout says otherwise refuses to start, saying how to move it."""
+    source = os.environ["MONGODB_DATABASE"]
+    orders = Orders()
+    orders.place("before the layout")
+    orders.close()
+    main = client.get_database(source)
+    with pytest.raises(LayoutError, match="events in log orders_events"):
+        await use_log_database(main, f"{source}_log")
+    layout = {"$set": {LOG_DATABASE: f"{source}_log"}}  # as if set by hand, past the check
+    await main[META].update_one({"_id": ACTIVE}, layout, upsert=True)
+    try:
+        with pytest.raises(OperationalError, match="move the collection there"):
+            Orders()
+    finally:
+        await client.drop_database(f"{source}_log")
 
 
 async def test_tracking_records_are_cut_in_the_snapshot_of_the_heads(

@@ -1,7 +1,9 @@
 """What one infrastructure factory holds: a loop thread, one client, and the event stores.
 
 Every recorder a factory makes shares them, so that its threads' appends to one events
-collection meet in one store and share transactions (group commit).
+collection meet in one store and share transactions (group commit). The events collections
+live in the deployment's log database (esmongo.store.layout: the main one by default), where
+the writer role may only insert; counters and tracking records stay in the main one.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from esmongo.errors import (
 )
 from esmongo.eventsourcing.loop import LoopThread
 from esmongo.store import EventStore
+from esmongo.store.layout import log_database
 
 T = TypeVar("T")
 
@@ -77,11 +80,15 @@ class Datastore:
         )
         self._stores: dict[str, EventStore] = {}
         try:
-            self.run(self._connection.open())
+            self.log_db = self.run(self._open())
         except BaseException:
             self._loop.close()
             raise
         self._reads: MongoClient[Document] = MongoClient(self._connection.uri)
+
+    async def _open(self) -> AsyncDatabase[Document]:
+        await self._connection.open()
+        return await log_database(self.db)
 
     @property
     def db(self) -> AsyncDatabase[Document]:
@@ -98,13 +105,12 @@ class Datastore:
                     raise InterfaceError(str(exc)) from exc
                 raise
 
-    def collection(self, name: str) -> Collection[Document]:
-        """A collection through the synchronous client, for reads in the caller's thread:
-        they have no transaction logic to share, and skip the hop to the loop (measured in
-        docs/eventsourcing.md)."""
-        return self._reads.get_database(
-            self.database_name, codec_options=CODEC_OPTIONS
-        ).get_collection(name)
+    def collection(self, name: str, *, log: bool = False) -> Collection[Document]:
+        """A collection of the main database (`log`: of the log database) through the
+        synchronous client, for reads in the caller's thread: they have no transaction
+        logic to share, and skip the hop to the loop (measured in docs/eventsourcing.md)."""
+        database = self.log_db.name if log else self.database_name
+        return self._reads.get_database(database, codec_options=CODEC_OPTIONS).get_collection(name)
 
     def store(self, collection: str) -> EventStore:
         """The event store of `collection`, numbered by its own sequence (one per factory)."""
@@ -115,7 +121,15 @@ class Datastore:
         return found
 
     async def _new_store(self, collection: str) -> EventStore:
-        return EventStore(self.db, collection=collection, sequence=collection)
+        if self.log_db.name != self.db.name and await self.db[collection].find_one({}, {"_id": 1}):
+            raise ConfigurationError(
+                f"{self.db.name}.{collection} holds events, but this deployment keeps its logs "
+                f"in {self.log_db.name}: move the collection there (as a user with "
+                f"renameCollection on both databases: db.adminCommand({{renameCollection: "
+                f'"{self.db.name}.{collection}", to: "{self.log_db.name}.{collection}"}}), '
+                "and its archive likewise) before starting the application"
+            )
+        return EventStore(self.db, log_db=self.log_db, collection=collection, sequence=collection)
 
     def close(self) -> None:
         """Stop the stores' writer heartbeats, close the client, stop the loop. Idempotent."""

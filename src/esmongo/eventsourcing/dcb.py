@@ -39,6 +39,7 @@ from esmongo.eventsourcing.documents import EVENT_VERSION, STATE
 from esmongo.eventsourcing.subscription import ChangeWaker
 from esmongo.store import AppendRequest, EventStore
 from esmongo.store.collections import COUNTERS
+from esmongo.store.layout import ensure_indexes
 
 AGGREGATE_TYPE = "eventsourcing.dcb"
 """`aggregateType` of a DCB event; `aggregateId` is a new id for each append."""
@@ -51,7 +52,7 @@ class MongoDCBRecorder(DCBRecorder):
         self.datastore = datastore
         self.events_collection = events_collection
         self.store: EventStore = datastore.store(events_collection)
-        self.reads = datastore.collection(events_collection)
+        self.reads = datastore.collection(events_collection, log=True)
 
     def create_collection(self) -> None:
         """esmongo's indexes and counter, and the DCB query indexes (idempotent)."""
@@ -59,7 +60,7 @@ class MongoDCBRecorder(DCBRecorder):
 
     async def _create(self) -> None:
         await self.store.init()
-        await self.store.events.create_indexes(DCB_INDEXES)
+        await ensure_indexes(self.store.events, DCB_INDEXES)  # the writer may not createIndex
 
     def append(
         self, events: Sequence[DCBEvent], condition: DCBAppendCondition | None = None

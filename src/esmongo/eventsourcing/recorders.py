@@ -54,7 +54,7 @@ class MongoAggregateRecorder(AggregateRecorder):
         self.datastore = datastore
         self.events_collection = events_collection
         self.store: EventStore = datastore.store(events_collection)
-        self.reads = datastore.collection(events_collection)
+        self.reads = datastore.collection(events_collection, log=True)
         """The events, for reads in the caller's thread (the sync client)."""
 
     def create_collection(self) -> None:

@@ -101,10 +101,11 @@ async def use_log_database(db: AsyncDatabase[Document], name: str) -> None:
             f"database {db.name} keeps its log in {current!r} already; it cannot move to "
             f"{name!r} (back up, then restore into a new deployment)"
         )
-    counter = await db[COUNTERS].find_one({"_id": SEQUENCE_COUNTER}) or {}
-    if int(counter.get("value", 0)) > 0:
+    counter = await db[COUNTERS].find_one({"value": {"$gt": 0}})  # the main log's, or any
+    if counter is not None:
+        log = "its log" if counter["_id"] == SEQUENCE_COUNTER else f"log {counter['_id']}"
         raise LayoutError(
-            f"database {db.name} has {counter['value']} events in its own log: a log database "
+            f"database {db.name} has {counter['value']} events in {log}: a log database "
             "is set before the first event. Move an existing deployment by `esmongo backup`, "
             f"`esmongo init --log-db {name}` on a new main database, then `esmongo restore`"
         )

@@ -98,7 +98,7 @@ async def backup(
     report.events_checksum = digest.hexdigest()
     own_logs = []
     for own_log in own.logs:
-        counts, checksum = await backup_logs.dump(db, own_log, target, existing, progress)
+        counts, checksum = await backup_logs.dump(log, own_log, target, progress)
         for name in own_log.positions:
             counts[name] = backup_logs.dump_positions(name, own.positions[name], target)
             if name in existing:

@@ -15,6 +15,8 @@ snapshot (a read-only transaction), so a backup holds the positions exactly as o
 
 A log of its own has an archive of its own (esmongo.store.collections.own_archive); the
 store refuses to archive such a log, so it stays empty, but one found is backed up too.
+The log and its archive live in the log database (esmongo.store.layout), its counter and
+its positions in the main one.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from esmongo.ops.backup.files import (
 from esmongo.ops.check.chain import verify_chain
 from esmongo.store import fence
 from esmongo.store.collections import COUNTERS, own_archive
+from esmongo.store.layout import log_database
 from esmongo.store.transactions import SEQUENCE_COUNTER
 
 PAUSE_POINTS: dict[str, Callable[[], Awaitable[None]]] = {}
@@ -132,15 +135,16 @@ async def cut(db: AsyncDatabase[Document]) -> Cut:
 
 
 async def dump(
-    db: AsyncDatabase[Document],
+    log_db: AsyncDatabase[Document],
     log: OwnLog,
     target: Path,
-    existing: set[str],
     progress: Callable[[str, int], None] | None,
 ) -> tuple[dict[str, int], str]:
-    """Write the log's collections up to its head; their counts and the events' checksum."""
+    """Write the log's collections (in the log database, esmongo.store.layout) up to its
+    head; their counts and the events' checksum."""
     counts: dict[str, int] = {}
     digest = hashlib.sha256()
+    existing = set(await log_db.list_collection_names())
     for name in log.collections:
         if name not in existing:
             continue
@@ -148,7 +152,7 @@ async def dump(
         query: Document = {"sequence": {"$lte": log.head}} if is_log else {}
         count = 0
         with open(target / f"{name}.bson", "wb") as out:  # noqa: ASYNC230 - sequential dump
-            async for doc in raw_db(db)[name].find(
+            async for doc in raw_db(log_db)[name].find(
                 query, sort=[("sequence", 1)] if is_log else None, batch_size=BATCH
             ):
                 out.write(doc.raw)
@@ -157,7 +161,7 @@ async def dump(
                 count += 1
                 if progress is not None and count % BATCH == 0:
                     progress(name, count)
-        await write_metadata(db, name, target)
+        await write_metadata(log_db, name, target)
         counts[name] = count
     return counts, digest.hexdigest()
 
@@ -201,12 +205,14 @@ async def load(
     counts: dict[str, int] = {}
     digest = hashlib.sha256()
     seen = bytearray(log.head + 1)
-    raw = raw_db(db)
+    log_db = await log_database(db)
     for name in (*log.collections, *log.positions):
         data = source / f"{name}.bson"
         if not data.exists():
             continue
-        await create_indexes(db, name, source)
+        home = log_db if name in log.collections else db
+        await create_indexes(home, name, source)
+        raw = raw_db(home)
         is_log = name in log.logs
         count = 0
         files = batches(data)
