@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from pymongo import AsyncMongoClient, MongoClient
@@ -23,6 +24,7 @@ from pymongo.errors import OperationFailure
 
 from api_helpers import api_client
 from cli_helpers import esmongo
+from es_apps import Orders
 from esmongo import EventStore, NewEvent
 from esmongo.bank import Bank
 from esmongo.bank.commands import ActivateAccount, CloseAccount, CreateAccount, CreditAccount
@@ -290,6 +292,35 @@ async def test_a_rebuild_asked_of_a_service_running_as_the_writer_reports_its_re
         assert failed["rebuildFailed"] == status["rebuildFailed"]
     bank = await Bank(writer).init()  # the read model it was to replace still serves
     assert await balance_projected(bank, "acc-1") == Decimal("100.00")
+
+
+async def test_eventsourcing_applications_append_as_the_writer_into_a_log_it_cannot_rewrite(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PERSISTENCE_MODULE", "esmongo.eventsourcing")
+    monkeypatch.setenv("MONGODB_DATABASE", deployment.main)
+    operator = deployment.users["operator"]
+    monkeypatch.setenv("MONGODB_URI", uri(deployment.port, operator, operator))
+    await asyncio.to_thread(lambda: Orders().close())  # the operator creates the indexes
+    writer = deployment.users["writer"]
+    monkeypatch.setenv("MONGODB_URI", uri(deployment.port, writer, writer))
+
+    def place() -> UUID:
+        orders = Orders()
+        try:
+            return orders.place("by the writer")
+        finally:
+            orders.close()
+
+    placed = await asyncio.to_thread(place)
+    log = await log_database(deployment.db("writer"))
+    assert await log["orders_events"].count_documents({"aggregateId": str(placed)}) == 1
+    with pytest.raises(OperationFailure) as update:
+        await log["orders_events"].update_one({}, {"$set": {"data": b""}})
+    refused(update)
+    with pytest.raises(OperationFailure) as delete:
+        await log["orders_events"].delete_many({})
+    refused(delete)
 
 
 async def test_init_roles_is_idempotent_and_needs_a_log_database(
