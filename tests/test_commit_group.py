@@ -12,7 +12,7 @@ from esmongo import EventStore
 from esmongo.bank import bank_projections
 from esmongo.projections import Checkpoints, DeadLetters, ProjectionDaemon, RunnerOptions
 from esmongo.projections.checkpoints import Advance
-from esmongo.projections.commit_group import CommitGroup
+from esmongo.projections.commit_group import PAUSE_POINTS, CommitGroup
 from esmongo.projections.errors import CommitInterrupted
 from projection_helpers import all_events, assert_same, fold, loaded_store, read_models
 
@@ -50,15 +50,24 @@ async def test_a_batch_the_server_refuses_does_not_hold_back_the_others(db: Db) 
     for projection in projections:
         projection.retry_backoff_s = 0.01
     daemon = ProjectionDaemon(store, projections, RunnerOptions(batch_size=500))
-    # The group waits for every runner between its read and its commit: long enough here
-    # that a loaded machine cannot split the first batches into transactions of their own.
     daemon.group.max_wait_s = 10.0
+
+    async def all_three_read() -> None:
+        """The first leader waits until every runner has read its batch, so that the
+        first batches share one transaction however the machine schedules the runners
+        (a loaded machine once let the first runner lead before the others had read)."""
+        del PAUSE_POINTS["lead"]
+        while daemon.group.busy < len(projections):  # noqa: ASYNC110 - a test hook polling
+            await asyncio.sleep(0.005)
+
     await daemon.init()
     await db["transactions_read"].insert_one({"_id": credit.event_id, "squatter": True})
+    PAUSE_POINTS["lead"] = all_three_read
     daemon.start()
     try:
         await daemon.wait_until(await store.head_sequence(), timeout_s=60)
     finally:
+        PAUSE_POINTS.pop("lead", None)
         await daemon.stop()
     assert daemon.group.fallbacks >= 1
     (letter,) = await DeadLetters(db).find("transactions_read")

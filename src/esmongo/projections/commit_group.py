@@ -36,6 +36,10 @@ from esmongo.projections.errors import CommitInterrupted
 
 log = logging.getLogger(__name__)
 
+PAUSE_POINTS: dict[str, Callable[[], Awaitable[None]]] = {}
+"""Test hooks: a coroutine run at a named step ("lead": a runner is about to lead a
+commit, before it gathers the others), to make a race between runners deterministic."""
+
 
 class Member(Protocol):
     """What the group needs of a runner."""
@@ -75,6 +79,11 @@ class CommitGroup:
         self.batches = 0
         self.fallbacks = 0
 
+    @property
+    def busy(self) -> int:
+        """Members between their read and their commit, or waiting in it."""
+        return len(self._stepping | {id(e.member) for e in self._pending})
+
     @contextlib.contextmanager
     def stepping(self, member: Member) -> Iterator[None]:
         """Mark `member` as between its read and its commit: a leader waits for it."""
@@ -94,6 +103,8 @@ class CommitGroup:
         async with self._lock:
             if not entry.done.done():
                 try:
+                    if (hook := PAUSE_POINTS.get("lead")) is not None:
+                        await hook()
                     await self._gather()
                 except BaseException:  # cancelled before anything was sent: withdraw
                     self._pending.remove(entry)
