@@ -44,6 +44,7 @@ from esmongo.errors import (
 )
 from esmongo.eventsourcing.loop import LoopThread
 from esmongo.store import EventStore
+from esmongo.store.collections import COUNTERS
 from esmongo.store.layout import log_database
 
 T = TypeVar("T")
@@ -143,6 +144,21 @@ class Datastore:
         for store in stores:
             await store.writers.close()
         await self._connection.close()
+
+
+class OwnLog:
+    """What a recorder of one events collection holds: its store, for writes on the
+    factory's loop, and the collection for reads in the caller's thread (the sync client)."""
+
+    def __init__(self, datastore: Datastore, events_collection: str) -> None:
+        self.datastore = datastore
+        self.events_collection = events_collection
+        self.store: EventStore = datastore.store(events_collection)
+        self.reads = datastore.collection(events_collection, log=True)
+
+    def counter(self) -> Document | None:
+        """The log's counter document: its head (`value`) and generation."""
+        return self.datastore.collection(COUNTERS).find_one({"_id": self.store.sequence})
 
 
 @contextlib.contextmanager

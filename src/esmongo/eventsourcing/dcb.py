@@ -33,26 +33,19 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from esmongo.codec import Document
 from esmongo.events import NewEvent
-from esmongo.eventsourcing.datastore import Datastore, translated
+from esmongo.eventsourcing.datastore import OwnLog, translated
 from esmongo.eventsourcing.dcb_queries import DCB_INDEXES, FIELDS, TAGS, Scan, scans
 from esmongo.eventsourcing.documents import EVENT_VERSION, STATE
 from esmongo.eventsourcing.subscription import ChangeWaker
-from esmongo.store import AppendRequest, EventStore
-from esmongo.store.collections import COUNTERS
+from esmongo.store import AppendRequest
 from esmongo.store.layout import ensure_indexes
 
 AGGREGATE_TYPE = "eventsourcing.dcb"
 """`aggregateType` of a DCB event; `aggregateId` is a new id for each append."""
 
 
-class MongoDCBRecorder(DCBRecorder):
+class MongoDCBRecorder(OwnLog, DCBRecorder):
     """One DCB application's log: writes on the factory's loop, reads in the caller's thread."""
-
-    def __init__(self, datastore: Datastore, events_collection: str) -> None:
-        self.datastore = datastore
-        self.events_collection = events_collection
-        self.store: EventStore = datastore.store(events_collection)
-        self.reads = datastore.collection(events_collection, log=True)
 
     def create_collection(self) -> None:
         """esmongo's indexes and counter, and the DCB query indexes (idempotent)."""
@@ -98,7 +91,7 @@ class MongoDCBRecorder(DCBRecorder):
             return ReadResponse(self._find(query, low, high, None), head or None)
 
     def _head(self) -> int:
-        counter = self.datastore.collection(COUNTERS).find_one({"_id": self.store.sequence})
+        counter = self.counter()
         return 0 if counter is None else int(counter["value"])
 
     def _find(

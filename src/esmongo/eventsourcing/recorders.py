@@ -28,7 +28,7 @@ from eventsourcing.persistence import (
 from pymongo import ASCENDING, DESCENDING
 
 from esmongo.codec import Document
-from esmongo.eventsourcing.datastore import Datastore, translated
+from esmongo.eventsourcing.datastore import Datastore, OwnLog, translated
 from esmongo.eventsourcing.documents import (
     AGGREGATE_TYPE,
     EVENT_FIELDS,
@@ -41,21 +41,13 @@ from esmongo.eventsourcing.subscription import MongoSubscription
 from esmongo.eventsourcing.tracking import NOTIFICATION_ID, Trackings
 from esmongo.ops.backup.own_logs import declare_positions
 from esmongo.store import AppendRequest, DocumentWrite, EventStore
-from esmongo.store.collections import COUNTERS
 
 NOTIFICATION_WINDOW = 10_000
 """The widest range of sequence one query of notifications by topic reads."""
 
 
-class MongoAggregateRecorder(AggregateRecorder):
+class MongoAggregateRecorder(OwnLog, AggregateRecorder):
     """Events of aggregates in one events collection, numbered by its own sequence."""
-
-    def __init__(self, datastore: Datastore, events_collection: str) -> None:
-        self.datastore = datastore
-        self.events_collection = events_collection
-        self.store: EventStore = datastore.store(events_collection)
-        self.reads = datastore.collection(events_collection, log=True)
-        """The events, for reads in the caller's thread (the sync client)."""
 
     def create_collection(self) -> None:
         """The indexes and the sequence counter (idempotent)."""
@@ -189,7 +181,7 @@ class MongoApplicationRecorder(MongoAggregateRecorder, ApplicationRecorder):
 
     def _head(self) -> int:
         """The highest committed notification id: the counter, written with the events."""
-        counter = self.datastore.collection(COUNTERS).find_one({"_id": self.store.sequence})
+        counter = self.counter()
         head = 0 if counter is None else int(counter["value"])
         generation = None if counter is None else EventStore.counter_generation(counter)
         self.pages.seen(generation, head=head)
