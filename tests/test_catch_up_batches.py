@@ -121,3 +121,28 @@ async def test_live_batches_stay_small(db: Db) -> None:
     assert reports and all(len(r.events) <= 30 for r in reports)
     assert all(r.position - before <= 30 for r in reports)
     assert_same(fold(await all_events(store)), await read_models(db))
+
+
+async def test_a_window_served_from_the_shared_cache_says_a_newer_notified_event_is_waiting(
+    db: Db,
+) -> None:
+    """Two appends notified one after the other: a runner reads and caches the window up
+    to the first; a second runner, woken by the second's notification (its wake cleared as
+    it started its step), is served that cached window. Its head must be the newer one, so
+    that it reads again at once: else it waits for the next append or the idle poll (1 s;
+    a live run once showed a 1.04 s lag)."""
+    store, load = await _store_with(db, 3)
+    first = await store.head_sequence()
+    notified = [first]
+    source = SharedSource(store, fetch_size=50, known_head=lambda: notified[-1])
+    types = sorted({t for p in bank_projections() for t in p.event_types})
+    source.register(types)
+    seen = await source.read(0, 50, types)  # one runner, woken by the first append
+    assert (seen.complete, seen.head) == (first, first)
+    await load.append(1)
+    notified.append(await store.head_sequence())  # the next append's notification
+    served = await source.read(0, 50, types)  # the other runner: the cache holds (0, first]
+    assert served.complete == first
+    assert served.head == notified[-1] > served.complete, "a notified event looks caught up"
+    newer = await source.read(served.complete, 50, types)
+    assert newer.complete == notified[-1] and len(newer.events) >= 1

@@ -179,8 +179,12 @@ class SharedSource:
             return await StoreSource(self.store).read(after, limit, event_types, backlog)
         # Runners woken by the same insert queue here; the first reads for all of them.
         async with self._lock:
+            known = self.known_head() if self.known_head is not None else 0
+            # A window served from the cache stops at what was fetched; a later
+            # notification must still show as waiting, or the runner whose wake it was
+            # (cleared as its step began) would sleep until the next append or poll.
+            self._head = max(self._head, known)
             if not self._low <= after < self._high:
-                known = self.known_head() if self.known_head is not None else 0
                 head = known if known > after else await self.store.head_sequence()
                 self._head = head
                 if head <= after:
