@@ -1,5 +1,5 @@
 """Catch-up from zero: updates of documents that do not exist yet become inserts, with the
-same result as the merged updates (esmongo.projections.writes.FreshCollections)."""
+same result as the merged updates (esmongo.projections.fresh.FreshCollections)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.codec import Document
+from esmongo.projections.fresh import FreshCollections
 from esmongo.projections.writes import (
-    FreshCollections,
     Insert,
     Update,
     Write,

@@ -37,12 +37,13 @@ from esmongo.projections.checkpoints import Checkpoints
 from esmongo.projections.commit_group import CommitGroup
 from esmongo.projections.dead_letters import DeadLetters, Failure
 from esmongo.projections.errors import CheckpointConflict, LeaseLost
+from esmongo.projections.fresh import FreshCollections
 from esmongo.projections.options import BatchReport, RunnerOptions, default_owner
 from esmongo.projections.projection import FailurePolicy, Projection
 from esmongo.projections.runner_metrics import RunnerMetrics
 from esmongo.projections.source import Backlog, EventSource, SharedSource, StoreSource
 from esmongo.projections.swap import collection_exists
-from esmongo.projections.writes import FreshCollections, WritePlan, execute
+from esmongo.projections.writes import WritePlan, execute
 from esmongo.store import EventStore
 
 log = logging.getLogger(__name__)

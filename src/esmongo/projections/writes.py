@@ -13,7 +13,7 @@ A projection that starts from zero into empty collections (a rebuild, a first ru
 which documents exist: only those its own upserts created, as it holds the lease. There an
 update of a document that does not exist yet is folded in memory into the document the
 upsert would create, and written with the batch's other new documents by one insert
-(`FreshCollections`); an update without upsert of a missing document is dropped (it would
+(esmongo.projections.fresh); an update without upsert of a missing document is dropped (it would
 match nothing). Documents that exist still get their merged update. Live batches do not
 do this: their documents mostly exist, and others may write them (ADR 0013).
 """
@@ -26,14 +26,14 @@ import functools
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo import DeleteOne, InsertOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo.codec import CODEC_OPTIONS, Document
-from esmongo.projections.keys import Key, OpenKeys, check_key, match_key
+from esmongo.projections.keys import OpenKeys, check_key, match_key
 
 BulkOp = InsertOne[Document] | UpdateOne | DeleteOne
 
@@ -123,7 +123,7 @@ def _add(a: Any, b: Any) -> Any:
     raise _Merge
 
 
-class _PendingUpdate:
+class PendingUpdate:
     """An update being accumulated for one document."""
 
     def __init__(self, update: Update) -> None:
@@ -281,74 +281,21 @@ def _put(document: Document, path: str, value: Any) -> None:
     document[last] = value
 
 
-FRESH_KEYS = 1_000_000
-"""Documents a from-zero run remembers having created; past that it merges as usual."""
-_PROVABLE = frozenset({"bool", "number", "string", "date", "objectId"})
+class NewDocuments(Protocol):
+    """Tells the documents a from-zero run creates from those that exist
+    (esmongo.projections.fresh.FreshCollections)."""
 
-
-class FreshCollections:
-    """What a projection running from zero into empty collections has created so far.
-
-    Per collection: the keys of the documents its upserts may have created (all of them,
-    committed or not: a key wrongly held as created only costs an update), and the one set
-    of key fields its updates use. A collection whose batches also insert or delete, or
-    whose updates use other key fields or null/array/object values, leaves this mode for
-    good: which documents exist is then no longer known.
-    """
-
-    def __init__(self, empty: Collection[str], capacity: int = FRESH_KEYS) -> None:
-        self.empty = frozenset(empty)
-        """The collections found empty at the start: no other is ever treated as fresh."""
-        self.capacity = capacity
-        self.created: dict[str, set[Key]] = {}
-        self.fields: dict[str, frozenset[str]] = {}
-        self.mixed: set[str] = set()
-        self.size = 0
-
-    @property
-    def full(self) -> bool:
-        return self.size >= self.capacity
-
-    def split(self, collection: str, ops: list[_PendingUpdate | BulkOp]) -> list[BulkOp] | None:
-        """The collection's operations with new documents inserted first, or None when
-        this collection cannot be told apart (then every key of it counts as created)."""
-        if collection in self.mixed or collection not in self.empty or self.full:
-            return None
-        pending = [op for op in ops if isinstance(op, _PendingUpdate)]
-        shapes = {frozenset(op.key) for op in pending}
-        known = self.fields.setdefault(collection, next(iter(shapes), frozenset()))
-        provable = all(
-            tag[0] in _PROVABLE
-            for op in pending
-            for _, tag in match_key(op.key)
-            if isinstance(tag, tuple)
-        )
-        if len(pending) != len(ops) or shapes - {known} or not provable:
-            self.mixed.add(collection)
-            return None
-        created = self.created.setdefault(collection, set())
-        inserts: list[BulkOp] = []
-        updates: list[BulkOp] = []
-        for op in pending:
-            key = match_key(op.key)
-            if key in created:
-                update = op.to_operation()
-                if update is not None:
-                    updates.append(update)
-            elif op.upsert:  # a missing document, which this upsert creates
-                inserts.append(InsertOne(op.to_document()))
-                created.add(key)
-                self.size += 1
-            # else: an update of a missing document without upsert matches nothing
-        return inserts + updates
+    def split(self, collection: str, ops: list[PendingUpdate | BulkOp]) -> list[BulkOp] | None:
+        """The collection's operations, new documents inserted first; None: cannot tell."""
+        ...
 
 
 class WritePlan:
     """The merged writes of one batch, in an order that gives the same result."""
 
     def __init__(self) -> None:
-        self._ops: dict[str, list[_PendingUpdate | BulkOp]] = {}
-        self._open: dict[str, OpenKeys[_PendingUpdate]] = {}
+        self._ops: dict[str, list[PendingUpdate | BulkOp]] = {}
+        self._open: dict[str, OpenKeys[PendingUpdate]] = {}
         self.writes = 0
         """How many writes the handlers returned (before merging)."""
 
@@ -365,7 +312,7 @@ class WritePlan:
                     return
                 except _Merge:
                     pass
-            pending = _PendingUpdate(write)
+            pending = PendingUpdate(write)
             open_updates.open(key, pending)
             ops.append(pending)
             return
@@ -381,9 +328,9 @@ class WritePlan:
         for write in writes:
             self.add(write)
 
-    def operations(self, fresh: FreshCollections | None = None) -> dict[str, list[BulkOp]]:
+    def operations(self, fresh: NewDocuments | None = None) -> dict[str, list[BulkOp]]:
         """Collection name -> bulk operations, in order. With `fresh`, documents that do
-        not exist yet are inserted (FreshCollections)."""
+        not exist yet are inserted (esmongo.projections.fresh)."""
         result: dict[str, list[BulkOp]] = {}
         for collection, ops in self._ops.items():
             split = fresh.split(collection, ops) if fresh is not None else None
@@ -393,7 +340,7 @@ class WritePlan:
                 continue
             bulk: list[BulkOp] = []
             for op in ops:
-                if isinstance(op, _PendingUpdate):
+                if isinstance(op, PendingUpdate):
                     update = op.to_operation()
                     if update is not None:
                         bulk.append(update)
@@ -412,12 +359,12 @@ async def execute(
     db: AsyncDatabase[Document],
     plan: WritePlan,
     targets: Mapping[str, str] | None = None,
-    fresh: FreshCollections | None = None,
+    fresh: NewDocuments | None = None,
 ) -> int:
     """Run a plan in `session`'s transaction: one ordered bulk_write per collection.
 
     `targets` maps a projection's collection names to the collections written (a
-    rebuild writes to new ones). `fresh`: see FreshCollections. Returns the number of
+    rebuild writes to new ones). `fresh`: see esmongo.projections.fresh. Returns the number of
     bulk operations sent.
     """
     sent = 0
