@@ -15,6 +15,7 @@ from typing import Any
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.read_concern import ReadConcern
 from rich.console import Console
 from rich.table import Table
 
@@ -27,10 +28,17 @@ console = Console()
 
 
 async def raw_transaction(
-    db: AsyncDatabase[Document], key: str, log: AsyncDatabase[Document] | None = None
+    db: AsyncDatabase[Document],
+    key: str,
+    log: AsyncDatabase[Document] | None = None,
+    *,
+    document: Callable[[int], Document] | None = None,
+    snapshot: bool = False,
 ) -> None:
     """The baseline of an append: PyMongo's own retrying transaction, counter $inc +
-    insert_one of one event (into `log`, a second database, when given)."""
+    insert_one of one event (into `log`, a second database, when given). `document(seq)`:
+    the event to insert instead of a small one; `snapshot`: with the read and write
+    concerns esmongo's transactions use."""
     counters = db.get_collection("raw_counters", write_concern=DURABLE)
     events = (log if log is not None else db).get_collection("raw_events", write_concern=DURABLE)
 
@@ -43,7 +51,10 @@ async def raw_transaction(
             session=session,
         )
         assert counter is not None
-        seq = counter["value"]
+        seq = int(counter["value"])
+        if document is not None:
+            await events.insert_one(document(seq), session=session)
+            return
         doc = {
             "_id": seq,
             "sequence": seq,
@@ -56,8 +67,11 @@ async def raw_transaction(
         }
         await events.insert_one(doc, session=session)
 
+    concerns: dict[str, Any] = (
+        {"read_concern": ReadConcern("snapshot"), "write_concern": DURABLE} if snapshot else {}
+    )
     async with db.client.start_session() as session:
-        await session.with_transaction(body)
+        await session.with_transaction(body, **concerns)
 
 
 @contextlib.contextmanager

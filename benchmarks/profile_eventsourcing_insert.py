@@ -25,14 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent
-from pymongo import MongoClient, ReturnDocument
-from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.read_concern import ReadConcern
+from pymongo import MongoClient
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_eventsourcing import DURABLE, Raw, _doc, _events, recorder
-from common import benchmark_server
+from bench_eventsourcing import Raw, _doc, _events, recorder
+from common import benchmark_server, raw_transaction
 from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.eventsourcing import MongoFactory
 
@@ -42,27 +40,13 @@ Insert = Callable[[list[StoredEvent]], Any]
 def async_raw(factory: MongoFactory, database: str) -> Insert:
     """The raw transaction with the factory's async client, run on its loop."""
     datastore = factory.datastore
-    client = datastore.db.client
-    db = client.get_database(database, codec_options=CODEC_OPTIONS)
-    events = db.get_collection("raw_events", write_concern=DURABLE)
-    counters = db.get_collection("raw_counters", write_concern=DURABLE)
+    db = datastore.db.client.get_database(database, codec_options=CODEC_OPTIONS)
 
     async def insert(stored: list[StoredEvent]) -> None:
-        async def body(session: AsyncClientSession) -> None:
-            counter = await counters.find_one_and_update(
-                {"_id": "seq"},
-                {"$inc": {"value": 1}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-                session=session,
-            )
-            assert counter is not None
-            await events.insert_one(_doc(stored[0], int(counter["value"])), session=session)
+        def document(seq: int) -> Document:
+            return _doc(stored[0], seq)
 
-        async with client.start_session() as session:
-            await session.with_transaction(
-                body, read_concern=ReadConcern("snapshot"), write_concern=DURABLE
-            )
+        await raw_transaction(db, "", document=document, snapshot=True)
 
     return lambda stored: datastore.run(insert(stored))
 
