@@ -16,11 +16,11 @@ from esmongo import AggregateNotFoundError, ConcurrencyError, DomainError, Recor
 from esmongo.api.auth import Principal, Role
 from esmongo.api.context import (
     ReasonHeader,
-    Services,
     ServicesDep,
     actor,
     check_access,
     require,
+    services_of,
 )
 from esmongo.api.errors import ApiError, to_api_error
 from esmongo.api.errors import body as error_body
@@ -98,7 +98,6 @@ def _final(error: Exception) -> bool:
 
 async def idempotent(
     request: Request,
-    svc: Services,
     who: Principal,
     key: str | None,
     payload: Any,
@@ -111,6 +110,7 @@ async def idempotent(
     event ids derive from the key's token, so a concurrent or repeated request with the key
     is an idempotent retry that reads the stored response.
     """
+    svc = services_of(request)
     metadata = event_metadata(request, who)
     if key is None:
         command, render = prepare(None)
@@ -181,7 +181,6 @@ def _out(result: CommandResult) -> dict[str, Any]:
 async def create_account(
     request: Request,
     body: CreateAccountBody,
-    svc: ServicesDep,
     who: Annotated[Principal, require(*ANYONE_WITH_ACCOUNTS)],
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
@@ -196,7 +195,7 @@ async def create_account(
         command = CreateAccount(account_id, owner_id, owner_name, body.currency, command_id=token)
         return command, lambda result: (201, _out(result))
 
-    return await idempotent(request, svc, who, idempotency_key, body.model_dump(), prepare)
+    return await idempotent(request, who, idempotency_key, body.model_dump(), prepare)
 
 
 def _movement(kind: str, roles: tuple[Role, ...]) -> None:
@@ -206,19 +205,18 @@ def _movement(kind: str, roles: tuple[Role, ...]) -> None:
         request: Request,
         account_id: AccountId,
         body: MoneyBody,
-        svc: ServicesDep,
         who: Annotated[Principal, require(*roles)],
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         if not who.sees_all_accounts():  # staff: the command itself says 404
-            await check_access(svc, who, account_id)
+            await check_access(services_of(request), who, account_id)
 
         def prepare(token: str | None) -> tuple[Command, Render]:
             txn = body.transactionId or f"txn_{token or uuid.uuid4().hex}"
             command = make(account_id, body.amount, txn, body.reason)
             return command, lambda result: (200, _out(result))
 
-        return await idempotent(request, svc, who, idempotency_key, body.model_dump(), prepare)
+        return await idempotent(request, who, idempotency_key, body.model_dump(), prepare)
 
     endpoint.__name__ = f"{kind}_account"
     endpoint.__doc__ = f"{kind.capitalize()} an active account. The amount is a decimal string."
@@ -235,7 +233,6 @@ def _transition(
     async def endpoint(
         request: Request,
         account_id: AccountId,
-        svc: ServicesDep,
         who: Annotated[Principal, require(*STAFF)],
         body: body_model = None,
         idempotency_key: IdempotencyKey = None,
@@ -245,7 +242,7 @@ def _transition(
         def prepare(token: str | None) -> tuple[Command, Render]:
             return make(account_id, body, token), lambda result: (200, _out(result))
 
-        return await idempotent(request, svc, who, idempotency_key, payload, prepare)
+        return await idempotent(request, who, idempotency_key, payload, prepare)
 
     endpoint.__name__ = f"{name}_account"
     endpoint.__doc__ = f"{name.capitalize()} an account (staff only)."
@@ -263,13 +260,12 @@ _transition("close", lambda a, b, t: CloseAccount(a, b.reason if b else None, t)
 async def transfer(
     request: Request,
     body: TransferBody,
-    svc: ServicesDep,
     who: Annotated[Principal, require(*ANYONE_WITH_ACCOUNTS)],
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Move money between two accounts: one atomic append over both streams."""
     if not who.sees_all_accounts():  # staff: the command itself says 404
-        await check_access(svc, who, body.fromAccountId)
+        await check_access(services_of(request), who, body.fromAccountId)
 
     def prepare(token: str | None) -> tuple[Command, Render]:
         transfer_id = body.transferId or f"trf_{token or uuid.uuid4().hex}"
@@ -290,7 +286,7 @@ async def transfer(
         )
         return out.model_dump(mode="json")
 
-    return await idempotent(request, svc, who, idempotency_key, body.model_dump(), prepare)
+    return await idempotent(request, who, idempotency_key, body.model_dump(), prepare)
 
 
 @router.post("/accounts/{account_id}/archive", response_model=ArchiveOut)

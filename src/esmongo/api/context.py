@@ -45,21 +45,23 @@ class Services:
     """What the startup check of stored event versions found (None: not finished)."""
 
 
+def services_of(request: Request) -> Services:
+    """The services of the app serving `request` (set by its lifespan)."""
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
 async def services(request: Request) -> Services:
     """Async: FastAPI runs a plain `def` dependency in its thread pool, a hop per request."""
-    return request.app.state.services  # type: ignore[no-any-return]
+    return services_of(request)
 
 
 ServicesDep = Annotated[Services, Depends(services)]
 
 
-bearer = HTTPBearer(auto_error=False, description="An API key: `esmongo keys create`.")
-
-
-async def principal(
-    svc: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+async def authenticate(
+    svc: Services, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
+    """The caller of a bearer API key, within its rate (401 or 429 otherwise)."""
     if credentials is None:
         raise ApiError(401, "unauthenticated", "missing header Authorization: Bearer <API key>")
     found = await svc.keys.verify(credentials.credentials.strip())
@@ -78,21 +80,36 @@ async def principal(
     return found
 
 
-PrincipalDep = Annotated[Principal, Depends(principal)]
+class RoleCheck(HTTPBearer):
+    """The bearer scheme (as the OpenAPI document shows it) that also authenticates the key
+    and lets only `roles` through (403 with the reason otherwise).
 
+    One dependency where a bearer, a principal, a role check and the services were four:
+    FastAPI solves every dependency on every request, and on the command path that cost
+    about as much CPU as the command itself (docs/benchmarks.md).
+    """
 
-def require(*roles: Role) -> Any:
-    """A dependency that lets only these roles through (403 with the reason otherwise)."""
+    def __init__(self, roles: tuple[Role, ...]) -> None:
+        super().__init__(
+            auto_error=False,
+            scheme_name="HTTPBearer",
+            description="An API key: `esmongo keys create`.",
+        )
+        self.roles = roles
 
-    async def check(who: PrincipalDep) -> Principal:
-        if who.role not in roles:
-            allowed = ", ".join(str(r) for r in roles)
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        who = await authenticate(services_of(request), await super().__call__(request))
+        if who.role not in self.roles:
+            allowed = ", ".join(str(r) for r in self.roles)
             raise ApiError(
                 403, "forbidden", f"role {who.role} may not do this (allowed: {allowed})"
             )
         return who
 
-    return Depends(check)
+
+def require(*roles: Role) -> Any:
+    """A dependency that authenticates the caller and lets only these roles through."""
+    return Depends(RoleCheck(roles))
 
 
 async def check_access(svc: Services, who: Principal, account_id: str) -> None:
