@@ -1,4 +1,5 @@
-"""The core runs with only its own dependencies (PyMongo, jsonschema); the extras add the rest.
+"""The core runs with only its own dependencies (PyMongo, jsonschema, jsonschema-rs); the
+extras add the rest.
 
 The extras are installed in the test venv, so each subprocess starts with a `sitecustomize`
 that makes importing them fail, as a `pip install esmongo` without extras would: the whole
@@ -213,7 +214,7 @@ def test_the_installed_metadata_keeps_the_extras_out_of_the_core() -> None:
             if (marker in req if extra else "extra ==" not in req)
         }
 
-    assert names(None) == {"pymongo", "jsonschema"}
+    assert names(None) == {"pymongo", "jsonschema", "jsonschema-rs"}
     assert {"fastapi", "pydantic", "uvicorn", "prometheus-client"} <= names("service")
     assert {"typer", "rich"} <= names("cli")
     assert names("embedded") == {"SecantusDB"}
