@@ -20,11 +20,14 @@ by type, by correlation, by id; appends to it are refused with StreamArchived.
 from __future__ import annotations
 
 import asyncio
+import decimal
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import bson
+from bson.binary import Binary
+from bson.codec_options import CodecOptions, TypeRegistry
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -58,6 +61,14 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 """Estimated bytes in one group-commit transaction, at most."""
 EVENT_OVERHEAD_BYTES = 300
 """An event document's bytes besides its data and metadata, for the batch estimate."""
+_DECIMAL_SIZE = Binary(bytes(16))
+SIZING: CodecOptions[Document] = CodecOptions(
+    type_registry=TypeRegistry(
+        fallback_encoder=lambda v: _DECIMAL_SIZE if isinstance(v, decimal.Decimal) else v
+    )
+)
+"""Encodes an event's data for its size only: a Decimal as 16 bytes (a few more than its
+Decimal128), without the conversion that costs 4x the rest of the encoding."""
 
 EVENT_INDEXES = [
     IndexModel(
@@ -314,10 +325,9 @@ class EventStore(EventReads, EventQueries):
 
     def _estimate_size(self, requests: Sequence[AppendRequest]) -> int:
         """Bytes the events take in BSON, near enough to bound a batch."""
-        options = self.events.codec_options
         return sum(
             EVENT_OVERHEAD_BYTES
-            + len(bson.encode({"d": e.data, "m": e.metadata}, codec_options=options))
+            + len(bson.encode({"d": e.data, "m": e.metadata}, codec_options=SIZING))
             for r in requests
             for e in r.events
         )
