@@ -224,3 +224,20 @@ async def test_an_idle_writer_withdraws_and_registers_again(db: AsyncDatabase[Do
 def test_liveness_is_checked(fields: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Liveness(**fields)
+
+
+async def test_closing_the_application_withdraws_its_writer_registration(
+    db: AsyncDatabase[Document],
+) -> None:
+    """A clean shutdown leaves no registration behind for others to take for dead, and no
+    heartbeat running against a database the process is done with."""
+    from esmongo.bank import ActivateAccount, Bank, CreateAccount
+
+    bank = await Bank(db).init()
+    assert (await bank.handle(CreateAccount("w1", "u1", "Ann", "EUR"))).success
+    assert (await bank.handle(ActivateAccount("w1"))).success
+    assert await db["esmongo_writers"].count_documents({}) == 1
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("writer:")]
+    await bank.close()
+    assert await db["esmongo_writers"].count_documents({}) == 0
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("writer:")]

@@ -148,9 +148,12 @@ class Application:
         return self
 
     async def close(self) -> None:
-        """Wait for the background snapshots, so none is cut off by the process's exit."""
+        """Wait for the background snapshots, so none is cut off by the process's exit;
+        then withdraw the writer registration (esmongo.store.writers), so that no one
+        takes this process for dead after it left. A later append registers again."""
         for repository in self.repositories.values():
             await repository.drain()
+        await self.store.writers.close()
 
 
 def load_factory(spec: str | None = None) -> ApplicationFactory:

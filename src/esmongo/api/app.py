@@ -117,12 +117,12 @@ def create_app(
             if settings is not None:
                 svc.erasure_log = settings.erasure_log
             app.state.services = svc
+            stack.push_async_callback(svc.bank.close)  # last: after what still writes
             check = asyncio.create_task(report_unreachable_versions(svc), name="schemas-check")
             stack.push_async_callback(_cancel, check)
             if background is not None:
                 stop = await background(svc)
                 stack.push_async_callback(stop)
-            stack.push_async_callback(svc.bank.close)
             yield
 
     app = FastAPI(
