@@ -112,3 +112,25 @@ async def test_appends_taken_out_of_a_batch_are_counted(db: AsyncDatabase[Docume
     assert isinstance(results[0], Exception) and not isinstance(results[1], Exception)
     assert sample("esmongo_store_appends_taken_out_total") == before + 1
     assert await store.head_sequence() == 1
+
+
+async def test_transactions_and_the_appends_they_carry_are_counted(
+    db: AsyncDatabase[Document],
+) -> None:
+    """Their ratio is the group-commit batch size: eight concurrent appends, one batch."""
+    store = EventStore(db)
+    await store.init()
+    transactions = sample("esmongo_store_transactions_total")
+    appends = sample("esmongo_store_appends_total")
+    await store.append("s", "0", [NewEvent("e.happened", {})])
+    assert sample("esmongo_store_transactions_total") == transactions + 1
+    assert sample("esmongo_store_appends_total") == appends + 1
+    await asyncio.gather(
+        *[
+            store.append("s", str(n), [NewEvent("e.happened", {}), NewEvent("e.happened", {})])
+            for n in range(1, 9)
+        ]
+    )
+    assert store.stats.transactions == 2
+    assert sample("esmongo_store_transactions_total") == transactions + 2
+    assert sample("esmongo_store_appends_total") == appends + 9

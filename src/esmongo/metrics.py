@@ -93,6 +93,15 @@ STORE_TRANSACTION_RETRIES = Counter(
     "esmongo_store_transaction_retries_total",
     "Append transactions run again after a transient failure (a write conflict on the counter).",
 )
+STORE_TRANSACTIONS = Counter(
+    "esmongo_store_transactions_total",
+    "Append transactions committed: one per group-commit batch, so appends over this is the "
+    "batch size.",
+)
+STORE_APPENDS = Counter(
+    "esmongo_store_appends_total",
+    "Appends committed (one call of append or append_streams, one or more events).",
+)
 STORE_APPENDS_TAKEN_OUT = Counter(
     "esmongo_store_appends_taken_out_total",
     "Appends taken out of a group-commit batch by an error of their own (a version conflict, "

@@ -39,7 +39,13 @@ from esmongo.errors import (
     StreamArchived,
 )
 from esmongo.events import NewEvent, RecordedEvent, StreamId, utc_now
-from esmongo.metrics import EVENTS_APPENDED, STORE_APPENDS_TAKEN_OUT, STORE_TRANSACTION_RETRIES
+from esmongo.metrics import (
+    EVENTS_APPENDED,
+    STORE_APPENDS,
+    STORE_APPENDS_TAKEN_OUT,
+    STORE_TRANSACTION_RETRIES,
+    STORE_TRANSACTIONS,
+)
 from esmongo.store.archive import ARCHIVES_FIELD, Archive
 from esmongo.store.batch_writes import WritesFailed, write_also, write_inline
 from esmongo.store.chain import ChainHead, chain
@@ -364,6 +370,8 @@ class BatchWriter:
         written: Generation,
     ) -> None:
         self.stats.transactions += 1
+        STORE_TRANSACTIONS.inc()
+        STORE_APPENDS.inc(len(batch))
         for append, streams in zip(batch, recorded, strict=True):
             for events in streams:
                 last = events[-1]
