@@ -53,6 +53,7 @@ from common import (
     database,
     print_table,
     server_pid,
+    stop_process,
 )
 from esmongo import NO_STREAM, NewEvent
 from esmongo.api import ApiKeys, Role
@@ -74,6 +75,7 @@ async def library_commands(
         await bank.handle(CreateAccount(f"{tag}{c}", "u", "Bench", "EUR"))
         await bank.handle(ActivateAccount(f"{tag}{c}"))
     watch = Stopwatch({"client": os.getpid(), "server": server})
+    stats = Batches(bank)
 
     async def client(c: int) -> None:
         for i in range(per_client):
@@ -83,13 +85,14 @@ async def library_commands(
             assert result.success, result.error
 
     await asyncio.gather(*[client(c) for c in range(CLIENTS)])
-    return watch.timing(label, CLIENTS * per_client)
+    return stats.into(watch.timing(label, CLIENTS * per_client))
 
 
 async def library_appends(
     bank: Bank, per_client: int, server: int | None = None, tag: str = "raw"
 ) -> Timing:
     watch = Stopwatch({"client": os.getpid(), "server": server})
+    stats = Batches(bank)
     data = {"ownerId": "u", "ownerName": "Bench", "currency": "EUR"}
 
     async def client(c: int) -> None:
@@ -100,7 +103,34 @@ async def library_appends(
                 )
 
     await asyncio.gather(*[client(c) for c in range(CLIENTS)])
-    return watch.timing(f"library EventStore.append(1), {CLIENTS} tasks", CLIENTS * per_client)
+    timing = watch.timing(f"library EventStore.append(1), {CLIENTS} tasks", CLIENTS * per_client)
+    return stats.into(timing)
+
+
+class Batches:
+    """The group-commit batch size over a run, from the store's own counts."""
+
+    def __init__(self, bank: Bank) -> None:
+        self.stats = bank.store.stats
+        self.appends, self.transactions = self.stats.appends, self.stats.transactions
+
+    def into(self, timing: Timing) -> Timing:
+        transactions = self.stats.transactions - self.transactions
+        if transactions:
+            timing.batch = (self.stats.appends - self.appends) / transactions
+        return timing
+
+
+async def store_counts(request: Request) -> tuple[float, float]:
+    """(appends, transactions) the service's store has committed, from its /metrics."""
+    status, text = await request("GET", "/metrics")
+    assert status == 200, text
+    found = dict.fromkeys(("esmongo_store_appends_total", "esmongo_store_transactions_total"), 0.0)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in found:
+            found[name] = float(value)
+    return found["esmongo_store_appends_total"], found["esmongo_store_transactions_total"]
 
 
 Request = Callable[..., Awaitable[tuple[int, str]]]
@@ -148,6 +178,7 @@ async def http_commands(
             assert status == 201, text
             status, text = await request("POST", f"/accounts/http{tag}{c}/activate")
             assert status == 200, text
+        appends, transactions = await store_counts(request)
         watch = Stopwatch({"client": os.getpid(), **(processes or {})})
 
         async def one(c: int) -> None:
@@ -159,7 +190,12 @@ async def http_commands(
                 assert status == 200, text
 
         await asyncio.gather(*[one(c) for c in range(CLIENTS)])
-    return watch.timing(f"HTTP credit/debit, {CLIENTS} clients, {label}", CLIENTS * per_client)
+        label = f"HTTP credit/debit, {CLIENTS} clients, {label}"
+        timing = watch.timing(label, CLIENTS * per_client)
+        appended, committed = await store_counts(request)
+    if committed > transactions:
+        timing.batch = (appended - appends) / (committed - transactions)
+    return timing
 
 
 def start_service(
@@ -316,8 +352,7 @@ async def inline_vs_async(quick: bool, rounds: int, client: str) -> None:
                     http = await http_commands(base, key, per_client, tag, label, client=client)
                     http_read = await http_consistent(base, key, per_client, tag, client)
                 finally:
-                    service.terminate()
-                    service.wait(timeout=30)
+                    await stop_process(service)
                 for timing in (direct, consistent, read, http, http_read):
                     rows.append(_row(timing, appends, mode))
     print_table(
@@ -339,7 +374,8 @@ CPU_COLUMNS = ("client", "service", "server")
 
 
 def _cpu_cells(t: Timing) -> tuple[str, ...]:
-    return tuple(f"{t.cpu_ms[name]:.2f}" if name in t.cpu_ms else "" for name in CPU_COLUMNS)
+    cpu = tuple(f"{t.cpu_ms[name]:.2f}" if name in t.cpu_ms else "" for name in CPU_COLUMNS)
+    return (*cpu, f"{t.batch:.1f}" if t.batch is not None else "")
 
 
 async def main(quick: bool, profile: str | None, with_bare: bool, client: str, rounds: int) -> None:
@@ -390,8 +426,7 @@ async def main(quick: bool, profile: str | None, with_bare: bool, client: str, r
                             spy.send_signal(signal.SIGINT)
                             spy.wait(timeout=60)
                     finally:
-                        service.terminate()
-                        service.wait(timeout=30)
+                        await stop_process(service)
                 for t in timings:
                     rate = f"{t.rate / appends.rate:.2f}x"
                     cells = (f"{t.rate:,.0f}", f"{t.p50_ms:.1f}", f"{t.p99_ms:.1f}", rate)
@@ -399,7 +434,7 @@ async def main(quick: bool, profile: str | None, with_bare: bool, client: str, r
     print_table(
         f"Commands per second (1 event each), latency per request, and CPU ms a command "
         f"by process (HTTP load from {client})",
-        ["round", "path", "ops/s", "p50 ms", "p99 ms", "vs append", *CPU_COLUMNS],
+        ["round", "path", "ops/s", "p50 ms", "p99 ms", "vs append", *CPU_COLUMNS, "batch"],
         rows,
     )
     if profile:

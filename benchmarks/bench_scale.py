@@ -61,7 +61,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import console, percentile, print_table
+from common import console, percentile, print_table, stop_process
 from esmongo import NO_STREAM, Aggregate, AppendRequest, EventStore, NewEvent, Repository, applies
 from esmongo.api import ApiKeys, Role
 from esmongo.bank import Bank
@@ -322,8 +322,7 @@ async def service(uri: str) -> dict[str, Any]:
                 raise RuntimeError(f"the startup check did not end: {log.read_text()}")
             rss = await rss_after_commands(base, key, process.pid)
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            await stop_process(process)
     return {
         "healthz_s": healthz,
         "check_s": ended - started_wall,

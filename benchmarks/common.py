@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -111,6 +112,13 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    """SIGTERM a child and wait for it off the event loop: a blocking wait would stall this
+    process's writer heartbeat, and the next store to start would take it for dead."""
+    process.terminate()
+    await asyncio.to_thread(process.wait, timeout_s)
+
+
 @contextlib.asynccontextmanager
 async def database(uri: str, name: str) -> AsyncIterator[AsyncDatabase[Document]]:
     """A fresh database on that server, dropped afterwards."""
@@ -148,6 +156,8 @@ class Timing:
     elapsed: float
     cpu_ms: dict[str, float] = field(default_factory=dict)
     """CPU milliseconds an item, by process (Stopwatch's `processes`)."""
+    batch: float | None = None
+    """Appends a store transaction carried meanwhile (the group-commit batch), if counted."""
 
     @property
     def rate(self) -> float:
