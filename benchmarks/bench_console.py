@@ -15,8 +15,6 @@ import argparse
 import asyncio
 import os
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,14 +28,14 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))  # console_serve
 
 from common import Stopwatch, Timing, benchmark_server, console, print_table
+from console_serve import serve
 from esmongo.api import ApiKeys, Role
 from esmongo.bank import Account, Bank
 from esmongo.codec import CODEC_OPTIONS, Document
-from esmongo.connect.embedded import free_port
 
-ESMONGO = str(Path(sys.executable).parent / "esmongo")
 LONG, SHORT = "long", "short"
 CHUNK = 500
 TARGET_MS = 200.0
@@ -75,20 +73,6 @@ async def fill(bank: Bank, events: int) -> int:
 
     total += sum(await asyncio.gather(*[worker() for _ in range(8)]))
     return total
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"esmongo serve exited: {log.read_text()}")
-        try:
-            if httpx.get(url + "/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("esmongo serve did not become ready")
 
 
 def wait_caught_up(http: httpx.Client, key: str) -> float:
@@ -177,57 +161,45 @@ def run(uri: str, name: str, events: int, rounds: int) -> None:
     """Fill, serve, measure; the database is dropped by the caller."""
     key, stored, filled_s = asyncio.run(on_db(uri, name, lambda db: prepare(db, events)))
     console.print(f"stored {stored} events in {filled_s:.0f}s")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="esmongo-bench-console-") as home:
-        log = Path(home) / "serve.log"
         env = {**os.environ, "MONGODB_URI": uri, "ESMONGO_DB": name, "ESMONGO_HOME": home}
-        with open(log, "wb") as output:
-            process = subprocess.Popen(
-                [ESMONGO, "serve", "--port", str(port), "--log-level", "warning"],
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            wait_ready(url, process, log)
-            with httpx.Client(base_url=url, timeout=60) as http:
-                caught_up_s = wait_caught_up(http, key)
-                console.print(f"projections caught up in {caught_up_s:.0f}s")
-                auth = {"Authorization": f"Bearer {key}"}
-                transfer = http.post(
-                    "/transfers",
-                    json={"fromAccountId": LONG, "toAccountId": SHORT, "amount": "1"},
-                    headers=auth,
-                ).json()
-                debit = transfer["eventIds"][0]
-                login(http, key)
-                pages = [
-                    ("overview", "/"),
-                    ("live tail (first render)", "/ui/tail"),
-                    ("streams search", "/ui/streams?type=account&q=acc0"),
-                    ("stream of 10 events", f"/ui/streams/account/{SHORT}"),
-                    ("stream of 10,000 events, first page", f"/ui/streams/account/{LONG}"),
-                    (
-                        "stream of 10,000 events, last page",
-                        f"/ui/streams/account/{LONG}?from=9952",
-                    ),
-                    ("event", f"/ui/events/{debit}"),
-                    ("causation trace (transfer)", f"/ui/trace/{debit}"),
-                    ("time travel, 100-event account", "/ui/accounts/acc00001/time?version=50"),
-                    ("time travel, 10,000-event account, latest", f"/ui/accounts/{LONG}/time"),
-                    (
-                        "time travel, 10,000-event account, v5000",
-                        f"/ui/accounts/{LONG}/time?version=5000",
-                    ),
-                    ("projections", "/ui/projections"),
-                    ("dead letters", "/ui/dead-letters"),
-                    ("schemas", "/ui/schemas"),
-                ]
-                timings = [time_page(http, label, path, rounds) for label, path in pages]
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+        with (
+            serve(env, Path(home) / "serve.log", ready_within_s=120) as (url, _),
+            httpx.Client(base_url=url, timeout=60) as http,
+        ):
+            caught_up_s = wait_caught_up(http, key)
+            console.print(f"projections caught up in {caught_up_s:.0f}s")
+            auth = {"Authorization": f"Bearer {key}"}
+            transfer = http.post(
+                "/transfers",
+                json={"fromAccountId": LONG, "toAccountId": SHORT, "amount": "1"},
+                headers=auth,
+            ).json()
+            debit = transfer["eventIds"][0]
+            login(http, key)
+            pages = [
+                ("overview", "/"),
+                ("live tail (first render)", "/ui/tail"),
+                ("streams search", "/ui/streams?type=account&q=acc0"),
+                ("stream of 10 events", f"/ui/streams/account/{SHORT}"),
+                ("stream of 10,000 events, first page", f"/ui/streams/account/{LONG}"),
+                (
+                    "stream of 10,000 events, last page",
+                    f"/ui/streams/account/{LONG}?from=9952",
+                ),
+                ("event", f"/ui/events/{debit}"),
+                ("causation trace (transfer)", f"/ui/trace/{debit}"),
+                ("time travel, 100-event account", "/ui/accounts/acc00001/time?version=50"),
+                ("time travel, 10,000-event account, latest", f"/ui/accounts/{LONG}/time"),
+                (
+                    "time travel, 10,000-event account, v5000",
+                    f"/ui/accounts/{LONG}/time?version=5000",
+                ),
+                ("projections", "/ui/projections"),
+                ("dead letters", "/ui/dead-letters"),
+                ("schemas", "/ui/schemas"),
+            ]
+            timings = [time_page(http, label, path, rounds) for label, path in pages]
     base = asyncio.run(on_db(uri, name, lambda db: baseline(db, rounds * 5)))
     rows = []
     for t in [base, *timings]:

@@ -11,30 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 from playwright.sync_api import sync_playwright
 
-from esmongo.connect.embedded import free_port
-
-ESMONGO = str(Path(sys.executable).parent / "esmongo")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from console_serve import CHROMIUM_ARGS, ServeFailed, chromium_path, serve
 
 
 def traffic(url: str, key: str) -> str:
@@ -85,64 +69,46 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/console"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    chromium = shutil.which("chromium") or sys.exit("install chromium: apt-get install chromium")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    chromium = chromium_path() or sys.exit("install chromium: apt-get install chromium")
     with tempfile.TemporaryDirectory(prefix="esmongo-shots-") as home:
         env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
         env["ESMONGO_HOME"] = home
-        log = Path(home) / "serve.log"
-        with open(log, "wb") as out:
-            serve = subprocess.Popen(
-                [ESMONGO, "serve", "--port", str(port), "--log-level", "warning"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
         try:
-            deadline = time.monotonic() + 90
-            while not (Path(home) / "dev-admin-key").exists() or not _ready(url):
-                if serve.poll() is not None or time.monotonic() > deadline:
-                    sys.exit(f"esmongo serve did not start: {log.read_text()}")
-                time.sleep(0.2)
-            key = (Path(home) / "dev-admin-key").read_text().strip()
-            debit = traffic(url, key)
-            httpx.get(
-                f"{url}/accounts/acc_carol?consistent=true",
-                headers={"Authorization": f"Bearer {key}"},
-            )
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=chromium, args=ARGS)
-                page = browser.new_page(base_url=url, viewport={"width": 1200, "height": 800})
-                page.goto("/")
-                page.fill("#key", key)
-                page.click("#login")
-                page.wait_for_url(re.compile(r"/$"))
-                for i in range(12):  # traffic while the overview samples it, for the sparkline
-                    for _ in range(i % 4 + 1):
-                        httpx.post(
-                            f"{url}/accounts/acc_carol/credit",
-                            json={"amount": "1.00"},
-                            headers={"Authorization": f"Bearer {key}"},
-                        ).raise_for_status()
-                    page.wait_for_timeout(500)
-                page.screenshot(path=str(args.out / "overview.png"), full_page=True)
-                page.goto(f"/ui/trace/{debit}")
-                page.screenshot(path=str(args.out / "trace.png"), full_page=True)
-                page.goto("/ui/accounts/acc_alice/time?version=5&compare=9")
-                page.screenshot(path=str(args.out / "time-travel.png"), full_page=True)
-                browser.close()
-        finally:
-            serve.send_signal(signal.SIGTERM)
-            serve.wait(timeout=30)
+            with serve(env, Path(home) / "serve.log") as (url, _):
+                shoot(url, (Path(home) / "dev-admin-key").read_text().strip(), chromium, args.out)
+        except ServeFailed as exc:
+            sys.exit(str(exc))
     print(f"screenshots in {args.out}")
 
 
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url + "/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+def shoot(url: str, key: str, chromium: str, out: Path) -> None:
+    """Traffic through the API, then the pages photographed."""
+    debit = traffic(url, key)
+    httpx.get(
+        f"{url}/accounts/acc_carol?consistent=true",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(base_url=url, viewport={"width": 1200, "height": 800})
+        page.goto("/")
+        page.fill("#key", key)
+        page.click("#login")
+        page.wait_for_url(re.compile(r"/$"))
+        for i in range(12):  # traffic while the overview samples it, for the sparkline
+            for _ in range(i % 4 + 1):
+                httpx.post(
+                    f"{url}/accounts/acc_carol/credit",
+                    json={"amount": "1.00"},
+                    headers={"Authorization": f"Bearer {key}"},
+                ).raise_for_status()
+            page.wait_for_timeout(500)
+        page.screenshot(path=str(out / "overview.png"), full_page=True)
+        page.goto(f"/ui/trace/{debit}")
+        page.screenshot(path=str(out / "trace.png"), full_page=True)
+        page.goto("/ui/accounts/acc_alice/time?version=5&compare=9")
+        page.screenshot(path=str(out / "time-travel.png"), full_page=True)
+        browser.close()
 
 
 if __name__ == "__main__":

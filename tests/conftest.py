@@ -12,6 +12,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from command_counter import FindCounter
+from esmongo import EventStore
 from esmongo.codec import CODEC_OPTIONS, Document
 from esmongo.connect.embedded import EmbeddedServer
 
@@ -48,6 +49,14 @@ async def db(client: AsyncMongoClient[Document]) -> AsyncIterator[AsyncDatabase[
         yield database
     finally:
         await client.drop_database(name)
+
+
+@pytest.fixture
+async def store(db: AsyncDatabase[Document]) -> EventStore:
+    """An initialised EventStore on the test's database, default options."""
+    store = EventStore(db)
+    await store.init()
+    return store
 
 
 @pytest.fixture

@@ -7,11 +7,8 @@ import asyncio
 import concurrent.futures
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -24,29 +21,14 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from esmongo.api.auth import ApiKeys, Role
-from esmongo.connect.embedded import free_port
 
-ESMONGO = str(Path(sys.executable).parent / "esmongo")
+sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+
+from console_serve import CHROMIUM_ARGS as CHROMIUM_ARGS  # for the tests' browser fixture
+from console_serve import ServeFailed, chromium_path, serve
+
 BUG_PATH = str(Path(__file__).parent / "console_bug")
 START_BOUND_S = 90.0
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium_path() -> str | None:
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 def browser_or_skip() -> str:
@@ -131,7 +113,6 @@ def console(server_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     database = f"console_{uuid.uuid4().hex[:10]}"
     keys = in_thread(lambda: _make_keys(server_uri, database))
     bug_file = workdir / "bug"
-    port = free_port()
     env = dict(os.environ)
     env.update(
         {
@@ -143,39 +124,12 @@ def console(server_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         }
     )
     log = workdir / "serve.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [ESMONGO, "serve", "--port", str(port), "--log-level", "warning"],
-            env=env,
-            cwd=workdir,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    started = time.monotonic()
     try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"esmongo serve exited: {log.read_text()}")
-            try:
-                if httpx.get(url + "/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - started > START_BOUND_S:
-                pytest.fail(
-                    f"esmongo serve not ready within {START_BOUND_S:.0f}s: {log.read_text()}"
-                )
-            time.sleep(0.1)
-        yield Console(url, keys, bug_file, process, log)
+        with serve(env, log, cwd=workdir, ready_within_s=START_BOUND_S) as (url, process):
+            yield Console(url, keys, bug_file, process, log)
+    except ServeFailed as exc:
+        pytest.fail(str(exc))
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
         in_thread(lambda: _drop(server_uri, database))
 
 

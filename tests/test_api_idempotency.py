@@ -45,6 +45,22 @@ def after_handle(bank: Bank, then: Callable[[], Awaitable[None]]) -> None:
     bank.handle = hooked  # type: ignore[method-assign]
 
 
+def pause_first_load(bank: Bank) -> tuple[asyncio.Event, asyncio.Event]:
+    """The next account load, once loaded, waits for `go`; `paused` is set when it does."""
+    paused, go = asyncio.Event(), asyncio.Event()
+    load = bank.accounts.load
+
+    async def pausing_load(account_id: str, **options: Any) -> Account:
+        account = await load(account_id, **options)
+        if not paused.is_set():
+            paused.set()
+            await go.wait()
+        return account
+
+    bank.accounts.load = pausing_load  # type: ignore[method-assign]
+    return paused, go
+
+
 class Crash(Exception):
     """The process dies here: the response is never sent."""
 
@@ -129,18 +145,7 @@ async def test_concurrent_requests_with_one_key_all_get_the_response(api: Api) -
     one with the same key runs to the end. The first then retries as an idempotent retry and
     answers the stored response: no 409 `idempotency_key_in_flight`, money moved once."""
     await api.open_account("a1", funds="10.00")
-    bank = api.services.bank
-    paused, go = asyncio.Event(), asyncio.Event()
-    load = bank.accounts.load
-
-    async def pausing_load(account_id: str, **options: Any) -> Account:
-        account = await load(account_id, **options)
-        if not paused.is_set():
-            paused.set()
-            await go.wait()
-        return account
-
-    bank.accounts.load = pausing_load  # type: ignore[method-assign]
+    paused, go = pause_first_load(api.services.bank)
     headers = {"Idempotency-Key": "same"}
     body = {"amount": "1.00"}
     first = asyncio.create_task(api.post("/accounts/a1/credit", json=body, headers=headers))
@@ -163,18 +168,7 @@ async def test_a_key_reused_with_another_body_meanwhile_is_refused(
     the record that could not be inserted."""
     await api.open_account("a1", funds="10.00")
     await api.open_account("a2", funds="10.00")
-    bank = api.services.bank
-    paused, go = asyncio.Event(), asyncio.Event()
-    load = bank.accounts.load
-
-    async def pausing_load(account_id: str, **options: Any) -> Account:
-        account = await load(account_id, **options)
-        if not paused.is_set():
-            paused.set()
-            await go.wait()
-        return account
-
-    bank.accounts.load = pausing_load  # type: ignore[method-assign]
+    paused, go = pause_first_load(api.services.bank)
     headers = {"Idempotency-Key": "k"}
     first = asyncio.create_task(
         api.post("/accounts/a1/credit", json={"amount": "1.00"}, headers=headers)

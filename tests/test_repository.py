@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo import (
     Aggregate,
@@ -15,7 +14,6 @@ from esmongo import (
     Repository,
     applies,
 )
-from esmongo.codec import Document
 from esmongo.events import StreamId
 from esmongo.model import EventLike
 
@@ -34,13 +32,6 @@ class Cart(Aggregate):
     @applies("cart.item_added")
     def _added(self, event: EventLike) -> None:
         self.items.append(event.data["item"])
-
-
-@pytest.fixture
-async def store(db: AsyncDatabase[Document]) -> EventStore:
-    store = EventStore(db)
-    await store.init()
-    return store
 
 
 @pytest.fixture

@@ -83,13 +83,6 @@ class Unsnapshotable(Tally):
 
 
 @pytest.fixture
-async def store(db: AsyncDatabase[Document]) -> EventStore:
-    store = EventStore(db)
-    await store.init()
-    return store
-
-
-@pytest.fixture
 async def snapshots(db: AsyncDatabase[Document]) -> SnapshotStore:
     snapshots = SnapshotStore(db)
     await snapshots.init()

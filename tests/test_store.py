@@ -30,13 +30,6 @@ from esmongo.testing import all_events, assert_gap_free
 from esmongo.testing import new_events as events
 
 
-@pytest.fixture
-async def store(db: AsyncDatabase[Document]) -> EventStore:
-    store = EventStore(db)
-    await store.init()
-    return store
-
-
 async def count(db: AsyncDatabase[Document]) -> int:
     return await db["events"].count_documents({})
 

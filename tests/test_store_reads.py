@@ -12,17 +12,22 @@ from decimal import Decimal
 
 import pytest
 from bson.decimal128 import Decimal128
+from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.database import AsyncDatabase
 
 from esmongo import EventStore, NewEvent
 from esmongo.codec import Document
 
 
-@pytest.fixture
-async def store(db: AsyncDatabase[Document]) -> EventStore:
-    store = EventStore(db)
-    await store.init()
-    return store
+async def next_changes(stream: AsyncChangeStream[Document], count: int) -> list[Document]:
+    """The next `count` changes, or fewer when they take over 10 s (the assert shows which)."""
+    changes: list[Document] = []
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(changes) < count and asyncio.get_running_loop().time() < deadline:
+        change = await stream.try_next()
+        if change is not None:
+            changes.append(change)
+    return changes
 
 
 async def test_watch_tells_of_appends_of_the_watched_types_only(store: EventStore) -> None:
@@ -30,12 +35,7 @@ async def test_watch_tells_of_appends_of_the_watched_types_only(store: EventStor
     async with stream:
         await store.append("t", "a", [NewEvent("t.other", {"k": 0})])
         await store.append("t", "a", [NewEvent("t.happened", {"k": 1}), NewEvent("t.happened", {})])
-        changes: list[Document] = []
-        deadline = asyncio.get_running_loop().time() + 10
-        while len(changes) < 2 and asyncio.get_running_loop().time() < deadline:
-            change = await stream.try_next()
-            if change is not None:
-                changes.append(change)
+        changes = await next_changes(stream, 2)
         token = stream.resume_token
     # Only what a woken reader needs: the type and the sequence to read up to.
     assert [c["fullDocument"] for c in changes] == [
@@ -46,10 +46,8 @@ async def test_watch_tells_of_appends_of_the_watched_types_only(store: EventStor
     await store.append("t", "a", [NewEvent("t.happened", {"k": 2})])
     resumed = await store.watch(["t.happened"], resume_after=token, max_await_ms=100)
     async with resumed:
-        change = None
-        while change is None and asyncio.get_running_loop().time() < deadline + 10:
-            change = await resumed.try_next()
-    assert change is not None and change["fullDocument"]["sequence"] == 4
+        changes = await next_changes(resumed, 1)
+    assert [c["fullDocument"]["sequence"] for c in changes] == [4]
 
 
 async def test_watch_without_types_tells_of_every_append(store: EventStore) -> None:
@@ -57,12 +55,7 @@ async def test_watch_without_types_tells_of_every_append(store: EventStore) -> N
     stream = await store.watch(max_await_ms=100)
     async with stream:
         await store.append("t", "a", [NewEvent("t.other", {}), NewEvent("t.happened", {})])
-        changes: list[Document] = []
-        deadline = asyncio.get_running_loop().time() + 10
-        while len(changes) < 2 and asyncio.get_running_loop().time() < deadline:
-            change = await stream.try_next()
-            if change is not None:
-                changes.append(change)
+        changes = await next_changes(stream, 2)
     assert [c["fullDocument"]["eventType"] for c in changes] == ["t.other", "t.happened"]
 
 

@@ -8,13 +8,14 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pymongo.errors import PyMongoError
 
 from esmongo import AggregateNotFoundError, ConcurrencyError, DomainError, RecordedEvent
 from esmongo.api.auth import Principal, Role
 from esmongo.api.context import (
+    AccountId,
     ReasonHeader,
     ServicesDep,
     actor,
@@ -67,7 +68,6 @@ IdempotencyKey = Annotated[
         description="Same key and body: the first response is replayed and nothing is appended.",
     ),
 ]
-AccountId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 STAFF = (Role.ADMIN, Role.TELLER)
 ANYONE_WITH_ACCOUNTS = (Role.ADMIN, Role.TELLER, Role.CUSTOMER)
 

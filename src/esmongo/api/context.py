@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
+from fastapi import Path as PathParameter
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from esmongo.api.auth import ApiKeys, Principal, Role
 from esmongo.api.errors import ApiError
 from esmongo.api.idempotency import IdempotencyKeys
+from esmongo.api.models import ID_PATTERN
 from esmongo.api.rate_limit import RateLimiter, retry_after
 from esmongo.bank import Bank
 from esmongo.connect.connection import Settings
@@ -110,6 +112,13 @@ class RoleCheck(HTTPBearer):
 def require(*roles: Role) -> Any:
     """A dependency that authenticates the caller and lets only these roles through."""
     return Depends(RoleCheck(roles))
+
+
+AccountId = Annotated[str, PathParameter(pattern=ID_PATTERN)]
+"""An account id in a route's path: what a body's ids accept too (models.Identifier)."""
+READERS = (Role.ADMIN, Role.TELLER, Role.AUDITOR, Role.CUSTOMER)
+"""Who may read an account: customers their own only (check_access)."""
+STAFF_READERS = (Role.ADMIN, Role.TELLER, Role.AUDITOR)
 
 
 async def check_access(svc: Services, who: Principal, account_id: str) -> None:

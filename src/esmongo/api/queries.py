@@ -3,20 +3,23 @@
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
-from esmongo.api.auth import Principal, Role
-from esmongo.api.context import ServicesDep, check_access, require
+from esmongo.api.auth import Principal
+from esmongo.api.context import (
+    READERS,
+    STAFF_READERS,
+    AccountId,
+    ServicesDep,
+    check_access,
+    require,
+)
 from esmongo.api.errors import ApiError
 from esmongo.api.models import ERRORS, EventOut, EventsOut, HistoryOut, Page, plain
 from esmongo.api.params import decimal_param, utc_param
 from esmongo.bank import ReadModelLagging
 
 router = APIRouter(tags=["queries"], responses=ERRORS)
-
-AccountId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
-READERS = (Role.ADMIN, Role.TELLER, Role.AUDITOR, Role.CUSTOMER)
-STAFF_READERS = (Role.ADMIN, Role.TELLER, Role.AUDITOR)
 
 
 @router.get("/accounts/{account_id}", response_model=dict[str, Any])

@@ -4,11 +4,18 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
 from esmongo import AggregateNotFoundError
-from esmongo.api.auth import Principal, Role
-from esmongo.api.context import ServicesDep, check_access, require
+from esmongo.api.auth import Principal
+from esmongo.api.context import (
+    READERS,
+    STAFF_READERS,
+    AccountId,
+    ServicesDep,
+    check_access,
+    require,
+)
 from esmongo.api.errors import ApiError
 from esmongo.api.models import ERRORS, plain
 from esmongo.api.params import utc_param
@@ -16,10 +23,6 @@ from esmongo.bank import Account, balance_history
 from esmongo.model import TemporalQueries
 
 router = APIRouter(tags=["time travel"], responses=ERRORS)
-
-AccountId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
-READERS = (Role.ADMIN, Role.TELLER, Role.AUDITOR, Role.CUSTOMER)
-STAFF_READERS = (Role.ADMIN, Role.TELLER, Role.AUDITOR)
 
 
 @router.get("/accounts/{account_id}/state", response_model=dict[str, Any])

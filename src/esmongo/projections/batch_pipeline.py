@@ -6,11 +6,12 @@ gap-free and commit-ordered, a read that sees sequence N has seen every event be
 nothing is missed, nothing is read twice.
 
 Each handler is retried with backoff; one that keeps failing leaves a dead letter (and, by
-the STOP policy, blocks the projection before its event). The handlers' writes are merged
-(esmongo.projections.writes), and the batch's writes, its dead letters and its checkpoint
-commit in one transaction (CommitGroup), the checkpoint by compare-and-set on
-(fence, position): a process that dies anywhere leaves either the whole batch or none of
-it; a runner that lost its lease fails the compare-and-set and its batch aborts.
+the STOP policy, blocks the projection before its event): esmongo.projections.handling.
+The handlers' writes are merged (esmongo.projections.writes), and the batch's writes, its
+dead letters and its checkpoint commit in one transaction (CommitGroup), the checkpoint by
+compare-and-set on (fence, position): a process that dies anywhere leaves either the whole
+batch or none of it; a runner that lost its lease fails the compare-and-set and its batch
+aborts.
 
 The lease that makes this runner the only writer is the subclass's (esmongo.projections.runner).
 """
@@ -23,7 +24,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -38,12 +38,13 @@ from esmongo.projections.commit_group import CommitGroup
 from esmongo.projections.dead_letters import DeadLetters, Failure
 from esmongo.projections.errors import CheckpointConflict, LeaseLost
 from esmongo.projections.fresh import FreshCollections
+from esmongo.projections.handling import HandledBatch, handle_batch
 from esmongo.projections.options import BatchReport, RunnerOptions, default_owner
 from esmongo.projections.projection import FailurePolicy, Projection
 from esmongo.projections.runner_metrics import RunnerMetrics
 from esmongo.projections.source import Backlog, EventSource, SharedSource, StoreSource
 from esmongo.projections.swap import collection_exists
-from esmongo.projections.writes import WritePlan, execute
+from esmongo.projections.writes import execute
 from esmongo.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -67,23 +68,8 @@ class RunnerState(StrEnum):
     STOPPED = "stopped"
 
 
-@dataclass
-class _Batch:
-    events: list[RecordedEvent]
-    target: int
-    plan: WritePlan = field(default_factory=WritePlan)
-    failures: list[Failure] = field(default_factory=list)
-    resolved: list[int] = field(default_factory=list)
-    blocked_at: int | None = None
-
-
 class CheckpointMoved(Exception):
     """The checkpoint was moved by someone else (a retry, a discard); the fence is still ours."""
-
-
-class _HandlerFailed(Exception):
-    def __init__(self, failure: Failure) -> None:
-        self.failure = failure
 
 
 class BatchPipeline(abc.ABC):
@@ -206,7 +192,7 @@ class BatchPipeline(abc.ABC):
             self.state = RunnerState.CATCHING_UP
         else:
             self._fresh = None  # live batches merge per document
-        batch = await self._prepare(events, target)
+        batch = await self._handle_batch(events, target)
         try:
             operations = await self._commit(batch)
         except BulkWriteError as exc:
@@ -237,56 +223,10 @@ class BatchPipeline(abc.ABC):
         await self._after_commit(batch, operations, head, duration, live)
         return target < head and self.blocked_at is None
 
-    async def _prepare(self, events: list[RecordedEvent], target: int) -> _Batch:
-        batch = _Batch(events=[], target=target)
-        for event in events:
-            try:
-                writes = await self._handle(event)
-            except _HandlerFailed as failed:
-                batch.failures.append(failed.failure)
-                if self.projection.policy == FailurePolicy.STOP:
-                    batch.target = event.sequence - 1
-                    batch.blocked_at = event.sequence
-                    break
-                batch.events.append(event)
-                continue
-            batch.plan.extend(writes)
-            batch.events.append(event)
-            if event.sequence in self._open_dead:
-                batch.resolved.append(event.sequence)
-        return batch
+    async def _handle_batch(self, events: list[RecordedEvent], target: int) -> HandledBatch:
+        return await handle_batch(self.projection, self.name, events, target, self._open_dead)
 
-    async def _handle(self, event: RecordedEvent) -> list[Any]:
-        projection = self.projection
-        pause = projection.retry_backoff_s
-        attempts = max(1, projection.max_attempts)
-        for attempt in range(1, attempts + 1):
-            try:
-                return await projection.apply(event)
-            except Exception as exc:
-                if attempt == attempts:
-                    log.error(
-                        "projection %s: handler failed %d times on %s #%d (%s)",
-                        self.name,
-                        attempt,
-                        event.event_type,
-                        event.sequence,
-                        exc,
-                    )
-                    raise _HandlerFailed(Failure(event, exc, attempt)) from exc
-                log.warning(
-                    "projection %s: handler failed on #%d (attempt %d/%d): %s",
-                    self.name,
-                    event.sequence,
-                    attempt,
-                    attempts,
-                    exc,
-                )
-                await asyncio.sleep(pause)
-                pause *= 2
-        raise AssertionError("unreachable")
-
-    async def _commit(self, batch: _Batch) -> int:
+    async def _commit(self, batch: HandledBatch) -> int:
         """The batch's transaction (shared with other projections of the daemon when they
         have a batch ready too). Returns the number of write operations sent."""
         if not self._holds_lease():
@@ -349,7 +289,7 @@ class BatchPipeline(abc.ABC):
             attempts = max(1, self.projection.max_attempts)
             pause = self.projection.retry_backoff_s
             for attempt in range(1, attempts + 1):
-                batch = await self._prepare([event], event_target)
+                batch = await self._handle_batch([event], event_target)
                 try:
                     sent += await self._commit(batch)
                     break
@@ -358,7 +298,7 @@ class BatchPipeline(abc.ABC):
                         await asyncio.sleep(pause)
                         pause *= 2
                         continue
-                    failed = _Batch(events=[event], target=event_target)
+                    failed = HandledBatch(events=[event], target=event_target)
                     failed.failures.append(Failure(event, exc, attempt))
                     if self.projection.policy == FailurePolicy.STOP:
                         failed.target, failed.blocked_at = event.sequence - 1, event.sequence
@@ -368,7 +308,7 @@ class BatchPipeline(abc.ABC):
         return sent
 
     async def _after_commit(
-        self, batch: _Batch, operations: int, head: int, duration: float, live: bool
+        self, batch: HandledBatch, operations: int, head: int, duration: float, live: bool
     ) -> None:
         now = time.time()
         self.events_applied += len(batch.events)

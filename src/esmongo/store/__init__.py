@@ -2,8 +2,8 @@
 
 Write path: `requests` (what an append asks) -> `group_commit` (batches of concurrent
 appends) -> `batch_writer` (one transaction per batch: `transactions`, the write `fence`,
-`stream_versions`, the `unit_of_work`'s other documents, the `inline` projections'
-writes) -> `events`. Read path: the
+`stream_versions`, `archive_check`, the events' `numbering`, the `unit_of_work`'s other
+documents, the `inline` projections' writes) -> `events`. Read path: the
 `event_store` reads, merged with the `archive`. `writers` and `sessions` keep a dead
 process's transaction from stalling the others. `collections` names what it owns.
 """

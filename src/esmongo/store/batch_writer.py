@@ -10,12 +10,8 @@ is told why. A write conflict with another process's transaction (both want the 
 is retried after a pause about as long as a transaction takes: see
 esmongo.store.transactions.backoff.
 
-Archived streams (esmongo.store.archive) take no event. A stream the version check found empty
-(NO_STREAM, ANY on a new stream) may be an archived one, so the transaction looks those
-up in `archived_streams`. Streams it found events for cannot have been archived since,
-unless an archive committed in between: archives increment `archives` on the counter
-document that the transaction increments first, so the transaction reads that number for
-free, and only when it moved since the version check are all the batch's streams looked up.
+Archived streams take no event: the transaction checks the batch's streams
+(esmongo.store.archive_check); the events' numbers and versions are esmongo.store.numbering's.
 """
 
 from __future__ import annotations
@@ -23,10 +19,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
 from typing import Any
 
-from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
 from pymongo.errors import BulkWriteError, PyMongoError
@@ -38,7 +32,7 @@ from esmongo.errors import (
     EventsCollectionSealed,
     StreamArchived,
 )
-from esmongo.events import NewEvent, RecordedEvent, StreamId, utc_now
+from esmongo.events import RecordedEvent, StreamId, utc_now
 from esmongo.metrics import (
     EVENTS_APPENDED,
     STORE_APPENDS,
@@ -47,13 +41,14 @@ from esmongo.metrics import (
     STORE_TRANSACTIONS,
 )
 from esmongo.store.archive import ARCHIVES_FIELD, Archive
+from esmongo.store.archive_check import ArchivedInBatch, refuse_archived
 from esmongo.store.batch_writes import WritesFailed, write_also, write_inline
 from esmongo.store.chain import ChainHead, chain
 from esmongo.store.conditions import ConditionRefused, check_conditions
 from esmongo.store.fence import Generation, generation, refuse_unless_writable
 from esmongo.store.inline import InlineAppliers
+from esmongo.store.numbering import number_events
 from esmongo.store.pending import PendingAppend, WriteStats
-from esmongo.store.requests import AppendRequest
 from esmongo.store.retries import Retries
 from esmongo.store.stream_versions import StreamVersions
 from esmongo.store.transactions import (
@@ -81,14 +76,6 @@ held, before the commit), to make a race with another writer deterministic."""
 class _Distrusted(Exception):
     """Raised inside a batch's transaction: the counter's generation moved since the versions
     taken on trust were written (esmongo.store.stream_versions); check them again."""
-
-
-class _ArchivedInBatch(Exception):
-    """Raised inside a batch's transaction: these streams are archived."""
-
-    def __init__(self, streams: set[StreamId]) -> None:
-        super().__init__(f"archived: {sorted(map(str, streams))}")
-        self.streams = streams
 
 
 class BatchWriter:
@@ -195,7 +182,7 @@ class BatchWriter:
                     break
                 await asyncio.sleep(pause)
                 continue
-            except _ArchivedInBatch as exc:
+            except ArchivedInBatch as exc:
                 refused = [a for a in live if any(r.stream in exc.streams for r in a.requests)]
                 live = [a for a in live if a not in refused]
                 for append in refused:
@@ -293,25 +280,12 @@ class BatchWriter:
                 self.versions.generation = written
                 if trusting is not None and trusting != written:
                     raise _Distrusted()
-                archives = int(counter.get(ARCHIVES_FIELD, 0))
-                await self._refuse_archived(batch, known, archives, session)
-                first = sequence = int(counter["value"]) - total
-                now = utc_now()
-                recorded: list[list[list[RecordedEvent]]] = []
-                for append in batch:
-                    streams = []
-                    for request, head in zip(append.requests, append.heads, strict=True):
-                        events = []
-                        for offset, event in enumerate(request.events, start=1):
-                            sequence += 1
-                            version = (
-                                head + offset
-                                if request.versions is None
-                                else request.versions[offset - 1]
-                            )
-                            events.append(_record(request, event, version, sequence, now))
-                        streams.append(events)
-                    recorded.append(streams)
+                if self.archive is not None:
+                    self.archives_seen = archives = int(counter.get(ARCHIVES_FIELD, 0))
+                    await refuse_archived(self.archive, batch, known, archives, session)
+                sequence = int(counter["value"])  # the block's last number
+                first = sequence - total
+                recorded = number_events(batch, first, utc_now())
                 docs = [e.to_document() for streams in recorded for s in streams for e in s]
                 previous = await self.head.before(first, self._logs, session, written)
                 last = chain(previous, docs)
@@ -333,35 +307,6 @@ class BatchWriter:
         self.head.committed(sequence, last, written)
         self.inline.committed(applied, sequence)
         return recorded, written
-
-    async def _refuse_archived(
-        self,
-        batch: list[PendingAppend],
-        known: int | None,
-        archives: int,
-        session: AsyncClientSession,
-    ) -> None:
-        """Raise _ArchivedInBatch when a stream of the batch is archived (see the module)."""
-        if self.archive is None:
-            return
-        self.archives_seen = archives
-        if archives == 0:
-            return  # nothing was ever archived
-        mirror = await self.archive.mirror(archives, session)
-        if mirror is not None:  # exact as of `archives`, and no round trip: check them all
-            streams = [r.stream for append in batch for r in append.requests]
-            archived = {s for s in streams if mirror.get(s, archives + 1) <= archives}
-        else:
-            every = known != archives
-            streams = [
-                request.stream
-                for append in batch
-                for request, head in zip(append.requests, append.heads, strict=True)
-                if every or head == 0
-            ]
-            archived = await self.archive.archived(streams, session)
-        if archived:
-            raise _ArchivedInBatch(archived)
 
     def _succeeded(
         self,
@@ -395,21 +340,3 @@ class BatchWriter:
             "the store to another collection. Restart this process so that it opens the "
             "active one (esmongo migrate status)"
         )
-
-
-def _record(
-    request: AppendRequest, event: NewEvent, version: int, sequence: int, now: datetime
-) -> RecordedEvent:
-    timestamp = event.timestamp or now
-    return RecordedEvent(
-        event_id=event.event_id,
-        event_type=event.event_type,
-        event_version=event.event_version,
-        aggregate_type=request.aggregate_type,
-        aggregate_id=request.aggregate_id,
-        aggregate_version=version,
-        data=event.data,
-        metadata={**event.metadata, "timestamp": timestamp},
-        timestamp=timestamp,
-        sequence=sequence,
-    )
