@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -57,14 +57,16 @@ def serve(
     *,
     cwd: Path | None = None,
     ready_within_s: float = 90.0,
+    args: Sequence[str] = (),
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`esmongo serve` with `env` on a free port, its output in `log`: the URL and the
-    process once `/readyz` answers 200 (ServeFailed otherwise); stopped on leaving."""
+    process once `/readyz` answers 200 (ServeFailed otherwise); stopped on leaving. `args`
+    come after `--log-level warning` (a later `--log-level` wins)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [ESMONGO, "serve", "--port", str(port), "--log-level", "warning"],
+            [ESMONGO, "serve", "--port", str(port), "--log-level", "warning", *args],
             env=dict(env),
             cwd=cwd,
             stdout=output,

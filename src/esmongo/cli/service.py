@@ -78,6 +78,14 @@ def serve(
             "`esmongo projections run` in its own).",
         ),
     ] = True,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            envvar="ESMONGO_ACCESS_LOG",
+            help="Log every request at info level (uvicorn's access log). Off, the service "
+            "spends less CPU a request; leave request logs to a proxy in front.",
+        ),
+    ] = True,
     inline: Annotated[
         str | None,
         typer.Option(
@@ -126,7 +134,9 @@ def serve(
                 key = await ensure_dev_admin_key(keys, settings.home / "dev-admin-key")
                 say(f"development admin key: [bold]{key}[/]")
                 say(f'  try: curl -H "Authorization: Bearer {key}" {url}/accounts')
-            config = uvicorn.Config(service, host=host, port=port, log_level=log_level)
+            config = uvicorn.Config(
+                service, host=host, port=port, log_level=log_level, access_log=access_log
+            )
             await uvicorn.Server(config).serve(sockets=[sock])
 
     with sock:
